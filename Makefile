@@ -6,26 +6,34 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+PIP := $(PY) -m pip install -q --disable-pip-version-check
+LOCAL_STAMP := $(VENV)/.installed-local
+DEV_STAMP := $(VENV)/.installed-dev
 
 .PHONY: local test lint setup benchmarks clean
 
-setup: $(STAMP)
+setup: $(DEV_STAMP)
 
-$(STAMP): requirements/dev.txt training/requirements.txt pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements/dev.txt
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Local mode needs only the run-time packages; the tests add the tooling on top.
+$(LOCAL_STAMP): requirements/local.txt training/requirements.txt pyproject.toml | $(VENV)/bin/python
+	$(PIP) -r requirements/local.txt
+	$(PIP) --no-deps --no-build-isolation -e .
 	touch $@
 
-local: $(STAMP)
+$(DEV_STAMP): requirements/dev.txt $(LOCAL_STAMP)
+	$(PIP) -r requirements/dev.txt
+	touch $@
+
+local: $(LOCAL_STAMP)
 	$(PY) -m localmode run $(ARGS)
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(STAMP) lint
+test: $(DEV_STAMP) lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -121,3 +121,43 @@ def sniff_image_type(data: bytes) -> str | None:
 
 DEFAULT_TOP_K = 5
 MAX_TOP_K = 20
+
+# --------------------------------------------------------------------------------------------------
+# Inference request limits and the top-k option (inference Lambda, endpoint container, local server).
+
+# SageMaker real-time InvokeEndpoint refuses request bodies above its payload quota (6 MB); 5 MiB keeps a
+# margin under it. Every entry point refuses a bigger image with 413 before it spends anything. Lambda's own 6 MB invocation limit counts the base64-encoded event, so behind a
+# Function URL an image tops out near 4.4 MB and Lambda answers 413 itself above that.
+MAX_IMAGE_BYTES = 5 * 1024 * 1024
+
+# top_k travels to the endpoint in SageMaker's CustomAttributes (header X-Amzn-SageMaker-Custom-Attributes),
+# as "top_k=<n>"; other comma-separated key=value pairs may ride along and are ignored here.
+TOP_K_ATTRIBUTE = "top_k"
+
+
+def parse_top_k(value: object) -> int:
+    """A top_k from JSON or text ("5" or 5), checked against 1..MAX_TOP_K. ValueError says what is wrong."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"top_k must be an integer from 1 to {MAX_TOP_K}")
+    if isinstance(value, str):
+        text = value.strip()
+        if not (text.isascii() and text.isdigit()):
+            raise ValueError(f"top_k must be an integer from 1 to {MAX_TOP_K}, got {value!r:.40}")
+        value = int(text)
+    if not 1 <= value <= MAX_TOP_K:
+        raise ValueError(f"top_k must be an integer from 1 to {MAX_TOP_K}, got {value}")
+    return value
+
+
+def top_k_custom_attributes(top_k: int) -> str:
+    """CustomAttributes for InvokeEndpoint that ask for `top_k` predictions."""
+    return f"{TOP_K_ATTRIBUTE}={parse_top_k(top_k)}"
+
+
+def top_k_from_custom_attributes(attributes: str | None) -> int | None:
+    """The top_k inside CustomAttributes ("top_k=3,trace=1"), None when absent; ValueError when invalid."""
+    for pair in (attributes or "").split(","):
+        key, _, value = pair.partition("=")
+        if key.strip() == TOP_K_ATTRIBUTE:
+            return parse_top_k(value)
+    return None

@@ -126,8 +126,9 @@ MAX_TOP_K = 20
 # Inference request limits and the top-k option (inference Lambda, endpoint container, local server).
 
 # SageMaker real-time InvokeEndpoint refuses request bodies above its payload quota (6 MB); 5 MiB keeps a
-# margin under it. Every entry point refuses a bigger image with 413 before it spends anything. Lambda's own 6 MB invocation limit counts the base64-encoded event, so behind a
-# Function URL an image tops out near 4.4 MB and Lambda answers 413 itself above that.
+# margin under it. Every entry point refuses a bigger image with 413 before it spends anything. Lambda's
+# own 6 MB invocation limit counts the base64-encoded event, so behind a Function URL an image tops out
+# near 4.4 MB and Lambda answers 413 itself above that.
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
 
 # top_k travels to the endpoint in SageMaker's CustomAttributes (header X-Amzn-SageMaker-Custom-Attributes),

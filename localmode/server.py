@@ -65,6 +65,9 @@ GRACEFUL_SHUTDOWN_TIMEOUT_S = 15
 
 # How the parent passes its settings to uvicorn's worker processes (which import create_app afresh).
 _ENV_MODEL_DIR = "IMGCLF_SERVER_MODEL_DIR"
+# Oversized bodies up to this size are read and dropped before the 413 (see _discard_rest); bigger ones
+# are answered at once and the connection closed.
+_DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
 _ENV_TIMEOUT = "IMGCLF_SERVER_TIMEOUT_S"
 _ENV_MAX_BODY = "IMGCLF_SERVER_MAX_BODY_BYTES"
 
@@ -119,20 +122,47 @@ class _State:
     limiter: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(1))
 
 
-def _error(status: int, message: str, request_id: str) -> JSONResponse:
-    return JSONResponse({"error": message, "status": status, "request_id": request_id}, status_code=status)
+def _error(status: int, message: str, request_id: str, runtime_api: bool) -> JSONResponse:
+    """The error answer. On the container path (/invocations) the status is the error's own. On the
+    runtime API path (/endpoints/{name}/invocations) it is what SageMaker's InvokeEndpoint answers when the
+    container fails: ModelError (HTTP 424) carrying the container's status and message, which botocore
+    raises as `client.exceptions.ModelError` with OriginalStatusCode, as in AWS."""
+    if not runtime_api:
+        return JSONResponse({"error": message, "status": status, "request_id": request_id},
+                            status_code=status)
+    source = "client" if status < 500 else "server"
+    return JSONResponse(
+        {"ErrorCode": f"{source.upper()}_ERROR_FROM_MODEL", "OriginalStatusCode": status,
+         "OriginalMessage": message,
+         "Message": f'Received {source} error ({status}) from primary with message "{message}".'},
+        status_code=424, headers={"x-amzn-ErrorType": "ModelError", "x-amzn-RequestId": request_id})
+
+
+async def _discard_rest(request: Request) -> None:
+    """Read and drop what is left of an oversized body (up to _DRAIN_LIMIT_BYTES): a server that answers
+    while the client is still sending closes a socket with unread data, and the client then sees a
+    connection reset instead of the 413."""
+    drained = 0
+    with contextlib.suppress(Exception):
+        async for chunk in request.stream():
+            drained += len(chunk)
+            if drained > _DRAIN_LIMIT_BYTES:
+                break
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing (413) anything over `limit` bytes without reading it all."""
+    """The body, refusing (413) anything over `limit` bytes without keeping it in memory."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
+        if int(declared) <= _DRAIN_LIMIT_BYTES:
+            await _discard_rest(request)
         raise PayloadTooLargeError(f"the request body is {declared} bytes; the limit is {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
+            await _discard_rest(request)
             raise PayloadTooLargeError(f"the request body is over the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
@@ -161,11 +191,12 @@ def create_app(model_dir: str | os.PathLike[str] | None = None, *, request_timeo
     async def invocations(request: Request) -> Response:
         request_id = request.headers.get("x-amzn-requestid") or uuid.uuid4().hex
         start = time.perf_counter()
+        runtime_api = "endpoint_name" in request.path_params
         status, size, error_message = 200, 0, None
         try:
             if state.model is None:
                 status, error_message = 503, "the model is still loading"
-                return _error(status, error_message, request_id)
+                return _error(status, error_message, request_id, runtime_api)
             body = await _read_body(request, state.max_body_bytes)
             size = len(body)
             model = state.model
@@ -180,14 +211,14 @@ def create_app(model_dir: str | os.PathLike[str] | None = None, *, request_timeo
                             headers={"X-Inference-Runtime": model.runtime_name, "X-Request-Id": request_id})
         except InferenceRequestError as error:
             status, error_message = error.status_code, error.message
-            return _error(status, error_message, request_id)
+            return _error(status, error_message, request_id, runtime_api)
         except TimeoutError:
             status, error_message = 504, f"inference took longer than {state.request_timeout_s:g} s"
-            return _error(status, error_message, request_id)
+            return _error(status, error_message, request_id, runtime_api)
         except Exception as error:  # the worker must survive anything a request does
             LOGGER.exception(json.dumps({"event": "invocation_failed", "request_id": request_id}))
             status, error_message = 500, f"internal error: {type(error).__name__}"
-            return _error(status, error_message, request_id)
+            return _error(status, error_message, request_id, runtime_api)
         finally:
             LOGGER.info(json.dumps({
                 "event": "invocation", "request_id": request_id, "path": request.url.path, "status": status,

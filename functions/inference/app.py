@@ -1,0 +1,57 @@
+"""The public inference Lambda behind a Function URL: `POST /` with JPEG/PNG bytes -> top-k classes as JSON.
+
+Thin on purpose: parse and validate (inference_request, pure), invoke the endpoint (inference_endpoint),
+shape the answer. The SageMaker client is built once per execution environment, at init, from:
+
+  ENDPOINT_NAME                    the stable endpoint name the pipeline deploys (required)
+  SAGEMAKER_RUNTIME_ENDPOINT_URL   send InvokeEndpoint elsewhere, e.g. local mode's server (optional)
+  FUNCTION_TIMEOUT_SECONDS         the function's timeout; botocore's timeouts and retries fit inside it
+  INVOKE_MAX_ATTEMPTS              attempts per request, retries included (default 2)
+
+Imports stay light (botocore from the runtime, Powertools' logger, imgclf.contract from the layer):
+no torch, numpy or PIL here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+# Lambda puts this directory on sys.path; callers that load app.py from its file (tests, local mode's
+# bridge) may not, and the sibling modules below must resolve the same way in both.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+from aws_lambda_powertools import Logger  # noqa: E402
+from inference_endpoint import Settings, invoke, make_runtime_client  # noqa: E402
+from inference_request import HttpError, error_response, http_response, parse_request  # noqa: E402
+
+logger = Logger(service="inference")
+SETTINGS = Settings.from_environ(os.environ)
+RUNTIME = make_runtime_client(SETTINGS)
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    try:
+        request = parse_request(event)
+        logger.append_keys(image_bytes=len(request.image), content_type=request.content_type,
+                           top_k=request.top_k)
+        started = time.perf_counter()
+        answer = invoke(RUNTIME, SETTINGS.endpoint_name, request)
+    except HttpError as err:
+        cause = err.__cause__
+        # The client gets a short message; the log keeps the endpoint's own words for the operator.
+        log = logger.warning if err.status < 500 else logger.error
+        log("request refused", extra={"status": err.status, "error": err.code,
+                                      "cause": repr(cause)[:500] if cause else None})
+        return error_response(err)
+    except Exception:
+        logger.exception("unexpected failure")
+        return error_response(HttpError(500, "internal_error", "internal error"))
+    endpoint_ms = round((time.perf_counter() - started) * 1e3, 1)
+    logger.info("answered", extra={"status": 200, "endpoint_ms": endpoint_ms, "runtime": answer["runtime"]})
+    return http_response(200, answer)

@@ -38,16 +38,19 @@ RUNTIME = make_runtime_client(SETTINGS)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
         request = parse_request(event)
-        logger.append_keys(image_bytes=len(request.image), content_type=request.content_type,
-                           top_k=request.top_k)
+        logger.append_keys(
+            image_bytes=len(request.image), content_type=request.content_type, top_k=request.top_k
+        )
         started = time.perf_counter()
         answer = invoke(RUNTIME, SETTINGS.endpoint_name, request)
     except HttpError as err:
         cause = err.__cause__
         # The client gets a short message; the log keeps the endpoint's own words for the operator.
         log = logger.warning if err.status < 500 else logger.error
-        log("request refused", extra={"status": err.status, "error": err.code,
-                                      "cause": repr(cause)[:500] if cause else None})
+        log(
+            "request refused",
+            extra={"status": err.status, "error": err.code, "cause": repr(cause)[:500] if cause else None},
+        )
         return error_response(err)
     except Exception:
         logger.exception("unexpected failure")

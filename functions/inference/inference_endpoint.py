@@ -49,7 +49,7 @@ class InvokeBudget:
 def _max_backoff(max_attempts: int) -> float:
     # botocore's standard retry mode sleeps rand(0,1) * min(2**i, 20) s before retry i (older botocore, as
     # in the Lambda runtime; newer scales non-throttling retries down): sum the ceilings.
-    return float(sum(min(2 ** i, 20) for i in range(1, max_attempts)))
+    return float(sum(min(2**i, 20) for i in range(1, max_attempts)))
 
 
 def invoke_budget(function_timeout_s: float, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> InvokeBudget:
@@ -59,8 +59,10 @@ def invoke_budget(function_timeout_s: float, max_attempts: int = DEFAULT_MAX_ATT
     connect = min(2.0, 0.1 * function_timeout_s)
     read = (function_timeout_s - margin - _max_backoff(max_attempts)) / max_attempts - connect
     if max_attempts < 1 or read < 0.1:
-        raise ValueError(f"a {function_timeout_s:g} s function timeout leaves no time to read an answer "
-                         f"in {max_attempts} attempt(s); raise the timeout or lower the attempts")
+        raise ValueError(
+            f"a {function_timeout_s:g} s function timeout leaves no time to read an answer "
+            f"in {max_attempts} attempt(s); raise the timeout or lower the attempts"
+        )
     return InvokeBudget(connect_timeout=connect, read_timeout=round(read, 3), max_attempts=max_attempts)
 
 
@@ -106,8 +108,11 @@ def client_config(settings: Settings) -> botocore.config.Config:
 def make_runtime_client(settings: Settings) -> Any:
     """The sagemaker-runtime client, pointed at SAGEMAKER_RUNTIME_ENDPOINT_URL when that is set."""
     return botocore.session.get_session().create_client(
-        "sagemaker-runtime", region_name=settings.region, endpoint_url=settings.endpoint_url,
-        config=client_config(settings))
+        "sagemaker-runtime",
+        region_name=settings.region,
+        endpoint_url=settings.endpoint_url,
+        config=client_config(settings),
+    )
 
 
 def invoke(client: Any, endpoint_name: str, request: ImageRequest) -> dict[str, Any]:
@@ -148,8 +153,12 @@ def endpoint_error(err: Exception) -> HttpError:
     if isinstance(err, ReadTimeoutError | ConnectTimeoutError):
         return _timeout()
     if isinstance(err, EndpointConnectionError | ConnectionClosedError):
-        return HttpError(503, "endpoint_unavailable", "the model endpoint cannot be reached; try again later",
-                         _RETRY_MUCH_LATER)
+        return HttpError(
+            503,
+            "endpoint_unavailable",
+            "the model endpoint cannot be reached; try again later",
+            _RETRY_MUCH_LATER,
+        )
     if not isinstance(err, ClientError):
         return HttpError(502, "model_error", "the call to the model failed")
     error = err.response.get("Error", {})
@@ -162,17 +171,22 @@ def endpoint_error(err: Exception) -> HttpError:
         original = err.response.get("OriginalStatusCode")
         if original in (400, 413, 415):
             # The container could not use what the client sent (say, a truncated JPEG): the client's error.
-            return HttpError(original, "unreadable_image" if original != 413 else "image_too_large",
-                             "the model could not read this image")
+            return HttpError(
+                original,
+                "unreadable_image" if original != 413 else "image_too_large",
+                "the model could not read this image",
+            )
         return HttpError(502, "model_error", "the model failed on this request")
     if code == "ModelNotReadyException":
         return HttpError(503, "endpoint_unavailable", "the model is loading; try again shortly", _RETRY_LATER)
     if code in ("ThrottlingException", "TooManyRequestsException") or status == 429:
         return HttpError(429, "throttled", "too many requests; slow down and retry", _RETRY_LATER)
     if code == "ValidationError" and _NOT_IN_SERVICE.search(message):
-        return HttpError(503, "endpoint_unavailable", "the model endpoint is not in service yet",
-                         _RETRY_MUCH_LATER)
+        return HttpError(
+            503, "endpoint_unavailable", "the model endpoint is not in service yet", _RETRY_MUCH_LATER
+        )
     if code == "ServiceUnavailable" or status == 503:
-        return HttpError(503, "endpoint_unavailable", "the model service is unavailable; try again later",
-                         _RETRY_LATER)
+        return HttpError(
+            503, "endpoint_unavailable", "the model service is unavailable; try again later", _RETRY_LATER
+        )
     return HttpError(502, "model_error", "the call to the model failed")

@@ -47,8 +47,9 @@ class HttpError(Exception):
         self.headers = dict(headers or {})
 
 
-def http_response(status: int, payload: Mapping[str, Any], headers: Mapping[str, str] | None = None
-                  ) -> dict[str, Any]:
+def http_response(
+    status: int, payload: Mapping[str, Any], headers: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """A Function URL response with a JSON body."""
     return {
         "statusCode": status,
@@ -83,8 +84,11 @@ def _media_type(content_type: str | None) -> str | None:
 
 
 def _too_large(size: int, what: str = "the image") -> HttpError:
-    return HttpError(413, "image_too_large",
-                     f"{what} is {size} bytes; images are limited to {contract.MAX_IMAGE_BYTES} bytes")
+    return HttpError(
+        413,
+        "image_too_large",
+        f"{what} is {size} bytes; images are limited to {contract.MAX_IMAGE_BYTES} bytes",
+    )
 
 
 def _decode_base64(text: str, what: str) -> bytes:
@@ -142,8 +146,11 @@ def _parse_json_body(body: bytes) -> tuple[bytes, str | None, object]:
         raise HttpError(400, "malformed_body", 'the JSON body must be an object: {"image": "<base64>"}')
     unknown = sorted(set(document) - _JSON_FIELDS)
     if unknown:
-        raise HttpError(400, "malformed_body",
-                        f"unknown field(s) {', '.join(map(repr, unknown))[:200]}; expected image, top_k")
+        raise HttpError(
+            400,
+            "malformed_body",
+            f"unknown field(s) {', '.join(map(repr, unknown))[:200]}; expected image, top_k",
+        )
     encoded = document.get("image")
     if not isinstance(encoded, str):
         raise HttpError(400, "malformed_body", 'the JSON body needs "image": a base64 string')
@@ -152,7 +159,7 @@ def _parse_json_body(body: bytes) -> tuple[bytes, str | None, object]:
         header, separator, encoded = encoded.partition(",")
         if not separator or not header.endswith(";base64"):
             raise HttpError(400, "malformed_body", 'a data: URI in "image" must be base64-encoded')
-        declared = _media_type(header[len(_DATA_URI_PREFIX):-len(";base64")])
+        declared = _media_type(header[len(_DATA_URI_PREFIX) : -len(";base64")])
     return _decode_base64(encoded, '"image"'), declared, document.get("top_k")
 
 
@@ -189,9 +196,12 @@ def parse_request(event: Mapping[str, Any]) -> ImageRequest:
         image, top_k_value = body, query_top_k
         content_type = _image_type(image, declared)
     else:
-        raise HttpError(415, "unsupported_media_type",
-                        f"Content-Type {declared[:60]!r} is not supported; send image/jpeg, image/png "
-                        f"or application/json")
+        raise HttpError(
+            415,
+            "unsupported_media_type",
+            f"Content-Type {declared[:60]!r} is not supported; send image/jpeg, image/png "
+            f"or application/json",
+        )
     top_k = contract.DEFAULT_TOP_K if top_k_value is None else _top_k(top_k_value)
     return ImageRequest(image=image, content_type=content_type, top_k=top_k)
 
@@ -210,8 +220,11 @@ def _prediction(item: object) -> dict[str, Any]:
     label, class_id, probability = item.get("label"), item.get("class_id"), item.get("probability")
     if not isinstance(label, str) or isinstance(class_id, bool) or not isinstance(class_id, int):
         raise _bad_answer("a prediction lacks label or class_id")
-    if isinstance(probability, bool) or not isinstance(probability, int | float) \
-            or not 0.0 <= probability <= 1.0:
+    if (
+        isinstance(probability, bool)
+        or not isinstance(probability, int | float)
+        or not 0.0 <= probability <= 1.0
+    ):
         raise _bad_answer("a probability is not in [0, 1]")
     return {"label": label, "class_id": class_id, "probability": float(probability)}
 
@@ -224,8 +237,9 @@ def read_endpoint_answer(body: bytes, top_k: int) -> dict[str, Any]:
         raise _bad_answer("not JSON") from err
     if not isinstance(document, dict) or not isinstance(document.get("predictions"), list):
         raise _bad_answer("no predictions list")
-    predictions = sorted((_prediction(item) for item in document["predictions"]),
-                         key=lambda p: p["probability"], reverse=True)
+    predictions = sorted(
+        (_prediction(item) for item in document["predictions"]), key=lambda p: p["probability"], reverse=True
+    )
     if not predictions:
         raise _bad_answer("no predictions")
     runtime = document.get("runtime")

@@ -52,14 +52,29 @@ def decide(test_accuracy: float | None, threshold: float, live_accuracy: float |
         return GateDecision(False, reason, None, threshold, live)
     accuracy = _fraction(test_accuracy, TEST_ACCURACY_METRIC_NAME)
     if accuracy < threshold:
-        return GateDecision(False, f"test accuracy {accuracy:.4f} is below the threshold {threshold:.4f}",
-                            accuracy, threshold, live)
+        return GateDecision(
+            False,
+            f"test accuracy {accuracy:.4f} is below the threshold {threshold:.4f}",
+            accuracy,
+            threshold,
+            live,
+        )
     if live is not None and accuracy < live:
-        return GateDecision(False, f"test accuracy {accuracy:.4f} is worse than the live model's {live:.4f}",
-                            accuracy, threshold, live)
+        return GateDecision(
+            False,
+            f"test accuracy {accuracy:.4f} is worse than the live model's {live:.4f}",
+            accuracy,
+            threshold,
+            live,
+        )
     against = "no live model" if live is None else f"live model {live:.4f}"
-    return GateDecision(True, f"test accuracy {accuracy:.4f} >= threshold {threshold:.4f}, {against}",
-                        accuracy, threshold, live)
+    return GateDecision(
+        True,
+        f"test accuracy {accuracy:.4f} >= threshold {threshold:.4f}, {against}",
+        accuracy,
+        threshold,
+        live,
+    )
 
 
 def accuracy_from_final_metrics(final_metric_data: Iterable[Mapping[str, Any]]) -> float | None:

@@ -96,8 +96,9 @@ def parse_manifest(raw: bytes | str, dataset: str) -> Manifest:
         problems.append(f"schema_version must be {SCHEMA_VERSION}, got {schema!r}")
 
     version = document.get("version")
-    if version is not None and (not isinstance(version, str | int) or isinstance(version, bool)
-                                or not str(version).strip()):
+    if version is not None and (
+        not isinstance(version, str | int) or isinstance(version, bool) or not str(version).strip()
+    ):
         problems.append(f"version must be a non-empty string, got {version!r}")
     description = document.get("description", "")
     if not isinstance(description, str):

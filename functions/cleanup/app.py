@@ -1,0 +1,73 @@
+"""Cleanup: after any failure, undo what this run started (mlpipeline.requests.plan_cleanup decides).
+
+Input {"state": the whole execution state, with "error" and, when Validate got that far, "run"}.
+Output {"actions": [{"action", "name"}]} (what was done).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+from mlpipeline import requests
+from mlpipeline.errors import error_code, translate_aws_errors
+
+
+def _describe(call: Any, **kwargs: Any) -> dict[str, Any] | None:
+    try:
+        return call(**kwargs)
+    except ClientError as error:
+        if error_code(error) in ("ValidationException", "ResourceNotFound"):
+            return None
+        raise
+
+
+@translate_aws_errors
+def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    state = event["state"]
+    run = state.get("run")
+    if not isinstance(run, dict) or "run_id" not in run:
+        return {"actions": []}  # failed before anything was created
+    sagemaker = boto3.client("sagemaker")
+    autoscaling = boto3.client("application-autoscaling")
+    endpoint_name = os.environ["ENDPOINT_NAME"]
+    started_tuning = "tuning" in state
+    started_training = "training" in state
+    actions = requests.plan_cleanup(
+        run,
+        tuning=_describe(
+            sagemaker.describe_hyper_parameter_tuning_job, HyperParameterTuningJobName=run["tuning_job_name"]
+        )
+        if started_tuning
+        else None,
+        training=_describe(sagemaker.describe_training_job, TrainingJobName=run["training_job_name"])
+        if started_training
+        else None,
+        endpoint=_describe(sagemaker.describe_endpoint, EndpointName=endpoint_name),
+        model_exists=_describe(sagemaker.describe_model, ModelName=run["model_name"]) is not None,
+        config_exists=_describe(
+            sagemaker.describe_endpoint_config, EndpointConfigName=run["endpoint_config_name"]
+        )
+        is not None,
+        autoscaling_deregistered=bool((state.get("deployment") or {}).get("autoscaling_deregistered")),
+    )
+    for step in actions:
+        action, name = step["action"], step["name"]
+        if action == "stop_tuning_job":
+            sagemaker.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+        elif action == "stop_training_job":
+            sagemaker.stop_training_job(TrainingJobName=name)
+        elif action == "delete_endpoint":
+            sagemaker.delete_endpoint(EndpointName=name)
+        elif action == "delete_endpoint_config":
+            sagemaker.delete_endpoint_config(EndpointConfigName=name)
+        elif action == "delete_model":
+            sagemaker.delete_model(ModelName=name)
+        elif action == "register_autoscaling":
+            autoscaling.register_scalable_target(
+                **requests.register_scalable_target_request(name, run["settings"])
+            )
+            autoscaling.put_scaling_policy(**requests.scaling_policy_request(name, run["settings"]))
+    return {"actions": actions}

@@ -1,0 +1,87 @@
+"""Deploy: CreateModel + CreateEndpointConfig, then CreateEndpoint, or a blue/green UpdateEndpoint with
+automatic rollback for a live endpoint (deregistering autoscaling first when the instance type changes).
+
+Input {"run", "training_job_name", "gate"}; output {"endpoint_name", "endpoint_config_name", "model_name",
+"action", "autoscaling_deregistered", "previous_config"}.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+from mlpipeline import requests
+from mlpipeline.errors import error_code, translate_aws_errors
+
+
+def describe_endpoint_or_none(sagemaker: Any, name: str) -> dict[str, Any] | None:
+    try:
+        return sagemaker.describe_endpoint(EndpointName=name)
+    except ClientError as error:
+        if error_code(error) == "ValidationException":  # "Could not find endpoint"
+            return None
+        raise
+
+
+def _create_once(call: Any, **request: Any) -> None:
+    """Create, tolerating 'already exists' from a retried attempt (names are deterministic per run)."""
+    try:
+        call(**request)
+    except ClientError as error:
+        message = str(error).lower()
+        if not (error_code(error) in ("ValidationException", "ResourceInUse") and "exist" in message):
+            raise
+
+
+@translate_aws_errors
+def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    run = event["run"]
+    endpoint_name = os.environ["ENDPOINT_NAME"]
+    sagemaker = boto3.client("sagemaker")
+    autoscaling = boto3.client("application-autoscaling")
+
+    job = sagemaker.describe_training_job(TrainingJobName=event["training_job_name"])
+    endpoint = describe_endpoint_or_none(sagemaker, endpoint_name)
+    live_type = None
+    if endpoint is not None and endpoint["EndpointStatus"] == "InService":
+        live_config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+        live_type = live_config["ProductionVariants"][0]["InstanceType"]
+    target = requests.scalable_target_id(endpoint_name)
+    registered = bool(
+        autoscaling.describe_scalable_targets(
+            ServiceNamespace=target["ServiceNamespace"],
+            ResourceIds=[target["ResourceId"]],
+            ScalableDimension=target["ScalableDimension"],
+        ).get("ScalableTargets")
+    )
+    plan = requests.plan_deployment(
+        endpoint, live_type, run["settings"]["endpoint_instance_type"], registered
+    )
+
+    _create_once(sagemaker.create_model, **requests.model_request(run, os.environ["SAGEMAKER_ROLE_ARN"], job))
+    _create_once(
+        sagemaker.create_endpoint_config,
+        **requests.endpoint_config_request(run, event["gate"]["test_accuracy"]),
+    )
+    if plan["deregister_autoscaling"]:
+        autoscaling.deregister_scalable_target(**target)
+    if plan["action"] == "recreate":
+        sagemaker.delete_endpoint(EndpointName=endpoint_name)
+        sagemaker.get_waiter("endpoint_deleted").wait(
+            EndpointName=endpoint_name, WaiterConfig={"Delay": 10, "MaxAttempts": 25}
+        )
+    if plan["action"] in ("create", "recreate"):
+        sagemaker.create_endpoint(**requests.create_endpoint_request(endpoint_name, run))
+    else:
+        alarms = [os.environ["ERRORS_ALARM_NAME"], os.environ["LATENCY_ALARM_NAME"]]
+        sagemaker.update_endpoint(**requests.update_endpoint_request(endpoint_name, run, alarms))
+    return {
+        "endpoint_name": endpoint_name,
+        "endpoint_config_name": run["endpoint_config_name"],
+        "model_name": run["model_name"],
+        "action": plan["action"],
+        "autoscaling_deregistered": plan["deregister_autoscaling"],
+        "previous_config": endpoint["EndpointConfigName"] if endpoint else None,
+    }

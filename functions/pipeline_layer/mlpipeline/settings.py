@@ -1,0 +1,170 @@
+"""A run's settings: the stack's defaults (template parameters, passed in by the state machine's
+ApplyDefaults state as strings) overridden by the manifest's `overrides`, coerced and validated.
+
+Every problem is reported at once, with the setting's name, so a bad manifest fails fast and clearly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from imgclf import contract
+
+
+@dataclass(frozen=True)
+class Settings:
+    framework_version: str
+    py_version: str
+    training_image_uri: str
+    inference_image_uri: str
+    tuning_instance_type: str
+    training_instance_type: str
+    training_instance_count: int
+    max_jobs: int
+    max_parallel_jobs: int
+    epochs: int
+    backbone: str
+    pretrained: str
+    patience: int
+    precision: str
+    lr_min: float
+    lr_max: float
+    batch_sizes: list[str]
+    quality_threshold: float
+    endpoint_instance_type: str
+    endpoint_instance_count: int
+    autoscaling_min_capacity: int
+    autoscaling_max_capacity: int
+    autoscaling_target_invocations: float
+    scale_in_cooldown_seconds: int
+    scale_out_cooldown_seconds: int
+    use_spot_instances: bool
+    max_runtime_seconds: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer, got a boolean")
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"expected an integer, got {value!r}")
+    return int(float(value)) if isinstance(value, str) and "." in value else int(value)
+
+
+def _float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    return float(value)
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", ""):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ValueError(f"expected a string, got {value!r}")
+    return str(value).strip()
+
+
+def _batch_sizes(value: Any) -> list[str]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    sizes = [str(_int(str(item).strip())) for item in items if str(item).strip()]
+    if not sizes or any(int(s) < 1 for s in sizes):
+        raise ValueError(f"expected positive integers, got {value!r}")
+    return sizes
+
+
+_COERCE: dict[str, Callable[[Any], Any]] = {
+    f.name: {"int": _int, "float": _float, "bool": _bool, "str": _str, "list[str]": _batch_sizes}[str(f.type)]
+    for f in fields(Settings)
+}
+
+
+def _check(settings: dict[str, Any]) -> list[str]:
+    problems = []
+    for name in (
+        "training_instance_count",
+        "max_jobs",
+        "max_parallel_jobs",
+        "epochs",
+        "endpoint_instance_count",
+        "autoscaling_min_capacity",
+        "max_runtime_seconds",
+    ):
+        if settings[name] < 1:
+            problems.append(f"{name} must be >= 1, got {settings[name]}")
+    for name in ("patience", "scale_in_cooldown_seconds", "scale_out_cooldown_seconds"):
+        if settings[name] < 0:
+            problems.append(f"{name} must be >= 0, got {settings[name]}")
+    if settings["max_parallel_jobs"] > settings["max_jobs"]:
+        problems.append("max_parallel_jobs must not exceed max_jobs")
+    if not 0 < settings["lr_min"] < settings["lr_max"]:
+        problems.append(f"need 0 < lr_min < lr_max, got {settings['lr_min']} and {settings['lr_max']}")
+    if not 0.0 <= settings["quality_threshold"] <= 1.0:
+        problems.append(f"quality_threshold is a fraction in [0, 1], got {settings['quality_threshold']}")
+    if settings["autoscaling_max_capacity"] < settings["autoscaling_min_capacity"]:
+        problems.append("autoscaling_max_capacity must be >= autoscaling_min_capacity")
+    if settings["autoscaling_target_invocations"] <= 0:
+        problems.append("autoscaling_target_invocations must be > 0")
+    for name in ("tuning_instance_type", "training_instance_type", "endpoint_instance_type"):
+        if not settings[name].startswith("ml."):
+            problems.append(
+                f"{name} must be a SageMaker instance type like ml.m5.large, got {settings[name]!r}"
+            )
+    return problems
+
+
+def build_settings(defaults: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Defaults (every field, typically strings from the ASL) + overrides (a subset, from the manifest)."""
+    problems: list[str] = []
+    missing = sorted(set(_COERCE) - set(defaults))
+    if missing:
+        problems.append(f"the state machine passed no default for {missing}")
+    unknown = sorted(set(overrides or {}) - set(_COERCE))
+    if unknown:
+        problems.append(f"unknown overrides {unknown}; known settings: {sorted(_COERCE)}")
+    values: dict[str, Any] = {}
+    for name, coerce in _COERCE.items():
+        origin, raw = (
+            ("override", overrides[name])
+            if overrides and name in overrides
+            else ("default", defaults.get(name))
+        )
+        if raw is None:
+            continue
+        try:
+            values[name] = coerce(raw)
+        except (TypeError, ValueError) as error:
+            problems.append(f"{origin} {name}={raw!r}: {error}")
+    if not problems:
+        problems.extend(_check(values))
+    if problems:
+        raise SettingsError("; ".join(problems))
+    return Settings(**values)
+
+
+def search_space_defaults() -> dict[str, Any]:
+    """lr bounds and batch sizes of contract.SEARCH_SPACE (the template's defaults must equal these)."""
+    out: dict[str, Any] = {}
+    for parameter in contract.SEARCH_SPACE:
+        if isinstance(parameter, contract.ContinuousParameter) and parameter.name == "lr":
+            out["lr_min"], out["lr_max"] = parameter.min_value, parameter.max_value
+        elif isinstance(parameter, contract.CategoricalParameter) and parameter.name == "batch-size":
+            out["batch_sizes"] = list(parameter.values)
+    return out

@@ -1,0 +1,46 @@
+"""StartTraining: the final training job with the best tuning trial's hyperparameters.
+
+Input {"run", "best_training_job": {"TrainingJobName", "TunedHyperParameters"}};
+output {"job_name", "job_arn", "hyperparameters"}.
+Debugger's four rules and ProfilerReport run beside it (mlpipeline.requests.training_job_request).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+from mlpipeline.errors import error_code, translate_aws_errors
+from mlpipeline.images import debugger_image_uri
+from mlpipeline.requests import training_job_request, tuned_hyperparameters
+
+
+@translate_aws_errors
+def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    run = event["run"]
+    sagemaker = boto3.client("sagemaker")
+    request = training_job_request(
+        run,
+        os.environ["SAGEMAKER_ROLE_ARN"],
+        tuned_hyperparameters(event["best_training_job"]),
+        debugger_image_uri(run["region"]),
+    )
+    try:
+        answer = sagemaker.create_training_job(**request)
+        arn = answer["TrainingJobArn"]
+    except ClientError as error:
+        # A retried Lambda attempt whose first try did create the job: carry on with that job.
+        if error_code(error) != "ResourceInUse":
+            raise
+        arn = sagemaker.describe_training_job(TrainingJobName=run["training_job_name"])["TrainingJobArn"]
+    return {
+        "job_name": run["training_job_name"],
+        "job_arn": arn,
+        "hyperparameters": {
+            k: request["HyperParameters"][k]
+            for k in sorted(event["best_training_job"]["TunedHyperParameters"])
+            if k in request["HyperParameters"]
+        },
+    }

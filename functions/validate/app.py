@@ -1,0 +1,129 @@
+"""Validate: the first task of a run.
+
+Input: {"event": <S3 "Object Created" EventBridge event for datasets/<name>/manifest.json>,
+        "defaults": <the stack's settings, from the state machine's ApplyDefaults state>}.
+Output ($.run): the run's deterministic names, S3 locations, images and settings (mlpipeline.runs.plan_run).
+Raises InvalidDataset (bad manifest, missing split, unknown override) or DuplicateRun (already ran).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+from imgclf import manifest as manifest_mod
+from mlpipeline.errors import DuplicateRun, InvalidDataset, error_code, translate_aws_errors
+from mlpipeline.runs import plan_run
+from mlpipeline.settings import SettingsError, build_settings
+from mlpipeline.sourcedir import build_sourcedir_tarball, sourcedir_key
+
+logger = logging.getLogger()
+logger.setLevel(logging.INFO)
+# The layer ships a copy of training/ here (functions/pipeline_layer/Makefile).
+DEFAULT_SOURCE_DIR = "/opt/training-source"
+
+
+def _missing_splits(s3: Any, bucket: str, dataset: str, splits: dict[str, str]) -> list[str]:
+    missing = []
+    for split, folder in splits.items():
+        prefix = f"{manifest_mod.dataset_prefix(dataset)}{folder}/"
+        if s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount", 0) == 0:
+            missing.append(f"{split} (s3://{bucket}/{prefix} is empty)")
+    return missing
+
+
+def _already_ran(sagemaker: Any, tuning_job_name: str) -> str | None:
+    try:
+        return sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=tuning_job_name)[
+            "HyperParameterTuningJobStatus"
+        ]
+    except ClientError as error:
+        if error_code(error) in ("ResourceNotFound", "ValidationException"):
+            return None
+        raise
+
+
+def upload_source_once(s3: Any, bucket: str, source_dir: Path) -> str:
+    """Tar the training source deterministically and upload it under its sha256, unless already there."""
+    tarball = build_sourcedir_tarball(source_dir)
+    key = sourcedir_key(tarball)
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+        logger.info("training source already at s3://%s/%s", bucket, key)
+    except ClientError as error:
+        if error_code(error) not in ("404", "NoSuchKey", "NotFound"):
+            raise
+        s3.put_object(Bucket=bucket, Key=key, Body=tarball, ContentType="application/gzip")
+        logger.info("uploaded training source to s3://%s/%s (%d bytes)", bucket, key, len(tarball))
+    return key
+
+
+@translate_aws_errors
+def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    detail = event["event"].get("detail", {})
+    bucket = detail.get("bucket", {}).get("name")
+    # S3 event keys arrive URL-encoded (spaces as '+').
+    key = urllib.parse.unquote_plus(detail.get("object", {}).get("key", ""))
+    if bucket != os.environ["DATA_BUCKET"]:
+        raise InvalidDataset(
+            f"bucket {bucket!r} is not this stack's data bucket {os.environ['DATA_BUCKET']!r}"
+        )
+    s3 = boto3.client("s3")
+    sagemaker = boto3.client("sagemaker")
+    try:
+        dataset = manifest_mod.dataset_from_key(key)
+        try:
+            obj = s3.get_object(Bucket=bucket, Key=key)
+        except ClientError as error:
+            if error_code(error) in ("NoSuchKey", "404"):
+                raise InvalidDataset(f"s3://{bucket}/{key} does not exist (deleted after upload?)") from error
+            raise
+        manifest = manifest_mod.parse_manifest(obj["Body"].read(), dataset)
+        settings = build_settings(event["defaults"], manifest.overrides)
+    except (manifest_mod.ManifestError, SettingsError) as error:
+        raise InvalidDataset(str(error)) from error
+
+    missing = _missing_splits(s3, bucket, dataset, manifest.splits)
+    if missing:
+        raise InvalidDataset(
+            f"dataset {dataset!r} is missing splits: {', '.join(missing)}; upload the images "
+            f"first and {manifest_mod.MANIFEST_FILENAME} last"
+        )
+
+    region = boto3.session.Session().region_name
+    source_dir = Path(os.environ.get("TRAINING_SOURCE_DIR", DEFAULT_SOURCE_DIR))
+    # Names first (cheap), so a duplicate is ignored before anything is uploaded.
+    probe = plan_run(
+        bucket=bucket,
+        manifest_key=key,
+        manifest=manifest,
+        settings=settings,
+        prefix=os.environ["RESOURCE_PREFIX"],
+        region=region,
+        etag=obj.get("ETag"),
+        source_key="",
+    )
+    status = _already_ran(sagemaker, probe["tuning_job_name"])
+    if status is not None:
+        raise DuplicateRun(
+            f"dataset {dataset!r} ({probe['version_token']}) already ran as "
+            f"{probe['tuning_job_name']} (tuning job {status}); change 'version' to run again"
+        )
+    source_key = upload_source_once(s3, bucket, source_dir)
+    run = plan_run(
+        bucket=bucket,
+        manifest_key=key,
+        manifest=manifest,
+        settings=settings,
+        prefix=os.environ["RESOURCE_PREFIX"],
+        region=region,
+        etag=obj.get("ETag"),
+        source_key=source_key,
+    )
+    logger.info("run %s for dataset %s (%s)", run["run_id"], dataset, run["version_token"])
+    return run

@@ -46,12 +46,13 @@ from typing import Any
 
 import anyio
 import uvicorn
-from imgclf import contract, runtimes, serving
-from imgclf.imaging import InferenceRequestError, PayloadTooLargeError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from imgclf import contract, runtimes, serving
+from imgclf.imaging import InferenceRequestError, PayloadTooLargeError
 
 LOGGER = logging.getLogger("localmode.server")
 

@@ -1,0 +1,5 @@
+import sys
+
+from localmode.cli import main
+
+sys.exit(main())

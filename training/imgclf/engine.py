@@ -1,0 +1,409 @@
+"""The training run: data, model, (distributed) loop with early stopping, checkpoints, debugger rules,
+profiling, metric lines, and the artifacts. `run_training(config)` is what train.py calls.
+
+Metric lines (imgclf.contract formatters) after every epoch, on rank 0:
+    Train set: Average loss: ...   Valid set: ...   Test set: ...   Epoch time: ..., Throughput: ...
+and once more for Valid and Test after training with the best epoch's weights restored, so the last
+value SageMaker reads (its FinalMetricDataList, the tuning objective) is the saved model's. Losses are
+per-sample means of the cross-entropy (summed over samples, divided by the number of samples, all-reduced
+across processes), not the course starter code's sum / number-of-batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
+
+from imgclf import artifacts, checkpoint, contract, data, debugger, distributed, features, profiling
+from imgclf.config import TrainConfig
+from imgclf.models import build_model
+from imgclf.precision import PrecisionPlan, resolve_precision
+from imgclf.presets import Preprocessing
+
+logger = logging.getLogger(__name__)
+
+
+def emit(line: str) -> None:
+    """A metric line on stdout, where SageMaker's MetricDefinitions read it."""
+    print(line, flush=True)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_num_workers(value: str, ctx: distributed.DistContext, cached: bool) -> int:
+    if value != "auto":
+        return int(value)
+    if cached:
+        return 0  # tensors already in memory
+    cores = (os.cpu_count() or 1) // max(1, ctx.local_world_size)
+    # Leave one core to the training step; decoding JPEGs in the main process would serialise them.
+    return min(4, max(1, cores - 1))
+
+
+@dataclass
+class SplitResult:
+    loss: float
+    accuracy: float
+    correct: int
+    total: int
+    confusion: torch.Tensor | None = None
+
+    def line(self, split: str) -> str:
+        return contract.format_split_line(split, self.loss, self.accuracy, self.correct, self.total)  # type: ignore[arg-type]
+
+
+class Forward:
+    """How a batch becomes logits, for the three ways of training: cached features (head only), images
+    through a frozen backbone (no autograd through it), or the whole model."""
+
+    def __init__(self, model: nn.Module, trainable: nn.Module, plan: PrecisionPlan, mode: str):
+        self.model = model
+        self.trainable = trainable  # possibly DDP-wrapped
+        self.plan = plan
+        self.mode = mode  # "features" | "frozen" | "full"
+
+    def __call__(self, inputs: torch.Tensor, train: bool) -> torch.Tensor:
+        module = self.trainable if train else _unwrap(self.trainable)
+        if self.mode == "features":
+            return module(inputs)
+        if self.mode == "frozen":
+            with torch.no_grad(), self.plan.autocast():
+                feats = self.model.forward_features(self.plan.prepare_input(inputs))
+            return module(feats.float())
+        with self.plan.autocast():
+            return module(self.plan.prepare_input(inputs)).float()
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    return module.module if isinstance(module, DistributedDataParallel) else module
+
+
+@torch.no_grad()
+def evaluate(forward: Forward, loader: Iterable, num_classes: int, ctx: distributed.DistContext,
+             confusion: bool = False) -> SplitResult:
+    forward.model.eval()
+    sums = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
+    matrix = torch.zeros(num_classes * num_classes, dtype=torch.int64)
+    for inputs, targets in loader:
+        inputs, targets = inputs.to(ctx.device, non_blocking=True), targets.to(ctx.device)
+        logits = forward(inputs, train=False).float()
+        predictions = logits.argmax(1)
+        sums += torch.tensor([F.cross_entropy(logits, targets, reduction="sum").item(),
+                              (predictions == targets).sum().item(), targets.numel()], dtype=torch.float64)
+        if confusion:
+            matrix += torch.bincount((targets * num_classes + predictions).cpu(), minlength=num_classes ** 2)
+    sums = distributed.all_reduce_sum(sums, ctx)
+    if confusion:
+        matrix = distributed.all_reduce_sum(matrix, ctx)
+    loss_sum, correct, total = sums.tolist()
+    total = int(total)
+    return SplitResult(loss_sum / total if total else float("nan"), correct / total if total else 0.0,
+                       int(correct), total, matrix.view(num_classes, num_classes) if confusion else None)
+
+
+def _trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone().cpu() for k, v in _unwrap(module).state_dict().items()}
+
+
+class _Loaders:
+    """Train / valid / test loaders: the train split sharded by DistributedSampler, eval splits sharded
+    without padding (every sample counted exactly once across ranks)."""
+
+    def __init__(self, datasets: dict[str, Dataset], cfg: TrainConfig, ctx: distributed.DistContext,
+                 num_workers: int):
+        per_rank_batch = max(1, cfg.batch_size // ctx.world_size)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        common: dict[str, Any] = {"num_workers": num_workers, "pin_memory": ctx.device.type == "cuda"}
+        if num_workers > 0:
+            common["persistent_workers"] = True
+        self.sampler = (DistributedSampler(datasets["train"], ctx.world_size, ctx.rank, shuffle=True,
+                                           seed=cfg.seed) if ctx.is_distributed else None)
+        self.train = DataLoader(datasets["train"], batch_size=per_rank_batch, shuffle=self.sampler is None,
+                                sampler=self.sampler, generator=self.generator, **common)
+        self.eval = {}
+        for split in ("valid", "test"):
+            ds = datasets[split]
+            shard = Subset(ds, range(ctx.rank, len(ds), ctx.world_size)) if ctx.is_distributed else ds
+            self.eval[split] = DataLoader(shard, batch_size=max(per_rank_batch, 64), shuffle=False, **common)
+
+    def set_epoch(self, epoch: int, seed: int) -> None:
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        else:
+            self.generator.manual_seed(seed + epoch)
+
+
+def _build_datasets(cfg: TrainConfig, ctx: distributed.DistContext, model: nn.Module, splits: data.DatasetSplits,
+                    preprocessing: Preprocessing, plan: PrecisionPlan, num_workers: int
+                    ) -> tuple[dict[str, Dataset], dict[str, Any]]:
+    if not cfg.feature_cache:
+        eval_tf = preprocessing.eval_transform()
+        return ({"train": data.ImageFolderDataset(splits.splits["train"].samples, preprocessing.train_transform()),
+                 "valid": data.ImageFolderDataset(splits.splits["valid"].samples, eval_tf),
+                 "test": data.ImageFolderDataset(splits.splits["test"].samples, eval_tf)}, {})
+    digest = features.backbone_digest(model)
+    extract_workers = resolve_num_workers("auto", ctx, cached=False) if cfg.num_workers == "auto" \
+        else int(cfg.num_workers)
+    out: dict[str, Dataset] = {}
+    info: dict[str, Any] = {}
+    for split in data.SPLITS:
+        args = (cfg.feature_cache_dir, model, cfg.backbone, digest, splits.splits[split], preprocessing, plan,
+                max(cfg.batch_size, 64), extract_workers, ctx.device)
+        if ctx.is_main:
+            feats, labels, meta = features.load_or_extract(*args, compute=True)
+        distributed.barrier(ctx)
+        if not ctx.is_main:
+            feats, labels, meta = features.load_or_extract(*args, compute=False)
+        out[split] = TensorDataset(feats, labels)
+        info[split] = meta
+    return out, info
+
+
+def run_training(cfg: TrainConfig, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Train per `cfg` under the environment's launcher (single process, torchrun or SageMaker hosts)."""
+    env = dict(os.environ) if env is None else env
+    ctx = distributed.setup(env)
+    try:
+        return _run(cfg, ctx, env)
+    finally:
+        distributed.cleanup(ctx)
+
+
+def _run(cfg: TrainConfig, ctx: distributed.DistContext, env: dict[str, str]) -> dict[str, Any]:
+    started = time.perf_counter()
+    if "OMP_NUM_THREADS" not in env:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, ctx.local_world_size)))
+    seed_everything(cfg.seed)
+    stop_on = debugger.parse_stop_on_rule(cfg.stop_on_rule)
+
+    splits = data.discover(cfg.data_dir, env)
+    summary = splits.summary()
+    if ctx.is_main:
+        counts = [f"{k} {v['images']} images ({v['skipped']} skipped)" for k, v in summary["splits"].items()]
+        logger.info("data: %d classes; %s", splits.num_classes, ", ".join(counts))
+
+    model = build_model(cfg.backbone, splits.num_classes, cfg.pretrained, cfg.image_size, cfg.freeze_backbone,
+                        env=env)
+    plan = resolve_precision(cfg.precision, ctx.device)
+    model.to(ctx.device)
+    plan.prepare_model(model)
+    preprocessing = Preprocessing.for_backbone(cfg.backbone, cfg.image_size)
+    num_workers = resolve_num_workers(cfg.num_workers, ctx, cfg.feature_cache)
+    if ctx.is_main:
+        logger.info("%s on %s, %d process(es), %d data worker(s), weights %s", plan.describe(), ctx.device,
+                    ctx.world_size, num_workers, model.weights_identity)
+
+    datasets, cache_info = _build_datasets(cfg, ctx, model, splits, preprocessing, plan, num_workers)
+    torch.manual_seed(cfg.seed + ctx.rank)  # distinct augmentation streams per rank
+    loaders = _Loaders(datasets, cfg, ctx, num_workers)
+
+    mode = "features" if cfg.feature_cache else ("frozen" if cfg.freeze_backbone else "full")
+    trainable: nn.Module = model.head if mode in ("features", "frozen") else model
+    if ctx.is_distributed:
+        trainable = DistributedDataParallel(trainable, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
+                                            else None)
+    forward = Forward(model, trainable, plan, mode)
+    optimizer = torch.optim.Adam([p for p in trainable.parameters() if p.requires_grad], lr=cfg.lr)
+
+    fingerprint = {"backbone": cfg.backbone, "weights": model.weights_identity, "classes": splits.class_folders,
+                   "lr": cfg.lr, "batch_size": cfg.batch_size, "seed": cfg.seed, "freeze": cfg.freeze_backbone,
+                   "image_size": cfg.image_size, "precision": cfg.precision, "feature_cache": cfg.feature_cache}
+    recorder = debugger.DebuggerRecorder()
+    history: list[dict[str, Any]] = []
+    best = {"loss": float("inf"), "epoch": 0, "state": _trainable_state(trainable), "bad_epochs": 0}
+    epochs_done, finished, stopped = 0, False, None
+
+    state = checkpoint.load(cfg.checkpoint_dir, fingerprint) if ctx.is_main else None
+    if ctx.is_distributed:
+        box = [state]
+        torch.distributed.broadcast_object_list(box, src=0)
+        state = box[0]
+    if state is not None:
+        _unwrap(trainable).load_state_dict(state["trainable_state"])
+        optimizer.load_state_dict(state["optimizer"])
+        recorder = debugger.DebuggerRecorder.from_state_dict(state["debugger"])
+        history, best, epochs_done = state["history"], state["best"], state["epochs_done"]
+        finished, stopped = state["finished"], state.get("stopped")
+        if ctx.is_main:
+            logger.info("resumed after epoch %d of %d", epochs_done, cfg.epochs)
+
+    timer = profiling.StepTimer()
+    monitor = profiling.SystemMonitor(cfg.system_monitor_interval_ms / 1000).start() if ctx.is_main else None
+    profiler = profiling.StepProfiler(cfg.output_data_dir / profiling.TRACE_DIR,
+                                      cfg.profile_steps if ctx.is_main and epochs_done < cfg.epochs and not finished
+                                      else 0)
+    probe: debugger.InitStatsProbe | None = None
+    results: list[debugger.RuleResult] = []
+    try:
+        epoch = epochs_done
+        while not finished and epoch < cfg.epochs:
+            epoch_start = time.perf_counter()
+            loaders.set_epoch(epoch, cfg.seed)
+            model.train()
+            sums = torch.zeros(3, dtype=torch.float64)
+            train_seconds_start = time.perf_counter()
+            t_last = time.perf_counter()
+            for inputs, targets in loaders.train:
+                t_data = time.perf_counter() - t_last
+                inputs, targets = inputs.to(ctx.device, non_blocking=True), targets.to(ctx.device)
+                if probe is None and recorder.wants_init_stats():
+                    probe = debugger.InitStatsProbe(_unwrap(trainable))
+                logits = forward(inputs, train=True)
+                loss = F.cross_entropy(logits.float(), targets)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if probe is not None:
+                    recorder.init_steps.append(probe.collect(len(recorder.step_losses)))
+                    if not recorder.wants_init_stats():
+                        probe.remove()
+                        probe = None
+                optimizer.step()
+                loss_value = loss.item()
+                recorder.record_step(loss_value)
+                sums += torch.tensor([loss_value * targets.numel(),
+                                      (logits.argmax(1) == targets).sum().item(), targets.numel()],
+                                     dtype=torch.float64)
+                profiler.step()
+                now = time.perf_counter()
+                timer.record(t_data, now - t_last - t_data)
+                t_last = now
+            train_seconds = time.perf_counter() - train_seconds_start
+            sums = distributed.all_reduce_sum(sums, ctx)
+            train = SplitResult(sums[0].item() / sums[2].item(), sums[1].item() / sums[2].item(),
+                                int(sums[1].item()), int(sums[2].item()))
+            valid = evaluate(forward, loaders.eval["valid"], splits.num_classes, ctx)
+            test = evaluate(forward, loaders.eval["test"], splits.num_classes, ctx)
+            epoch += 1
+            seconds = time.perf_counter() - epoch_start
+            throughput = train.total / train_seconds if train_seconds > 0 else 0.0
+            if ctx.is_main:
+                logger.info("epoch %d/%d", epoch, cfg.epochs)
+                for split, result in (("Train", train), ("Valid", valid), ("Test", test)):
+                    emit(result.line(split))
+                emit(contract.format_epoch_timing_line(seconds, throughput))
+            history.append({"epoch": epoch, "train_loss": train.loss, "train_accuracy": train.accuracy,
+                            "valid_loss": valid.loss, "valid_accuracy": valid.accuracy, "test_loss": test.loss,
+                            "test_accuracy": test.accuracy, "lr": optimizer.param_groups[0]["lr"],
+                            "epoch_seconds": round(seconds, 4), "train_images_per_second": round(throughput, 2)})
+            recorder.record_epoch(train.loss, valid.loss)
+            if valid.loss < best["loss"] - cfg.min_delta:
+                best = {"loss": valid.loss, "epoch": epoch, "state": _trainable_state(trainable), "bad_epochs": 0}
+            else:
+                best["bad_epochs"] += 1
+            if cfg.patience and best["bad_epochs"] >= cfg.patience:
+                finished = True
+                stopped = {"reason": "early stopping", "epoch": epoch, "patience": cfg.patience}
+                if ctx.is_main:
+                    logger.info("early stopping: no better validation loss for %d epoch(s); best epoch %d",
+                                cfg.patience, best["epoch"])
+            stop_now = False
+            if ctx.is_main:
+                results = recorder.evaluate()
+                fired = [r for r in results if r.rule in stop_on and r.status == debugger.ISSUES]
+                if fired:
+                    stop_now = True
+                    stopped = {"reason": "debugger rule", "rule": fired[0].sagemaker_rule, "epoch": epoch,
+                               "evidence": fired[0].evidence.get("summary")}
+                    logger.warning("StopTraining: rule %s fired after epoch %d: %s", fired[0].sagemaker_rule,
+                                   epoch, fired[0].evidence.get("summary"))
+            if distributed.broadcast_flag(stop_now, ctx):
+                finished = True
+            if ctx.is_main and cfg.checkpoint_dir is not None:
+                checkpoint.save(cfg.checkpoint_dir, {
+                    "fingerprint": fingerprint, "epochs_done": epoch, "finished": finished or epoch >= cfg.epochs,
+                    "stopped": stopped, "trainable_state": _trainable_state(trainable),
+                    "optimizer": optimizer.state_dict(), "debugger": recorder.state_dict(), "history": history,
+                    "best": best})
+    finally:
+        profiler.stop()
+        if probe is not None:
+            probe.remove()
+        if monitor is not None:
+            monitor.stop()
+
+    # The best epoch's weights are the ones evaluated last and saved.
+    _unwrap(trainable).load_state_dict(best["state"])
+    valid = evaluate(forward, loaders.eval["valid"], splits.num_classes, ctx)
+    test = evaluate(forward, loaders.eval["test"], splits.num_classes, ctx, confusion=True)
+    outcome: dict[str, Any] = {"best_epoch": best["epoch"], "epochs_run": len(history), "stopped": stopped,
+                               "history": history, "cache": cache_info}
+    if ctx.is_main:
+        logger.info("best epoch %d (validation loss %.6f): final metrics with its weights", best["epoch"],
+                    best["loss"])
+        emit(valid.line("Valid"))
+        emit(test.line("Test"))
+        results = recorder.evaluate()
+        for result in results:
+            logger.info(result.log_line())
+        metrics = {contract.OBJECTIVE_METRIC_NAME: test.loss, contract.TEST_ACCURACY_METRIC_NAME: test.accuracy,
+                   "valid loss": valid.loss, "valid accuracy": valid.accuracy}
+        if history:
+            metrics.update({"train loss": history[-1]["train_loss"],
+                            "train accuracy": history[-1]["train_accuracy"]})
+        outcome["metrics"] = metrics
+        _write_outputs(cfg, model, splits, preprocessing, plan, metrics, best["epoch"], history, test, results,
+                       stop_on, stopped, timer, monitor, profiler, summary, cache_info, ctx, started)
+    distributed.barrier(ctx)
+    return outcome
+
+
+def _write_outputs(cfg: TrainConfig, model: nn.Module, splits: data.DatasetSplits, preprocessing: Preprocessing,
+                   plan: PrecisionPlan, metrics: dict[str, float], best_epoch: int, history: list[dict[str, Any]],
+                   test: SplitResult, results: list[debugger.RuleResult], stop_on: list[str],
+                   stopped: dict[str, Any] | None, timer: profiling.StepTimer,
+                   monitor: profiling.SystemMonitor | None, profiler: profiling.StepProfiler,
+                   summary: dict[str, Any], cache_info: dict[str, Any], ctx: distributed.DistContext,
+                   started: float) -> None:
+    out = cfg.output_data_dir
+    artifacts.write_json(out / "training-history.json", {"epochs": history, "best_epoch": best_epoch,
+                                                         "stopped": stopped, "data": summary})
+    confusion = test.confusion
+    assert confusion is not None
+    per_class = [(int(confusion[i, i]) / int(confusion[i].sum())) if int(confusion[i].sum()) else None
+                 for i in range(splits.num_classes)]
+    artifacts.write_json(out / "evaluation.json", {
+        "split": "test", "model": f"best epoch {best_epoch}", "class_names": splits.class_names,
+        "class_folders": splits.class_folders, "num_samples": test.total, "accuracy": test.accuracy,
+        "average_loss": test.loss, "per_class_accuracy": per_class,
+        "confusion_matrix": confusion.tolist(), "confusion_matrix_axes": "rows: true class, columns: predicted"})
+    artifacts.write_json(out / "debugger-report.json", debugger.report(results, stop_on, stopped))
+    profiling.write_report(out, timer, monitor or profiling.SystemMonitor(), profiler, {
+        "precision": plan.describe(), "feature_cache": cache_info, "world_size": ctx.world_size})
+
+    metadata = artifacts.build_metadata(
+        backbone=cfg.backbone, class_names=splits.class_names, class_folders=splits.class_folders,
+        preprocessing=preprocessing.to_metadata(), hyperparameters=cfg.hyperparameters(), metrics=metrics,
+        best_epoch=best_epoch, weights=model.weights_identity,
+        extra={"training": {"world_size": ctx.world_size, "precision": plan.describe(),
+                            "seconds": round(time.perf_counter() - started, 2), "stopped": stopped}})
+    validation_samples = calibration_samples = None
+    if cfg.export:
+        eval_tf = preprocessing.eval_transform()
+        batch = max(cfg.batch_size, 64)
+        validation_samples = DataLoader(data.ImageFolderDataset(splits.splits["valid"].samples, eval_tf),
+                                        batch_size=batch)
+        calibration_samples = DataLoader(data.ImageFolderDataset(splits.splits["train"].samples, eval_tf),
+                                         batch_size=batch, shuffle=True,
+                                         generator=torch.Generator().manual_seed(cfg.seed))
+    artifacts.write_model_artifacts(cfg.model_dir, model, metadata, export=cfg.export,
+                                    validation_samples=validation_samples, calibration_samples=calibration_samples)
+    logger.info("artifacts written to %s, reports to %s", cfg.model_dir, out)
+
+
+TrainFn = Callable[[TrainConfig], dict[str, Any]]

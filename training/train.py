@@ -1,0 +1,51 @@
+"""Training entry point: what SageMaker runs (`python train.py --lr 0.0033 --batch-size 512 ...`) for every
+tuning trial and the final training job, and what runs unchanged anywhere else (cwd anywhere):
+
+    python training/train.py --data-dir data/dogImages --backbone efficientnet_lite0 --epochs 5
+
+See imgclf/config.py for the arguments and the SM_* environment contract, imgclf/engine.py for the run.
+Multi-process: launch with torchrun (RANK/WORLD_SIZE/...) or as a SageMaker multi-instance job
+(SM_HOSTS/SM_CURRENT_HOST); MASTER_ADDR/MASTER_PORT override the master's address.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+# SageMaker runs this file with training/ as the working directory; elsewhere make the package importable.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from imgclf.checkpoint import CheckpointMismatchError
+from imgclf.config import parse_config
+from imgclf.data import DatasetError
+from imgclf.engine import run_training
+from imgclf.models import PretrainedWeightsError
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = parse_config(argv)
+    try:
+        run_training(config)
+    except (DatasetError, PretrainedWeightsError, CheckpointMismatchError) as error:
+        # Problems with the inputs: one clear line, and SageMaker's failure reason file.
+        logging.getLogger("train").error("%s: %s", type(error).__name__, error)
+        _write_failure(str(error))
+        return 2
+    return 0
+
+
+def _write_failure(message: str) -> None:
+    """SageMaker shows /opt/ml/output/failure as the job's FailureReason."""
+    import os
+
+    output_dir = os.environ.get("SM_OUTPUT_DIR")
+    if output_dir and Path(output_dir).is_dir():
+        (Path(output_dir) / "failure").write_text(message[:1024])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

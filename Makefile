@@ -10,7 +10,7 @@ PIP := $(PY) -m pip install -q --disable-pip-version-check
 LOCAL_STAMP := $(VENV)/.installed-local
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: local test lint setup benchmarks clean
+.PHONY: local stop test lint setup benchmarks clean
 
 setup: $(DEV_STAMP)
 
@@ -29,6 +29,10 @@ $(DEV_STAMP): requirements/dev.txt $(LOCAL_STAMP)
 
 local: $(LOCAL_STAMP)
 	$(PY) -m localmode run $(ARGS)
+
+# Stop the endpoint `make local` leaves answering on 127.0.0.1:8080.
+stop: $(LOCAL_STAMP)
+	$(PY) -m localmode stop
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .

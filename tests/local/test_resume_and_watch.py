@@ -1,0 +1,124 @@
+"""Ctrl-C stops a run cleanly and a rerun resumes; a manifest's dataset version runs once only."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from imgclf import manifest as manifests
+from localmode import tuning, watch
+from localmode.pipeline import default_run_id
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _finished_trials(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db) as connection:
+            return connection.execute("SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED')").fetchone()[0]
+    except sqlite3.OperationalError:  # the schema is still being created
+        return 0
+
+
+@pytest.mark.slow
+def test_interrupted_tuning_resumes(tiny_dataset: Path, tmp_path: Path, fast_options) -> None:
+    runs = tmp_path / "runs"
+    args = [sys.executable, "-m", "localmode", "run", "--data", str(tiny_dataset), "--runs-dir", str(runs),
+            "--trials", "3", "--tuning-epochs", "1", "--epochs", "1", "--image-size", "64", "--no-serve",
+            "--min-accuracy", "0"]
+    run_id = default_run_id(fast_options(tiny_dataset, runs, trials=3))
+    db = runs / run_id / "tuning.db"
+
+    process = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while _finished_trials(db) < 1:
+        assert process.poll() is None, process.stdout.read() if process.stdout else ""
+        assert time.monotonic() < deadline, "no trial finished in time"
+        time.sleep(0.5)
+    process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, output
+    assert "run the same command again to resume" in output
+
+    study = optuna.load_study(study_name=run_id, storage=f"sqlite:///{db}")
+    kept = {t.number: t.params for t in study.trials if t.state in tuning.FINISHED_STATES}
+    assert 1 <= len(kept) < 3
+    # No training process outlived the interruption.
+    leftovers = subprocess.run(["pgrep", "-f", str(runs)], capture_output=True, text=True).stdout.split()
+    assert [pid for pid in leftovers if int(pid) != os.getpid()] == []
+
+    rerun = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    study = optuna.load_study(study_name=run_id, storage=f"sqlite:///{db}")
+    finished = {t.number: t.params for t in study.trials if t.state in tuning.FINISHED_STATES}
+    assert len(finished) == 3
+    assert all(finished[number] == params for number, params in kept.items())  # kept, not rerun
+
+
+def _upload(bucket: Path, source: Path, name: str, manifest: dict) -> Path:
+    prefix = bucket / "datasets" / name
+    for split in ("train", "valid", "test"):
+        (prefix / split).parent.mkdir(parents=True, exist_ok=True)
+        if not (prefix / split).exists():
+            (prefix / split).symlink_to(source / split, target_is_directory=True)
+    path = prefix / "manifest.json"  # uploaded last, as the README says
+    path.write_text(json.dumps(manifest))
+    return path
+
+
+@pytest.mark.slow
+def test_watch_runs_a_dataset_version_once(tiny_dataset: Path, tmp_path: Path, fast_options) -> None:
+    bucket = tmp_path / "bucket"
+    options = fast_options(tiny_dataset, tmp_path / "runs", serve=False, trials=1)
+    manifest = {"version": "2026-11-23", "overrides": {"max_jobs": 1, "epochs": 1}}
+    _upload(bucket, tiny_dataset, "tiny", manifest)
+    run_id = manifests.run_id(watch.RUN_ID_PREFIX, "tiny", "version:2026-11-23")
+
+    assert watch.watch(bucket, options, once=True) == 0
+    claim = json.loads((bucket / watch.CLAIMS_FOLDER / f"{run_id}.json").read_text())
+    assert claim["status"] == "succeeded", claim
+    run_dir = tmp_path / "runs" / run_id
+    assert (run_dir / "summary.json").exists()
+    stamp = (run_dir / "summary.json").stat().st_mtime_ns
+
+    # The same manifest again (a duplicate event, a re-upload of the same bytes): nothing runs.
+    _upload(bucket, tiny_dataset, "tiny", manifest)
+    assert watch.watch(bucket, options, once=True) == 0
+    assert (run_dir / "summary.json").stat().st_mtime_ns == stamp
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [run_id]
+
+
+def test_bad_manifest_fails_once_with_a_clear_reason(tmp_path: Path, fast_options) -> None:
+    bucket = tmp_path / "bucket"
+    path = bucket / "datasets" / "tiny" / "manifest.json"
+    path.parent.mkdir(parents=True)
+    path.write_text('{"version": "1", "splits": {"train": "../elsewhere"}, "colour": "blue"}')
+    options = fast_options(tmp_path, tmp_path / "runs")
+    run_id, summary = watch.handle_manifest(bucket, path, options)
+    assert summary is None
+    record = json.loads((bucket / watch.CLAIMS_FOLDER / f"{run_id}.json").read_text())
+    assert record["status"] == "failed"
+    assert "unknown keys ['colour']" in record["detail"] and "splits.train" in record["detail"]
+    # Not retried while the bytes are the same.
+    assert watch.handle_manifest(bucket, path, options) == (run_id, None)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_overrides_map_to_local_settings(tmp_path: Path, fast_options) -> None:
+    options = fast_options(tmp_path, tmp_path / "runs")
+    changed = watch.apply_overrides(options, {"max_jobs": "5", "epochs": 3, "endpoint_instance_type": "ml.c5.xlarge",
+                                              "quality_threshold": 0.7})
+    assert (changed.trials, changed.epochs, changed.min_accuracy) == (5, 3, 0.7)
+    with pytest.raises(manifests.ManifestError, match=r"overrides\.max_jobs"):
+        watch.apply_overrides(options, {"max_jobs": "many"})

@@ -23,8 +23,9 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
-from imgclf import contract
 from inference_request import HttpError, ImageRequest, read_endpoint_answer
+
+from imgclf import contract
 
 DEFAULT_FUNCTION_TIMEOUT_SECONDS = 30.0
 # One retry: enough to ride over a throttle or a dropped connection, and each attempt keeps a useful read

@@ -48,33 +48,33 @@ class LambdaContext:
         return 30_000
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def context() -> LambdaContext:
     return LambdaContext()
 
 
-@pytest.fixture
-def load_app(monkeypatch: pytest.MonkeyPatch) -> Callable[..., ModuleType]:
+def _load_app(patch: pytest.MonkeyPatch, env: dict[str, str]) -> ModuleType:
     """Import functions/inference/app.py under a fresh module name with the given environment, as a new
     Lambda execution environment would (its client is built at import)."""
+    patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    patch.delenv("AWS_PROFILE", raising=False)
+    patch.delenv("SAGEMAKER_RUNTIME_ENDPOINT_URL", raising=False)
+    patch.setenv("ENDPOINT_NAME", ENDPOINT_NAME)
+    for key, value in env.items():
+        patch.setenv(key, value)
+    name = f"inference_lambda_app_{next(_module_ids)}"
+    spec = importlib.util.spec_from_file_location(name, FUNCTION_DIR / "app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    def load(**env: str) -> ModuleType:
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        monkeypatch.delenv("AWS_PROFILE", raising=False)
-        monkeypatch.delenv("SAGEMAKER_RUNTIME_ENDPOINT_URL", raising=False)
-        monkeypatch.setenv("ENDPOINT_NAME", ENDPOINT_NAME)
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        name = f"inference_lambda_app_{next(_module_ids)}"
-        spec = importlib.util.spec_from_file_location(name, FUNCTION_DIR / "app.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
 
-    return load
+@pytest.fixture
+def load_app(monkeypatch: pytest.MonkeyPatch) -> Callable[..., ModuleType]:
+    return lambda **env: _load_app(monkeypatch, env)
 
 
 def url_event(body: bytes | str | None, content_type: str | None = None, *,
@@ -184,6 +184,7 @@ class FakeSageMakerRuntime:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -208,11 +209,14 @@ class FakeSageMakerRuntime:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
+                                        daemon=True)
         self._thread.start()
 
-    def answer_ok(self, document: dict[str, Any], content_type: str = "application/json") -> None:
-        self.script.append(ScriptedAnswer(200, json.dumps(document).encode(), {"Content-Type": content_type}))
+    def answer_ok(self, document: dict[str, Any], content_type: str = "application/json",
+                  delay: float = 0.0) -> None:
+        self.script.append(ScriptedAnswer(200, json.dumps(document).encode(), {"Content-Type": content_type},
+                                          delay))
 
     def answer_error(self, status: int, code: str, message: str, delay: float = 0.0,
                      **fields: Any) -> None:
@@ -237,3 +241,14 @@ def fake_runtime() -> Iterator[FakeSageMakerRuntime]:
 def response_body() -> Callable[[dict[str, Any]], dict[str, Any]]:
     """The JSON body of a handler response (checks it is a plain JSON answer)."""
     return body_of
+
+
+@pytest.fixture(scope="module")
+def warm_local_app() -> Iterator[tuple[ModuleType, FakeSageMakerRuntime]]:
+    """One execution environment kept warm across many requests, pointed at a loopback runtime that
+    always answers (module scope: for property-based tests)."""
+    runtime = FakeSageMakerRuntime()
+    with pytest.MonkeyPatch.context() as patch:
+        yield _load_app(patch, {"SAGEMAKER_RUNTIME_ENDPOINT_URL": runtime.url, "FUNCTION_TIMEOUT_SECONDS": "10",
+                                "POWERTOOLS_LOG_LEVEL": "ERROR"}), runtime
+    runtime.close()

@@ -14,8 +14,9 @@ from botocore.exceptions import (
     IncompleteReadError,
     ReadTimeoutError,
 )
-from imgclf import contract
 from inference_request import MAX_JSON_BODY_BYTES, HttpError, parse_request, read_endpoint_answer
+
+from imgclf import contract
 
 
 def _refused(event: dict) -> HttpError:

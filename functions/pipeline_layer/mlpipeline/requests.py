@@ -332,8 +332,8 @@ def model_package_request(
     metadata = {
         "run_id": run["run_id"],
         "dataset": run["dataset"],
-        "test_accuracy": "" if decision.test_accuracy is None else f"{decision.test_accuracy:.6f}",
-        "live_accuracy": "" if decision.live_accuracy is None else f"{decision.live_accuracy:.6f}",
+        "test_accuracy": "none" if decision.test_accuracy is None else f"{decision.test_accuracy:.6f}",
+        "live_accuracy": "none" if decision.live_accuracy is None else f"{decision.live_accuracy:.6f}",
         "threshold": f"{decision.threshold:.6f}",
         "gate": decision.reason[:256],
     }

@@ -1,0 +1,48 @@
+"""Fixtures of the pipeline tests: a moto world with the real handlers and the real ASL."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from moto import mock_aws
+
+# --import-mode=importlib keeps test folders off sys.path; the helpers module lives beside this file.
+sys.path.insert(0, str(Path(__file__).parent))
+import pipeline_world as pw
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials and the pipeline functions' environment (template.yaml)."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SECURITY_TOKEN": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": pw.REGION,
+        "AWS_REGION": pw.REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    for name, value in pw.lambda_environment().items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def sim(monkeypatch: pytest.MonkeyPatch) -> pw.SageMakerSim:
+    simulation = pw.SageMakerSim()
+    simulation.install(monkeypatch)
+    return simulation
+
+
+@pytest.fixture
+def world(aws_env: None, sim: pw.SageMakerSim, monkeypatch: pytest.MonkeyPatch) -> Iterator[pw.PipelineWorld]:
+    invocations: list[tuple[str, dict[str, Any]]] = []
+    pw.install_inprocess_lambdas(monkeypatch, invocations)
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        world = pw.PipelineWorld(sim, invocations)
+        monkeypatch.setenv("NOTIFICATION_TOPIC_ARN", world.topic_arn)
+        yield world

@@ -10,13 +10,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from localmode.server import ping, start_background
 
 ENDPOINT_RECORD = "endpoint.json"
 
@@ -39,14 +37,6 @@ class LocalEndpoint:
         except OSError:
             return False
         return ping(self.url)
-
-
-def ping(url: str, timeout: float = 2.0) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/ping", timeout=timeout) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def read_record(runs_dir: Path) -> LocalEndpoint | None:
@@ -83,23 +73,15 @@ def deploy(runs_dir: Path, model_dir: Path, *, name: str, port: int, workers: in
     if ping(url, timeout=0.5):
         raise EndpointError(f"something else already answers on {url}: stop it or pass --port")
     log_path = model_dir.parent / "endpoint.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "localmode.server", str(model_dir), "--host", "127.0.0.1",
-             "--port", str(port), "--workers", str(workers)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            # Its own session: it keeps answering after this command returns, and Ctrl-C here stays here.
-            start_new_session=True)
-    endpoint = LocalEndpoint(name=name, url=url, pid=process.pid, model_dir=str(model_dir),
+    log_path.unlink(missing_ok=True)
+    try:
+        # Its own session: it keeps answering after this command returns, and Ctrl-C here stays here.
+        server = start_background(model_dir, "127.0.0.1", port, workers, log_path=log_path,
+                                  startup_timeout_s=startup_timeout)
+    except RuntimeError as error:
+        raise EndpointError(f"{error} (log: {log_path})") from error
+    endpoint = LocalEndpoint(name=name, url=server.url, pid=server.process.pid, model_dir=str(model_dir),
                              log_path=str(log_path))
-    deadline = time.monotonic() + startup_timeout
-    while not ping(url, timeout=1.0):
-        if process.poll() is not None:
-            raise EndpointError(f"the endpoint exited with code {process.returncode}: see {log_path}")
-        if time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
-            raise EndpointError(f"the endpoint did not answer /ping within {startup_timeout:.0f} s: see {log_path}")
-        time.sleep(0.3)
     runs_dir.mkdir(parents=True, exist_ok=True)
     (runs_dir / ENDPOINT_RECORD).write_text(json.dumps(asdict(endpoint), indent=2))
     return endpoint

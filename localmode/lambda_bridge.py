@@ -86,7 +86,7 @@ def invoke(handler_module: ModuleType, image_path: Path, top_k: int = 3) -> tupl
     data = image_path.read_bytes()
     content_type = contract.sniff_image_type(data) or "application/octet-stream"
     event = function_url_event(data, content_type, top_k)
-    response = handler_module.lambda_handler(event, LambdaContext(aws_request_id=str(uuid.uuid4())))
+    response = handler_module.handler(event, LambdaContext(aws_request_id=str(uuid.uuid4())))
     body = response.get("body", "")
     if response.get("isBase64Encoded"):
         body = base64.b64decode(body).decode("utf-8")

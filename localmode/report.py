@@ -166,12 +166,17 @@ def plot_evaluation(evaluation: Any, out: Path) -> list[dict[str, Any]]:
 
 
 def _debugger_rows(debugger: Any) -> list[dict[str, Any]]:
-    if isinstance(debugger, dict):
-        debugger = debugger.get("rules", debugger)
-    if isinstance(debugger, dict):
-        debugger = [{"rule": name, **(value if isinstance(value, dict) else {"status": value})}
-                    for name, value in debugger.items()]
-    return [row for row in debugger or [] if isinstance(row, dict)]
+    rules = debugger.get("rules", []) if isinstance(debugger, dict) else debugger
+    rows = []
+    for rule in rules or []:
+        if not isinstance(rule, dict):
+            continue
+        evidence = rule.get("evidence")
+        rows.append({"rule": rule.get("rule"), "status": rule.get("status"),
+                     "SageMaker rule": rule.get("sagemaker_rule"),
+                     "evidence": evidence.get("summary", evidence) if isinstance(evidence, dict) else evidence,
+                     "parameters": rule.get("parameters")})
+    return rows
 
 
 def _profiler_html(profiler: Any, link: str | None) -> str:

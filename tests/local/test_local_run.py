@@ -44,8 +44,8 @@ def test_run_serves_through_the_lambda_handler_and_writes_the_report(tiny_datase
         for plot in ("learning-curves.png", "tuning-trials.png", "confusion-matrix.png"):
             assert (report.parent / plot).stat().st_size > 1000, plot
             assert plot in page
-        assert "Debugging rules" in page and "loss_not_decreasing" in page.lower().replace("lossnotdecreasing",
-                                                                                           "loss_not_decreasing")
+        for rule in ("loss_not_decreasing", "overfit", "overtraining", "poor_weight_initialization"):
+            assert f"<td>{rule}</td>" in page, rule
         recorded = json.loads((Path(summary.run_dir) / "summary.json").read_text())
         assert recorded["run_id"] == summary.run_id
         live = json.loads((runs / "live-model.json").read_text())

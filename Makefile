@@ -9,8 +9,15 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 LOCAL_STAMP := $(VENV)/.installed-local
 DEV_STAMP := $(VENV)/.installed-dev
+# AWS tooling for the pipeline tests (tests/pipeline): the SAM CLI pins its own boto3/cfn-lint, so it
+# gets its own venv on Python 3.12 (the Lambdas' runtime; `sam build` needs that interpreter), and
+# asl-validator (npm, pinned in package-lock.json) checks the state machine definition.
+SAM_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) $(shell command -v python3.12))
+SAM_VENV := .venv-sam
+SAM_STAMP := $(SAM_VENV)/.installed
+NPM_STAMP := node_modules/.installed
 
-.PHONY: local stop test lint setup benchmarks clean
+.PHONY: local stop test lint setup benchmarks clean aws-tools image-uris
 
 setup: $(DEV_STAMP)
 
@@ -37,8 +44,27 @@ stop: $(LOCAL_STAMP)
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(DEV_STAMP) lint
+test: $(DEV_STAMP) $(SAM_STAMP) $(NPM_STAMP) lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+$(SAM_STAMP):
+	test -n "$(SAM_PYTHON)" || { echo "python3.12 is needed for the SAM CLI and sam build" >&2; exit 1; }
+	$(SAM_PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install -q --disable-pip-version-check aws-sam-cli==1.170.0
+	touch $@
+
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+aws-tools: $(SAM_STAMP) $(NPM_STAMP)
+
+# Regenerate functions/pipeline_layer/mlpipeline/image_uris.json with the sagemaker SDK (by hand, when
+# AWS publishes new PyTorch containers; the SDK is far too big for a Lambda, see generate_image_uris.py).
+image-uris:
+	rm -rf .venv-sagemaker && $(SAM_PYTHON) -m venv .venv-sagemaker
+	.venv-sagemaker/bin/python -m pip install -q --disable-pip-version-check "sagemaker>=3.27,<4"
+	.venv-sagemaker/bin/python functions/pipeline_layer/generate_image_uris.py
+
 clean:
-	rm -rf $(VENV) .aws-sam .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) node_modules .aws-sam .pytest_cache .ruff_cache

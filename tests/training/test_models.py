@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+
 from imgclf import models
 
 # torchvision.models.resnet{18,34,50} (weights IMAGENET1K_V1): total parameter counts from torchvision's

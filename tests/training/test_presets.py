@@ -7,8 +7,9 @@ import io
 import numpy as np
 import pytest
 import torch
-from imgclf import presets
 from PIL import Image
+
+from imgclf import presets
 
 
 def _png_bytes(image: Image.Image, **kwargs) -> bytes:

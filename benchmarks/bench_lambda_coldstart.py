@@ -70,8 +70,16 @@ def _copy_installed(requirement_names: list[str], target: Path) -> None:
                 shutil.copy2(source, destination)
         for requirement in dist.requires or []:
             if "extra ==" not in requirement:
-                pending.append(requirement.split(";")[0].split("[")[0].split("<")[0].split(">")[0]
-                               .split("=")[0].split("~")[0].split("!")[0].strip())
+                pending.append(
+                    requirement.split(";")[0]
+                    .split("[")[0]
+                    .split("<")[0]
+                    .split(">")[0]
+                    .split("=")[0]
+                    .split("~")[0]
+                    .split("!")[0]
+                    .strip()
+                )
 
 
 def package_size(offline: bool) -> None:
@@ -79,21 +87,41 @@ def package_size(offline: bool) -> None:
         build = Path(scratch) / "InferenceFunction"
         shutil.copytree(FUNCTION_DIR, build, ignore=shutil.ignore_patterns("__pycache__"))
         how = "pip (python3.12, manylinux2014_aarch64 wheels)"
-        pip = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target",
-               str(build), "-r", str(FUNCTION_DIR / "requirements.txt"), "--platform", "manylinux2014_aarch64",
-               "--python-version", "3.12", "--implementation", "cp", "--only-binary=:all:"]
+        pip = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--target",
+            str(build),
+            "-r",
+            str(FUNCTION_DIR / "requirements.txt"),
+            "--platform",
+            "manylinux2014_aarch64",
+            "--python-version",
+            "3.12",
+            "--implementation",
+            "cp",
+            "--only-binary=:all:",
+        ]
         if offline or subprocess.run(pip, capture_output=True, timeout=300).returncode != 0:
             how = "copied from this venv (offline)"
             _copy_installed(["aws-lambda-powertools"], build)
         files, size = _tree_bytes(build)
-        print(f"function package ({how}): {files} files, {size / 1e6:.2f} MB unzipped, "
-              f"{_zip_bytes(build) / 1e6:.2f} MB zipped (Lambda limits: 250 MB unzipped incl. layers, "
-              f"50 MB zipped upload)")
+        print(
+            f"function package ({how}): {files} files, {size / 1e6:.2f} MB unzipped, "
+            f"{_zip_bytes(build) / 1e6:.2f} MB zipped (Lambda limits: 250 MB unzipped incl. layers, "
+            f"50 MB zipped upload)"
+        )
         own_files, own_size = _tree_bytes(FUNCTION_DIR)
         print(f"  of which the function's own code: {own_files} files, {own_size / 1e3:.1f} kB")
     layer_files, layer_size = _tree_bytes(REPO_ROOT / "training" / "imgclf")
-    print(f"imgclf/ from the PipelineLayer (the function imports only imgclf.contract): {layer_files} files, "
-          f"{layer_size / 1e3:.1f} kB")
+    print(
+        f"imgclf/ from the PipelineLayer (the function imports only imgclf.contract): {layer_files} files, "
+        f"{layer_size / 1e3:.1f} kB"
+    )
 
 
 # ------------------------------------------------------------------------------------------ cold start
@@ -137,8 +165,12 @@ class _Endpoint(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
-    ANSWER = json.dumps({"predictions": [{"label": f"c{i}", "class_id": i, "probability": 0.5 / 2 ** i}
-                                         for i in range(5)], "runtime": "bench"}).encode()
+    ANSWER = json.dumps(
+        {
+            "predictions": [{"label": f"c{i}", "class_id": i, "probability": 0.5 / 2**i} for i in range(5)],
+            "runtime": "bench",
+        }
+    ).encode()
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -160,20 +192,34 @@ def _percentile(values: list[float], q: float) -> float:
 def cold_start(runs: int) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Endpoint)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    env = {**os.environ, "ENDPOINT_NAME": "bench", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",  # as Lambda sets them
-           "SAGEMAKER_RUNTIME_ENDPOINT_URL": f"http://127.0.0.1:{server.server_address[1]}",
-           "POWERTOOLS_LOG_LEVEL": "WARNING"}
-    event = json.dumps({"rawPath": "/", "headers": {"content-type": "image/jpeg"}, "isBase64Encoded": True,
-                        "requestContext": {"http": {"method": "POST", "path": "/"}},
-                        "body": base64.b64encode(JPEG).decode()})
+    env = {
+        **os.environ,
+        "ENDPOINT_NAME": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",  # as Lambda sets them
+        "SAGEMAKER_RUNTIME_ENDPOINT_URL": f"http://127.0.0.1:{server.server_address[1]}",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+    }
+    event = json.dumps(
+        {
+            "rawPath": "/",
+            "headers": {"content-type": "image/jpeg"},
+            "isBase64Encoded": True,
+            "requestContext": {"http": {"method": "POST", "path": "/"}},
+            "body": base64.b64encode(JPEG).decode(),
+        }
+    )
     modes = ("bare", "botocore-client", "boto3-client", "app")
     wall: dict[str, list[float]] = {mode: [] for mode in modes}
     inside: dict[str, list[dict]] = {mode: [] for mode in modes}
     for _ in range(runs):  # interleaved, so that the machine's load hits every variant alike
         for mode in modes:
-            command = [sys.executable, "-c", "pass"] if mode == "bare" else \
-                [sys.executable, "-c", _CHILD, mode, str(FUNCTION_DIR / "app.py"), event]
+            command = (
+                [sys.executable, "-c", "pass"]
+                if mode == "bare"
+                else [sys.executable, "-c", _CHILD, mode, str(FUNCTION_DIR / "app.py"), event]
+            )
             started = time.perf_counter()
             result = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
             wall[mode].append((time.perf_counter() - started) * 1e3)
@@ -187,21 +233,33 @@ def cold_start(runs: int) -> None:
     ours = ms("app")
     median = statistics.median(ours)
     floor = statistics.median(ms("botocore-client"))
-    print(f"cold start, {runs} fresh interpreters per variant (python {sys.version.split()[0]} here; Lambda runs "
-          f"3.12 on arm64), load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs:")
-    print(f"  import + init of app.py: median {median:.0f} ms, p90 {_percentile(ours, 0.9):.0f} ms, "
-          f"min {min(ours):.0f} ms -> {'MEETS' if median <= GOAL_MS else 'MISSES'} the {GOAL_MS:.0f} ms goal "
-          f"({median / GOAL_MS:.2f}x of it)")
-    print(f"    import botocore {statistics.median(ms('app', 'botocore')):.0f} ms + Powertools logger "
-          f"{statistics.median(ms('app', 'powertools')):.0f} ms + app modules, settings and client "
-          f"{statistics.median(ms('app', 'app_and_client')):.0f} ms (medians)")
-    print(f"  floor, botocore import + sagemaker-runtime client alone: median {floor:.0f} ms "
-          f"-> app.py costs {median / floor:.2f}x the floor")
+    print(
+        f"cold start, {runs} fresh interpreters per variant (python {sys.version.split()[0]} here; Lambda runs "
+        f"3.12 on arm64), load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs:"
+    )
+    print(
+        f"  import + init of app.py: median {median:.0f} ms, p90 {_percentile(ours, 0.9):.0f} ms, "
+        f"min {min(ours):.0f} ms -> {'MEETS' if median <= GOAL_MS else 'MISSES'} the {GOAL_MS:.0f} ms goal "
+        f"({median / GOAL_MS:.2f}x of it)"
+    )
+    print(
+        f"    import botocore {statistics.median(ms('app', 'botocore')):.0f} ms + Powertools logger "
+        f"{statistics.median(ms('app', 'powertools')):.0f} ms + app modules, settings and client "
+        f"{statistics.median(ms('app', 'app_and_client')):.0f} ms (medians)"
+    )
+    print(
+        f"  floor, botocore import + sagemaker-runtime client alone: median {floor:.0f} ms "
+        f"-> app.py costs {median / floor:.2f}x the floor"
+    )
     print(f"  boto3 import + client (the usual way): median {statistics.median(ms('boto3-client')):.0f} ms")
-    print(f"  first request (validate + InvokeEndpoint on loopback): median "
-          f"{statistics.median(ms('app', 'first_request')):.1f} ms")
-    print(f"  whole processes: app {statistics.median(wall['app']):.0f} ms, bare interpreter "
-          f"{statistics.median(wall['bare']):.0f} ms (medians)")
+    print(
+        f"  first request (validate + InvokeEndpoint on loopback): median "
+        f"{statistics.median(ms('app', 'first_request')):.1f} ms"
+    )
+    print(
+        f"  whole processes: app {statistics.median(wall['app']):.0f} ms, bare interpreter "
+        f"{statistics.median(wall['bare']):.0f} ms (medians)"
+    )
     print(f"  heavy modules loaded by app.py: {inside['app'][0]['heavy'] or 'none'} (torch, numpy, PIL, boto3 checked)")
 
 

@@ -81,27 +81,39 @@ def summarize(outcomes: list[Outcome], wall_seconds: float) -> dict[str, Any]:
     statuses = Counter("error" if o.status is None else str(o.status) for o in outcomes)
     throttles = Counter(o.throttled_by for o in outcomes if o.throttled_by)
     summary: dict[str, Any] = {
-        "requests": len(outcomes), "wall_seconds": round(wall_seconds, 3),
+        "requests": len(outcomes),
+        "wall_seconds": round(wall_seconds, 3),
         "requests_per_second": round(len(outcomes) / wall_seconds, 2) if wall_seconds > 0 else None,
         "statuses": dict(sorted(statuses.items())),
-        "throttled": sum(throttles.values()), "throttled_by_lambda": throttles["lambda"],
+        "throttled": sum(throttles.values()),
+        "throttled_by_lambda": throttles["lambda"],
         "throttled_by_endpoint": throttles["endpoint"],
         "transport_errors": dict(Counter(o.error for o in outcomes if o.error)),
     }
-    for name, subset in (("latency_ms_all_answers", [o for o in outcomes if o.status is not None]),
-                         ("latency_ms_200", [o for o in outcomes if o.status == 200])):
+    for name, subset in (
+        ("latency_ms_all_answers", [o for o in outcomes if o.status is not None]),
+        ("latency_ms_200", [o for o in outcomes if o.status == 200]),
+    ):
         seconds = [o.seconds * 1e3 for o in subset]
-        summary[name] = {f"p{q}": round(percentile(seconds, q), 1) for q in (50, 90, 95, 99)} | {
-            "mean": round(statistics.fmean(seconds), 1), "max": round(max(seconds), 1)} if seconds else None
+        summary[name] = (
+            {f"p{q}": round(percentile(seconds, q), 1) for q in (50, 90, 95, 99)}
+            | {"mean": round(statistics.fmean(seconds), 1), "max": round(max(seconds), 1)}
+            if seconds
+            else None
+        )
     return summary
 
 
 def print_summary(summary: dict[str, Any], target: str, concurrency: int) -> None:
-    print(f"target {target}: {summary['requests']} requests in {summary['wall_seconds']:.1f} s "
-          f"({summary['requests_per_second']} req/s) at concurrency {concurrency}")
+    print(
+        f"target {target}: {summary['requests']} requests in {summary['wall_seconds']:.1f} s "
+        f"({summary['requests_per_second']} req/s) at concurrency {concurrency}"
+    )
     print(f"  statuses: {summary['statuses']}")
-    print(f"  throttled (429): {summary['throttled']} (by Lambda concurrency: {summary['throttled_by_lambda']}, "
-          f"by the endpoint: {summary['throttled_by_endpoint']})")
+    print(
+        f"  throttled (429): {summary['throttled']} (by Lambda concurrency: {summary['throttled_by_lambda']}, "
+        f"by the endpoint: {summary['throttled_by_endpoint']})"
+    )
     if summary["transport_errors"]:
         print(f"  no answer: {summary['transport_errors']}")
     for name in ("latency_ms_all_answers", "latency_ms_200"):
@@ -132,8 +144,17 @@ def _sigv4_signer(url: str) -> Any:
     return sign
 
 
-async def run_load(url: str, body: bytes, headers: dict[str, str], *, requests: int, duration: float,
-                   concurrency: int, timeout: float, sign: Any = None) -> tuple[list[Outcome], float]:
+async def run_load(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    requests: int,
+    duration: float,
+    concurrency: int,
+    timeout: float,
+    sign: Any = None,
+) -> tuple[list[Outcome], float]:
     """POST `body` to `url` from `concurrency` workers until `requests` were sent or `duration` passed."""
     outcomes: list[Outcome] = []
     issued = 0
@@ -151,8 +172,13 @@ async def run_load(url: str, body: bytes, headers: dict[str, str], *, requests: 
             except httpx.HTTPError as error:
                 outcomes.append(Outcome(None, time.perf_counter() - sent, error=type(error).__name__))
                 continue
-            outcomes.append(Outcome(response.status_code, time.perf_counter() - sent,
-                                    throttled_by(response.status_code, response.content)))
+            outcomes.append(
+                Outcome(
+                    response.status_code,
+                    time.perf_counter() - sent,
+                    throttled_by(response.status_code, response.content),
+                )
+            )
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
@@ -163,8 +189,9 @@ async def run_load(url: str, body: bytes, headers: dict[str, str], *, requests: 
 # ------------------------------------------------------------------------------------------ local stand-in
 
 
-def function_url_event(method: str, target: str, headers: dict[str, str], body: bytes,
-                       source_ip: str) -> dict[str, Any]:
+def function_url_event(
+    method: str, target: str, headers: dict[str, str], body: bytes, source_ip: str
+) -> dict[str, Any]:
     """The payload-2.0 event a Function URL hands the function for this HTTP request."""
     parts = urlsplit(target)
     query: dict[str, str] = {}
@@ -172,15 +199,30 @@ def function_url_event(method: str, target: str, headers: dict[str, str], body: 
         query[key] = f"{query[key]},{value}" if key in query else value  # Lambda joins repeats with commas
     lowered = {key.lower(): value for key, value in headers.items()}
     media_type = lowered.get("content-type", "").split(";")[0].strip().lower()
-    textual = media_type.startswith("text/") or media_type in (contract.JSON_CONTENT_TYPE,
-                                                               "application/xml", "application/javascript")
+    textual = media_type.startswith("text/") or media_type in (
+        contract.JSON_CONTENT_TYPE,
+        "application/xml",
+        "application/javascript",
+    )
     event: dict[str, Any] = {
-        "version": "2.0", "routeKey": "$default", "rawPath": parts.path or "/", "rawQueryString": parts.query,
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": parts.path or "/",
+        "rawQueryString": parts.query,
         "headers": lowered,
-        "requestContext": {"http": {"method": method, "path": parts.path or "/", "protocol": "HTTP/1.1",
-                                    "sourceIp": source_ip, "userAgent": lowered.get("user-agent", "")},
-                           "requestId": str(uuid.uuid4()), "routeKey": "$default", "stage": "$default",
-                           "timeEpoch": int(time.time() * 1000)},
+        "requestContext": {
+            "http": {
+                "method": method,
+                "path": parts.path or "/",
+                "protocol": "HTTP/1.1",
+                "sourceIp": source_ip,
+                "userAgent": lowered.get("user-agent", ""),
+            },
+            "requestId": str(uuid.uuid4()),
+            "routeKey": "$default",
+            "stage": "$default",
+            "timeEpoch": int(time.time() * 1000),
+        },
         "isBase64Encoded": not textual,
     }
     if query:
@@ -219,8 +261,9 @@ def function_url_stand_in(handler_module: ModuleType, reserved_concurrency: int)
                 self._reply(429, {"Content-Type": "application/json"}, LAMBDA_THROTTLE_BODY)
                 return
             try:
-                event = function_url_event(self.command, self.path, dict(self.headers.items()), body,
-                                           self.client_address[0])
+                event = function_url_event(
+                    self.command, self.path, dict(self.headers.items()), body, self.client_address[0]
+                )
                 response = handler_module.handler(event, LambdaContext(aws_request_id=str(uuid.uuid4())))
             finally:
                 slots.release()
@@ -251,14 +294,18 @@ def _local_endpoint(args: argparse.Namespace) -> tuple[str, str]:
 
     record = read_record(args.runs_dir)
     if record is None or not record.is_alive():
-        raise SystemExit(f"no live local endpoint recorded in {args.runs_dir}: run `make local` first "
-                         f"(or pass --endpoint-url)")
+        raise SystemExit(
+            f"no live local endpoint recorded in {args.runs_dir}: run `make local` first (or pass --endpoint-url)"
+        )
     return record.name, record.url
 
 
 def _default_image() -> Path:
-    candidates = sorted(path for path in (REPO_ROOT / "sample_data").rglob("*")
-                        if path.suffix.lower() in (".jpg", ".jpeg", ".png") and "test" in path.parts)
+    candidates = sorted(
+        path
+        for path in (REPO_ROOT / "sample_data").rglob("*")
+        if path.suffix.lower() in (".jpg", ".jpeg", ".png") and "test" in path.parts
+    )
     if not candidates:
         raise SystemExit("no sample image found: pass --image")
     return candidates[0]
@@ -269,12 +316,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--url", help="the Function URL (or any URL that answers like it)")
     target.add_argument("--local", action="store_true", help="run the handler behind a local stand-in")
-    parser.add_argument("--runs-dir", type=Path, default=REPO_ROOT / "runs",
-                        help="local mode's runs directory (its endpoint.json names the local endpoint)")
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=REPO_ROOT / "runs",
+        help="local mode's runs directory (its endpoint.json names the local endpoint)",
+    )
     parser.add_argument("--endpoint-url", help="with --local: the SageMaker-protocol endpoint to call instead")
     parser.add_argument("--endpoint-name", default="imgclf-classifier", help="with --endpoint-url")
-    parser.add_argument("--reserved-concurrency", type=int, default=2,
-                        help="with --local: concurrent executions before the stand-in answers 429")
+    parser.add_argument(
+        "--reserved-concurrency",
+        type=int,
+        default=2,
+        help="with --local: concurrent executions before the stand-in answers 429",
+    )
     parser.add_argument("--image", type=Path, help="JPEG or PNG to send (default: a bundled sample image)")
     parser.add_argument("--json-body", action="store_true", help='send {"image": "<base64>"} instead of bytes')
     parser.add_argument("--top-k", type=int, default=contract.DEFAULT_TOP_K)
@@ -302,15 +357,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     def load(url: str) -> dict[str, Any]:
         sign = _sigv4_signer(url + query) if args.iam else None
-        outcomes, wall = asyncio.run(run_load(url + query, body, headers, requests=args.requests,
-                                              duration=args.duration, concurrency=args.concurrency,
-                                              timeout=args.timeout, sign=sign))
+        outcomes, wall = asyncio.run(
+            run_load(
+                url + query,
+                body,
+                headers,
+                requests=args.requests,
+                duration=args.duration,
+                concurrency=args.concurrency,
+                timeout=args.timeout,
+                sign=sign,
+            )
+        )
         summary = summarize(outcomes, wall)
         print_summary(summary, url, args.concurrency)
         return summary
 
-    print(f"image {image_path} ({len(image)} bytes, {content_type}), top_k {top_k}, "
-          f"at most {args.requests} requests / {args.duration:g} s")
+    print(
+        f"image {image_path} ({len(image)} bytes, {content_type}), top_k {top_k}, "
+        f"at most {args.requests} requests / {args.duration:g} s"
+    )
     if args.url:
         summary = load(args.url)
     else:

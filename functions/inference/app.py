@@ -38,9 +38,7 @@ RUNTIME = make_runtime_client(SETTINGS)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
         request = parse_request(event)
-        logger.append_keys(
-            image_bytes=len(request.image), content_type=request.content_type, top_k=request.top_k
-        )
+        logger.append_keys(image_bytes=len(request.image), content_type=request.content_type, top_k=request.top_k)
         started = time.perf_counter()
         answer = invoke(RUNTIME, SETTINGS.endpoint_name, request)
     except HttpError as err:

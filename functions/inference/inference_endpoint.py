@@ -141,6 +141,7 @@ def invoke(client: Any, endpoint_name: str, request: ImageRequest) -> dict[str, 
 
 _NOT_IN_SERVICE = re.compile(r"not found|not in service|inservice|is (creating|updating|failed)", re.I)
 _MODEL_TIMEOUT = re.compile(r"timed out", re.I)
+_TOO_LARGE = re.compile(r"too large|payload size|exceeds the maximum", re.I)
 _RETRY_LATER = {"Retry-After": "1"}
 _RETRY_MUCH_LATER = {"Retry-After": "30"}
 
@@ -183,11 +184,9 @@ def endpoint_error(err: Exception) -> HttpError:
     if code in ("ThrottlingException", "TooManyRequestsException") or status == 429:
         return HttpError(429, "throttled", "too many requests; slow down and retry", _RETRY_LATER)
     if code == "ValidationError" and _NOT_IN_SERVICE.search(message):
-        return HttpError(
-            503, "endpoint_unavailable", "the model endpoint is not in service yet", _RETRY_MUCH_LATER
-        )
+        return HttpError(503, "endpoint_unavailable", "the model endpoint is not in service yet", _RETRY_MUCH_LATER)
+    if status == 413 or (code == "ValidationError" and _TOO_LARGE.search(message)):
+        return HttpError(413, "image_too_large", "the image is larger than the model endpoint accepts")
     if code == "ServiceUnavailable" or status == 503:
-        return HttpError(
-            503, "endpoint_unavailable", "the model service is unavailable; try again later", _RETRY_LATER
-        )
+        return HttpError(503, "endpoint_unavailable", "the model service is unavailable; try again later", _RETRY_LATER)
     return HttpError(502, "model_error", "the call to the model failed")

@@ -47,9 +47,7 @@ class HttpError(Exception):
         self.headers = dict(headers or {})
 
 
-def http_response(
-    status: int, payload: Mapping[str, Any], headers: Mapping[str, str] | None = None
-) -> dict[str, Any]:
+def http_response(status: int, payload: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> dict[str, Any]:
     """A Function URL response with a JSON body."""
     return {
         "statusCode": status,
@@ -199,8 +197,7 @@ def parse_request(event: Mapping[str, Any]) -> ImageRequest:
         raise HttpError(
             415,
             "unsupported_media_type",
-            f"Content-Type {declared[:60]!r} is not supported; send image/jpeg, image/png "
-            f"or application/json",
+            f"Content-Type {declared[:60]!r} is not supported; send image/jpeg, image/png or application/json",
         )
     top_k = contract.DEFAULT_TOP_K if top_k_value is None else _top_k(top_k_value)
     return ImageRequest(image=image, content_type=content_type, top_k=top_k)
@@ -220,11 +217,7 @@ def _prediction(item: object) -> dict[str, Any]:
     label, class_id, probability = item.get("label"), item.get("class_id"), item.get("probability")
     if not isinstance(label, str) or isinstance(class_id, bool) or not isinstance(class_id, int):
         raise _bad_answer("a prediction lacks label or class_id")
-    if (
-        isinstance(probability, bool)
-        or not isinstance(probability, int | float)
-        or not 0.0 <= probability <= 1.0
-    ):
+    if isinstance(probability, bool) or not isinstance(probability, int | float) or not 0.0 <= probability <= 1.0:
         raise _bad_answer("a probability is not in [0, 1]")
     return {"label": label, "class_id": class_id, "probability": float(probability)}
 

@@ -77,9 +77,16 @@ def load_app(monkeypatch: pytest.MonkeyPatch) -> Callable[..., ModuleType]:
     return lambda **env: _load_app(monkeypatch, env)
 
 
-def url_event(body: bytes | str | None, content_type: str | None = None, *,
-              base64_encoded: bool | None = None, method: str = "POST", path: str = "/",
-              query: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
+def url_event(
+    body: bytes | str | None,
+    content_type: str | None = None,
+    *,
+    base64_encoded: bool | None = None,
+    method: str = "POST",
+    path: str = "/",
+    query: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """A Function URL event (payload 2.0). Bytes are base64-encoded, as Lambda does for binary bodies."""
     all_headers = {"host": "abc.lambda-url.us-east-1.on.aws", **(headers or {})}
     if content_type is not None:
@@ -89,12 +96,23 @@ def url_event(body: bytes | str | None, content_type: str | None = None, *,
     if isinstance(body, bytes):
         body = base64.b64encode(body).decode("ascii") if base64_encoded else body.decode("latin-1")
     event: dict[str, Any] = {
-        "version": "2.0", "routeKey": "$default", "rawPath": path,
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
         "rawQueryString": "&".join(f"{k}={v}" for k, v in (query or {}).items()),
         "headers": all_headers,
-        "requestContext": {"http": {"method": method, "path": path, "protocol": "HTTP/1.1",
-                                    "sourceIp": "203.0.113.7", "userAgent": "pytest"},
-                           "requestId": "r-1", "routeKey": "$default", "stage": "$default"},
+        "requestContext": {
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "203.0.113.7",
+                "userAgent": "pytest",
+            },
+            "requestId": "r-1",
+            "routeKey": "$default",
+            "stage": "$default",
+        },
         "isBase64Encoded": base64_encoded,
     }
     if query:
@@ -136,9 +154,13 @@ def image_factory() -> Callable[[str, int], bytes]:
 
 def model_answer(top_k: int = 5, runtime: str = "onnxruntime-fp32") -> dict[str, Any]:
     """An answer in the agreed endpoint format (interface 5), best first."""
-    probabilities = [0.5 / 2 ** i for i in range(top_k)]
-    return {"predictions": [{"label": f"class-{i:03d}", "class_id": i, "probability": p}
-                            for i, p in enumerate(probabilities)], "runtime": runtime}
+    probabilities = [0.5 / 2**i for i in range(top_k)]
+    return {
+        "predictions": [
+            {"label": f"class-{i:03d}", "class_id": i, "probability": p} for i, p in enumerate(probabilities)
+        ],
+        "runtime": runtime,
+    }
 
 
 @pytest.fixture
@@ -176,8 +198,7 @@ class FakeSageMakerRuntime:
 
     def __init__(self) -> None:
         self.script: deque[ScriptedAnswer] = deque()
-        self.default = ScriptedAnswer(200, json.dumps(model_answer()).encode(),
-                                      {"Content-Type": "application/json"})
+        self.default = ScriptedAnswer(200, json.dumps(model_answer()).encode(), {"Content-Type": "application/json"})
         self.requests: list[ReceivedRequest] = []
         self._lock = threading.Lock()
         runtime = self
@@ -189,8 +210,9 @@ class FakeSageMakerRuntime:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with runtime._lock:
-                    runtime.requests.append(ReceivedRequest(self.path, {k.lower(): v for k, v in
-                                                                        self.headers.items()}, body))
+                    runtime.requests.append(
+                        ReceivedRequest(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                    )
                     scripted = runtime.script.popleft() if runtime.script else runtime.default
                 time.sleep(scripted.delay)
                 try:
@@ -209,21 +231,22 @@ class FakeSageMakerRuntime:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self._thread.start()
 
-    def answer_ok(self, document: dict[str, Any], content_type: str = "application/json",
-                  delay: float = 0.0) -> None:
-        self.script.append(ScriptedAnswer(200, json.dumps(document).encode(), {"Content-Type": content_type},
-                                          delay))
+    def answer_ok(self, document: dict[str, Any], content_type: str = "application/json", delay: float = 0.0) -> None:
+        self.script.append(ScriptedAnswer(200, json.dumps(document).encode(), {"Content-Type": content_type}, delay))
 
-    def answer_error(self, status: int, code: str, message: str, delay: float = 0.0,
-                     **fields: Any) -> None:
+    def answer_error(self, status: int, code: str, message: str, delay: float = 0.0, **fields: Any) -> None:
         """An error as the SageMaker runtime sends it (rest-json: x-amzn-ErrorType + JSON body)."""
-        self.script.append(ScriptedAnswer(status, json.dumps({"Message": message, **fields}).encode(),
-                                          {"Content-Type": "application/json", "x-amzn-ErrorType": code},
-                                          delay))
+        self.script.append(
+            ScriptedAnswer(
+                status,
+                json.dumps({"Message": message, **fields}).encode(),
+                {"Content-Type": "application/json", "x-amzn-ErrorType": code},
+                delay,
+            )
+        )
 
     def close(self) -> None:
         self.server.shutdown()
@@ -249,6 +272,15 @@ def warm_local_app() -> Iterator[tuple[ModuleType, FakeSageMakerRuntime]]:
     always answers (module scope: for property-based tests)."""
     runtime = FakeSageMakerRuntime()
     with pytest.MonkeyPatch.context() as patch:
-        yield _load_app(patch, {"SAGEMAKER_RUNTIME_ENDPOINT_URL": runtime.url, "FUNCTION_TIMEOUT_SECONDS": "10",
-                                "POWERTOOLS_LOG_LEVEL": "ERROR"}), runtime
+        yield (
+            _load_app(
+                patch,
+                {
+                    "SAGEMAKER_RUNTIME_ENDPOINT_URL": runtime.url,
+                    "FUNCTION_TIMEOUT_SECONDS": "10",
+                    "POWERTOOLS_LOG_LEVEL": "ERROR",
+                },
+            ),
+            runtime,
+        )
     runtime.close()

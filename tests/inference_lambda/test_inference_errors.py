@@ -33,8 +33,7 @@ def test_local_endpoint_happy_path(app, context, make_event, jpeg_bytes, fake_ru
     assert "authorization" not in request.headers  # a loopback endpoint gets unsigned requests
 
 
-def test_throttling_is_retried_once_then_429(app, context, make_event, jpeg_bytes, fake_runtime,
-                                             response_body):
+def test_throttling_is_retried_once_then_429(app, context, make_event, jpeg_bytes, fake_runtime, response_body):
     for _ in range(2):
         fake_runtime.answer_error(400, "ThrottlingException", "Rate exceeded")
     response = _post(app, context, make_event, jpeg_bytes)
@@ -51,19 +50,34 @@ def test_a_single_throttle_is_absorbed_by_the_retry(app, context, make_event, jp
     assert len(fake_runtime.requests) == 2
 
 
-@pytest.mark.parametrize(("status", "code", "message", "fields", "expected"), [
-    (424, "ModelError", "Received server error (500) from primary with message \"boom\"",
-     {"OriginalStatusCode": 500, "OriginalMessage": "boom", "LogStreamArn": "arn:aws:logs:..."}, 502),
-    (424, "ModelError", "Received client error (415) from primary", {"OriginalStatusCode": 415}, 415),
-    (424, "ModelError", "Received server error (0) from primary with message \"Your invocation timed out "
-                        "while waiting for a response from container primary.\"", {"OriginalStatusCode": 0}, 504),
-    (400, "ValidationError", "Endpoint imgclf-classifier of account 123456789012 not found.", {}, 503),
-    (429, "ModelNotReadyException", "Model is not ready", {}, 503),
-    (500, "InternalFailure", "An internal error occurred", {}, 502),
-    (403, "AccessDeniedException", "User is not authorized to perform sagemaker:InvokeEndpoint", {}, 502),
-])
-def test_endpoint_errors(app, context, make_event, jpeg_bytes, fake_runtime, response_body,
-                         status, code, message, fields, expected):
+@pytest.mark.parametrize(
+    ("status", "code", "message", "fields", "expected"),
+    [
+        (
+            424,
+            "ModelError",
+            'Received server error (500) from primary with message "boom"',
+            {"OriginalStatusCode": 500, "OriginalMessage": "boom", "LogStreamArn": "arn:aws:logs:..."},
+            502,
+        ),
+        (424, "ModelError", "Received client error (415) from primary", {"OriginalStatusCode": 415}, 415),
+        (
+            424,
+            "ModelError",
+            'Received server error (0) from primary with message "Your invocation timed out '
+            'while waiting for a response from container primary."',
+            {"OriginalStatusCode": 0},
+            504,
+        ),
+        (400, "ValidationError", "Endpoint imgclf-classifier of account 123456789012 not found.", {}, 503),
+        (429, "ModelNotReadyException", "Model is not ready", {}, 503),
+        (500, "InternalFailure", "An internal error occurred", {}, 502),
+        (403, "AccessDeniedException", "User is not authorized to perform sagemaker:InvokeEndpoint", {}, 502),
+    ],
+)
+def test_endpoint_errors(
+    app, context, make_event, jpeg_bytes, fake_runtime, response_body, status, code, message, fields, expected
+):
     for _ in range(2):  # 5xx answers are retried once
         fake_runtime.answer_error(status, code, message, **fields)
     response = _post(app, context, make_event, jpeg_bytes)
@@ -80,8 +94,9 @@ def test_service_unavailable_is_503(app, context, make_event, jpeg_bytes, fake_r
     assert len(fake_runtime.requests) == 2
 
 
-def test_slow_endpoint_is_504_before_the_function_times_out(app, context, make_event, jpeg_bytes,
-                                                             fake_runtime, answer, response_body):
+def test_slow_endpoint_is_504_before_the_function_times_out(
+    app, context, make_event, jpeg_bytes, fake_runtime, answer, response_body
+):
     # FUNCTION_TIMEOUT_SECONDS=4: each attempt may read for 0.4 s; the endpoint takes 1.5 s.
     assert app.SETTINGS.budget.read_timeout == pytest.approx(0.4)
     fake_runtime.answer_ok(answer(), delay=1.5)
@@ -105,8 +120,9 @@ def test_no_endpoint_listening_is_503(load_app, context, make_event, jpeg_bytes,
     assert response_body(response)["error"] == "endpoint_unavailable"
 
 
-def test_unexpected_failure_is_a_json_500_without_internals(app, context, make_event, jpeg_bytes,
-                                                            monkeypatch, response_body):
+def test_unexpected_failure_is_a_json_500_without_internals(
+    app, context, make_event, jpeg_bytes, monkeypatch, response_body
+):
     def broken_invoke(*args, **kwargs):
         raise RuntimeError("secret internal detail")
 

@@ -56,8 +56,11 @@ def test_event_file_through_the_handler(moto_app, context, answer, response_body
     status, detail = EXPECTED[path.name]
     if status == 200:
         results = [{"Body": json.dumps(answer(10)), "ContentType": "application/json"}]
-        requests.post("http://motoapi.amazonaws.com/moto-api/static/sagemaker/endpoint-results",
-                      json={"results": results}, timeout=5).raise_for_status()
+        requests.post(
+            "http://motoapi.amazonaws.com/moto-api/static/sagemaker/endpoint-results",
+            json={"results": results},
+            timeout=5,
+        ).raise_for_status()
     response = moto_app.handler(json.loads(path.read_text()), context)
     assert response["statusCode"] == status, response["body"]
     body = response_body(response)

@@ -27,9 +27,11 @@ image_like = st.one_of(
     st.binary(max_size=256).map(lambda tail: PNG_MAGIC + tail),
     st.sampled_from([b"GIF89a", b"BM", b"RIFF\x00\x00\x00\x00WEBP", JPEG_MAGIC[:2], PNG_MAGIC[:4]]),
 )
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
-                           max_leaves=8)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
 top_k_values = st.one_of(st.integers(-5, 40), st.text(max_size=4), st.just(None), json_values)
 
 
@@ -39,10 +41,18 @@ def json_bodies(draw: st.DrawFn) -> str:
     if draw(st.booleans()):
         image = draw(image_like)
         encoded = base64.b64encode(image).decode()
-        document["image"] = draw(st.sampled_from([
-            encoded, "data:image/jpeg;base64," + encoded, "data:image/png;base64," + encoded,
-            encoded[:-1], encoded + "!", "",
-        ]))
+        document["image"] = draw(
+            st.sampled_from(
+                [
+                    encoded,
+                    "data:image/jpeg;base64," + encoded,
+                    "data:image/png;base64," + encoded,
+                    encoded[:-1],
+                    encoded + "!",
+                    "",
+                ]
+            )
+        )
     else:
         document["image"] = draw(json_values)
     if draw(st.booleans()):
@@ -54,13 +64,29 @@ def json_bodies(draw: st.DrawFn) -> str:
 
 
 content_types = st.one_of(
-    st.sampled_from(["image/jpeg", "image/png", "application/octet-stream", "application/x-image",
-                     "application/json", "application/json; charset=utf-8", "IMAGE/JPEG", "text/plain",
-                     "multipart/form-data; boundary=xyz", "", " ; ", "image/gif"]),
+    st.sampled_from(
+        [
+            "image/jpeg",
+            "image/png",
+            "application/octet-stream",
+            "application/x-image",
+            "application/json",
+            "application/json; charset=utf-8",
+            "IMAGE/JPEG",
+            "text/plain",
+            "multipart/form-data; boundary=xyz",
+            "",
+            " ; ",
+            "image/gif",
+        ]
+    ),
     st.text(max_size=30),
 )
-other_headers = st.dictionaries(st.sampled_from(["accept", "x-forwarded-for", "content-length", "user-agent",
-                                                 "Accept-Encoding"]), st.text(max_size=20), max_size=3)
+other_headers = st.dictionaries(
+    st.sampled_from(["accept", "x-forwarded-for", "content-length", "user-agent", "Accept-Encoding"]),
+    st.text(max_size=20),
+    max_size=3,
+)
 
 
 def rarely(strategy: st.SearchStrategy, common: Any) -> st.SearchStrategy:
@@ -93,16 +119,32 @@ def url_events(draw: st.DrawFn) -> dict[str, Any]:
         body = draw(st.text(max_size=64))
     else:
         base64_encoded, body = draw(st.booleans()), None
-    query = draw(st.one_of(st.none(), st.fixed_dictionaries({"top_k": st.text(max_size=4)}),
-                           st.fixed_dictionaries({"top_k": st.integers(-2, 25).map(str)}),
-                           st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2)))
+    query = draw(
+        st.one_of(
+            st.none(),
+            st.fixed_dictionaries({"top_k": st.text(max_size=4)}),
+            st.fixed_dictionaries({"top_k": st.integers(-2, 25).map(str)}),
+            st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2),
+        )
+    )
     method = draw(rarely(st.sampled_from(["GET", "PUT", "DELETE", "OPTIONS", "HEAD", "post", ""]), "POST"))
     path = draw(rarely(st.sampled_from(["", "/x", "//", "/predict", "/?top_k=3"]), "/"))
     event: dict[str, Any] = {
-        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
-        "headers": headers, "isBase64Encoded": base64_encoded,
-        "requestContext": {"http": {"method": method, "path": path, "protocol": "HTTP/1.1",
-                                    "sourceIp": "203.0.113.7", "userAgent": "hypothesis"}},
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": headers,
+        "isBase64Encoded": base64_encoded,
+        "requestContext": {
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "203.0.113.7",
+                "userAgent": "hypothesis",
+            }
+        },
     }
     if query is not None:
         event["queryStringParameters"] = query
@@ -135,12 +177,15 @@ def test_client_errors_are_4xx_json_and_never_reach_the_endpoint(warm_local_app,
         assert sent == []
 
 
-
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(magic=st.sampled_from([JPEG_MAGIC, PNG_MAGIC]), tail=st.binary(min_size=1, max_size=512),
-       declared=st.sampled_from([None, "image/jpeg", "image/png", "application/octet-stream",
-                                 "application/x-image", "application/json"]),
-       top_k=st.one_of(st.none(), st.integers(1, contract.MAX_TOP_K)))
+@given(
+    magic=st.sampled_from([JPEG_MAGIC, PNG_MAGIC]),
+    tail=st.binary(min_size=1, max_size=512),
+    declared=st.sampled_from(
+        [None, "image/jpeg", "image/png", "application/octet-stream", "application/x-image", "application/json"]
+    ),
+    top_k=st.one_of(st.none(), st.integers(1, contract.MAX_TOP_K)),
+)
 def test_jpeg_and_png_bodies_reach_the_endpoint_intact(warm_local_app, context, magic, tail, declared, top_k):
     app, fake_runtime = warm_local_app
     image = magic + tail
@@ -153,8 +198,11 @@ def test_jpeg_and_png_bodies_reach_the_endpoint_intact(warm_local_app, context, 
     else:
         body, query = base64.b64encode(image).decode(), None if top_k is None else {"top_k": str(top_k)}
     url_event: dict[str, Any] = {
-        "rawPath": "/", "headers": {} if declared is None else {"content-type": declared},
-        "requestContext": {"http": {"method": "POST", "path": "/"}}, "body": body, "isBase64Encoded": True,
+        "rawPath": "/",
+        "headers": {} if declared is None else {"content-type": declared},
+        "requestContext": {"http": {"method": "POST", "path": "/"}},
+        "body": body,
+        "isBase64Encoded": True,
     }
     if query:
         url_event["queryStringParameters"] = query

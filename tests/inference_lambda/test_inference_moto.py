@@ -24,8 +24,9 @@ def raw_image_bodies(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
     def setup_class_keeping_bytes(self, request, full_url=None, headers=None, use_raw_body=None):
         setup_class(self, request, full_url, headers, use_raw_body=True)
-        received.append({"path": self.path, "body": self.raw_body,
-                         "headers": {k.lower(): v for k, v in self.headers.items()}})
+        received.append(
+            {"path": self.path, "body": self.raw_body, "headers": {k.lower(): v for k, v in self.headers.items()}}
+        )
         # moto json-dumps the body into its per-request cache key: give it text that stands for the bytes.
         self.body = base64.b64encode(self.raw_body).decode("ascii")
 
@@ -48,8 +49,9 @@ def queue_answers(*answers: dict[str, Any] | tuple[str, str]) -> None:
     requests.post(MOTO_RESULTS_API, json={"results": results}, timeout=5).raise_for_status()
 
 
-def test_jpeg_body_reaches_the_endpoint_unchanged(moto_app, context, make_event, jpeg_bytes, answer,
-                                                  response_body, raw_image_bodies):
+def test_jpeg_body_reaches_the_endpoint_unchanged(
+    moto_app, context, make_event, jpeg_bytes, answer, response_body, raw_image_bodies
+):
     queue_answers(answer(5))
     response = moto_app.handler(make_event(jpeg_bytes, "image/jpeg", query={"top_k": "3"}), context)
     assert response["statusCode"] == 200
@@ -85,30 +87,36 @@ def test_default_top_k(moto_app, context, make_event, image_factory, answer, res
     assert raw_image_bodies[0]["headers"]["x-amzn-sagemaker-custom-attributes"] == "top_k=5"
 
 
-@pytest.mark.parametrize("bad_answer", [
-    ("<html>oops</html>", "text/html"),
-    ("not json at all", "application/json"),
-    ({"predictions": []},),
-    ({"label": "no predictions key"},),
-    ({"predictions": [{"label": "a", "class_id": 0, "probability": 7}]},),
-])
-def test_unreadable_model_answer_is_502(moto_app, context, make_event, image_factory, response_body,
-                                        bad_answer):
+@pytest.mark.parametrize(
+    "bad_answer",
+    [
+        ("<html>oops</html>", "text/html"),
+        ("not json at all", "application/json"),
+        ({"predictions": []},),
+        ({"label": "no predictions key"},),
+        ({"predictions": [{"label": "a", "class_id": 0, "probability": 7}]},),
+    ],
+)
+def test_unreadable_model_answer_is_502(moto_app, context, make_event, image_factory, response_body, bad_answer):
     queue_answers(bad_answer[0] if len(bad_answer) == 1 else bad_answer)
     response = moto_app.handler(make_event(image_factory("PNG", 4), "image/png"), context)
     assert response["statusCode"] == 502
     assert response_body(response)["error"] == "model_error"
 
 
-@pytest.mark.parametrize(("event_args", "status"), [
-    ((b"", "image/jpeg"), 400),
-    ((b"GIF89a\x01\x00", "image/gif"), 415),
-    ((b"plain text", "application/octet-stream"), 415),
-    (('{"image": 1}', "application/json"), 400),
-    ((b"\xff\xd8\xff" + bytes(5 * 1024 * 1024), "image/jpeg"), 413),
-])
-def test_client_errors_never_reach_the_endpoint(moto_app, context, make_event, response_body,
-                                                raw_image_bodies, event_args, status):
+@pytest.mark.parametrize(
+    ("event_args", "status"),
+    [
+        ((b"", "image/jpeg"), 400),
+        ((b"GIF89a\x01\x00", "image/gif"), 415),
+        ((b"plain text", "application/octet-stream"), 415),
+        (('{"image": 1}', "application/json"), 400),
+        ((b"\xff\xd8\xff" + bytes(5 * 1024 * 1024), "image/jpeg"), 413),
+    ],
+)
+def test_client_errors_never_reach_the_endpoint(
+    moto_app, context, make_event, response_body, raw_image_bodies, event_args, status
+):
     response = moto_app.handler(make_event(*event_args), context)
     assert response["statusCode"] == status
     assert response_body(response)["message"]

@@ -33,8 +33,9 @@ def test_raw_jpeg_with_top_k_in_query(make_event, jpeg_bytes):
     assert (request.image, request.content_type, request.top_k) == (jpeg_bytes, "image/jpeg", 3)
 
 
-@pytest.mark.parametrize("declared", [None, "application/octet-stream", "application/x-image",
-                                      "IMAGE/PNG; charset=binary"])
+@pytest.mark.parametrize(
+    "declared", [None, "application/octet-stream", "application/x-image", "IMAGE/PNG; charset=binary"]
+)
 def test_png_is_sniffed_whatever_generic_type_is_declared(make_event, png_bytes, declared):
     request = parse_request(make_event(png_bytes, declared))
     assert (request.content_type, request.top_k) == ("image/png", contract.DEFAULT_TOP_K)
@@ -63,8 +64,9 @@ def test_header_names_are_case_insensitive(make_event, jpeg_bytes):
     assert parse_request(event).content_type == "image/jpeg"
 
 
-@pytest.mark.parametrize(("method", "path", "status"), [("GET", "/", 405), ("PUT", "/", 405),
-                                                       ("POST", "/predict", 404)])
+@pytest.mark.parametrize(
+    ("method", "path", "status"), [("GET", "/", 405), ("PUT", "/", 405), ("POST", "/predict", 404)]
+)
 def test_method_and_route(make_event, jpeg_bytes, method, path, status):
     error = _refused(make_event(jpeg_bytes, "image/jpeg", method=method, path=path))
     assert error.status == status
@@ -81,11 +83,21 @@ def test_broken_base64_event_body_is_400(make_event):
     assert _refused(make_event("not*base64", "image/jpeg", base64_encoded=True)).status == 400
 
 
-@pytest.mark.parametrize("body", [
-    "{", "[]", '"image"', "null", json.dumps({"top_k": 3}), json.dumps({"image": 42}),
-    json.dumps({"image": "@@@@"}), json.dumps({"image": "QUJD", "extra": 1}),
-    json.dumps({"image": "data:image/png,QUJD"}), "\ud800",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "{",
+        "[]",
+        '"image"',
+        "null",
+        json.dumps({"top_k": 3}),
+        json.dumps({"image": 42}),
+        json.dumps({"image": "@@@@"}),
+        json.dumps({"image": "QUJD", "extra": 1}),
+        json.dumps({"image": "data:image/png,QUJD"}),
+        "\ud800",
+    ],
+)
 def test_malformed_json_is_400(make_event, body):
     error = _refused(make_event(body, "application/json"))
     assert (error.status, error.code) == (400, "malformed_body")
@@ -139,8 +151,9 @@ def test_oversized_bodies_are_refused_before_decoding(make_event):
     assert _refused(make_event(huge, "application/json", base64_encoded=False)).status == 413
 
 
-@pytest.mark.parametrize("body", [b"GIF89a....", b"BM6\x00\x00\x00", b"\x00\x00\x00\x0cjP  ", b"hello",
-                                  b"\xff\xd8", b"\x89PNG"])
+@pytest.mark.parametrize(
+    "body", [b"GIF89a....", b"BM6\x00\x00\x00", b"\x00\x00\x00\x0cjP  ", b"hello", b"\xff\xd8", b"\x89PNG"]
+)
 def test_not_jpeg_or_png_is_415(make_event, body):
     error = _refused(make_event(body, "application/octet-stream"))
     assert (error.status, error.code) == (415, "unsupported_image")
@@ -152,8 +165,9 @@ def test_declared_type_must_match_the_bytes(make_event, jpeg_bytes, png_bytes):
     assert _refused(make_event(body, "application/json")).status == 415
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "multipart/form-data; boundary=x", "image/gif",
-                                          "application/x-www-form-urlencoded"])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "multipart/form-data; boundary=x", "image/gif", "application/x-www-form-urlencoded"]
+)
 def test_unsupported_content_type_is_415(make_event, jpeg_bytes, content_type):
     error = _refused(make_event(jpeg_bytes, content_type))
     assert (error.status, error.code) == (415, "unsupported_media_type")
@@ -176,13 +190,21 @@ def test_answer_is_sorted_and_cut_to_top_k(answer):
     assert set(result) == {"predictions", "runtime"}
 
 
-@pytest.mark.parametrize("body", [
-    b"not json", b"\xff\xfe", b"[]", b'{"predictions": []}', b'{"predictions": "x"}',
-    b'{"predictions": [1]}', b'{"predictions": [{"label": "a", "class_id": "0", "probability": 0.5}]}',
-    b'{"predictions": [{"label": "a", "class_id": 0, "probability": 1.5}]}',
-    b'{"predictions": [{"label": "a", "class_id": 0, "probability": NaN}]}',
-    b'{"predictions": [{"label": 3, "class_id": 0, "probability": 0.5}]}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"\xff\xfe",
+        b"[]",
+        b'{"predictions": []}',
+        b'{"predictions": "x"}',
+        b'{"predictions": [1]}',
+        b'{"predictions": [{"label": "a", "class_id": "0", "probability": 0.5}]}',
+        b'{"predictions": [{"label": "a", "class_id": 0, "probability": 1.5}]}',
+        b'{"predictions": [{"label": "a", "class_id": 0, "probability": NaN}]}',
+        b'{"predictions": [{"label": 3, "class_id": 0, "probability": 0.5}]}',
+    ],
+)
 def test_unreadable_answer_is_502(body):
     with pytest.raises(HttpError) as caught:
         read_endpoint_answer(body, top_k=5)
@@ -193,30 +215,40 @@ def test_unreadable_answer_is_502(body):
 
 
 def _client_error(code: str, message: str = "", status: int = 400, **fields) -> ClientError:
-    response = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status},
-                **fields}
+    response = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}, **fields}
     return ClientError(response, "InvokeEndpoint")
 
 
-@pytest.mark.parametrize(("error", "status"), [
-    (_client_error("ThrottlingException", "Rate exceeded"), 429),
-    (_client_error("ModelNotReadyException", "not loaded", 429), 503),
-    (_client_error("ValidationError", "Endpoint imgclf-classifier of account 123456789012 not found."), 503),
-    (_client_error("ValidationError", "1 validation error detected"), 502),
-    (_client_error("ServiceUnavailable", "", 503), 503),
-    (_client_error("InternalFailure", "", 500), 502),
-    (_client_error("AccessDeniedException", "not authorized", 403), 502),
-    (_client_error("ModelError", "Received server error (500)", 424, OriginalStatusCode=500), 502),
-    (_client_error("ModelError", "Received client error (415)", 424, OriginalStatusCode=415), 415),
-    (_client_error("ModelError", "Received client error (400)", 424, OriginalStatusCode=400), 400),
-    (_client_error("ModelError", 'Received server error (0) from primary with message "Your invocation timed '
-                                 'out while waiting for a response from container primary."', 424,
-                   OriginalStatusCode=0), 504),
-    (ReadTimeoutError(endpoint_url="https://runtime.sagemaker"), 504),
-    (ConnectTimeoutError(endpoint_url="https://runtime.sagemaker"), 504),
-    (EndpointConnectionError(endpoint_url="http://127.0.0.1:9"), 503),
-    (IncompleteReadError(actual_bytes=1, expected_bytes=2), 502),
-])
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (_client_error("ThrottlingException", "Rate exceeded"), 429),
+        (_client_error("ModelNotReadyException", "not loaded", 429), 503),
+        (_client_error("ValidationError", "Endpoint imgclf-classifier of account 123456789012 not found."), 503),
+        (_client_error("ValidationError", "1 validation error detected"), 502),
+        (_client_error("ValidationError", "Request payload size exceeds the maximum allowed"), 413),
+        (_client_error("ServiceUnavailable", "", 503), 503),
+        (_client_error("InternalFailure", "", 500), 502),
+        (_client_error("AccessDeniedException", "not authorized", 403), 502),
+        (_client_error("ModelError", "Received server error (500)", 424, OriginalStatusCode=500), 502),
+        (_client_error("ModelError", "Received client error (415)", 424, OriginalStatusCode=415), 415),
+        (_client_error("ModelError", "Received client error (400)", 424, OriginalStatusCode=400), 400),
+        (
+            _client_error(
+                "ModelError",
+                'Received server error (0) from primary with message "Your invocation timed '
+                'out while waiting for a response from container primary."',
+                424,
+                OriginalStatusCode=0,
+            ),
+            504,
+        ),
+        (ReadTimeoutError(endpoint_url="https://runtime.sagemaker"), 504),
+        (ConnectTimeoutError(endpoint_url="https://runtime.sagemaker"), 504),
+        (EndpointConnectionError(endpoint_url="http://127.0.0.1:9"), 503),
+        (IncompleteReadError(actual_bytes=1, expected_bytes=2), 502),
+    ],
+)
 def test_endpoint_errors_map_to_actionable_statuses(error, status):
     mapped = inference_endpoint.endpoint_error(error)
     assert mapped.status == status
@@ -247,10 +279,18 @@ def test_invoke_budget_refuses_a_timeout_too_short():
 
 
 def test_settings_from_environ():
-    settings = inference_endpoint.Settings.from_environ({
-        "ENDPOINT_NAME": "ep", "FUNCTION_TIMEOUT_SECONDS": "30", "SAGEMAKER_RUNTIME_ENDPOINT_URL": "http://localhost:8080"})
-    assert (settings.endpoint_name, settings.endpoint_url, settings.region) == ("ep", "http://localhost:8080",
-                                                                                "us-east-1")
+    settings = inference_endpoint.Settings.from_environ(
+        {
+            "ENDPOINT_NAME": "ep",
+            "FUNCTION_TIMEOUT_SECONDS": "30",
+            "SAGEMAKER_RUNTIME_ENDPOINT_URL": "http://localhost:8080",
+        }
+    )
+    assert (settings.endpoint_name, settings.endpoint_url, settings.region) == (
+        "ep",
+        "http://localhost:8080",
+        "us-east-1",
+    )
     assert settings.budget == inference_endpoint.invoke_budget(30, 2)
     assert inference_endpoint.client_config(settings).signature_version is inference_endpoint.UNSIGNED
     remote = inference_endpoint.Settings.from_environ({"ENDPOINT_NAME": "ep", "AWS_REGION": "eu-west-1"})

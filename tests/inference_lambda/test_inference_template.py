@@ -12,8 +12,12 @@ from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
-MY_RESOURCES = ("InferenceFunction", "InferenceUrlPublicInvokeUrl", "InferenceUrlPublicInvokeFunction",
-                "InferenceLogGroup")
+MY_RESOURCES = (
+    "InferenceFunction",
+    "InferenceUrlPublicInvokeUrl",
+    "InferenceUrlPublicInvokeFunction",
+    "InferenceLogGroup",
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +38,10 @@ def test_parameters(template):
 def test_function_wiring(template):
     properties = template["Resources"]["InferenceFunction"]["Properties"]
     assert (properties["CodeUri"], properties["Handler"], properties["Runtime"]) == (
-        "functions/inference/", "app.handler", "python3.12")
+        "functions/inference/",
+        "app.handler",
+        "python3.12",
+    )
     assert {"Ref": "PipelineLayer"} in properties["Layers"]  # imgclf.contract comes from the layer
     variables = properties["Environment"]["Variables"]
     assert variables["ENDPOINT_NAME"] == {"Ref": "EndpointName"}
@@ -54,7 +61,8 @@ def test_least_privilege(template):
     assert statement["Effect"] == "Allow"
     assert statement["Action"] == "sagemaker:InvokeEndpoint"
     assert statement["Resource"] == {
-        "Fn::Sub": "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:endpoint/${EndpointName}"}
+        "Fn::Sub": "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:endpoint/${EndpointName}"
+    }
 
 
 def test_public_permissions_only_match_none_auth(template):
@@ -75,8 +83,7 @@ def test_sam_translates_the_block(template, monkeypatch):
     minimal = {
         "Transform": template["Transform"],
         "Parameters": copy.deepcopy(template["Parameters"]),
-        "Resources": {name: copy.deepcopy(template["Resources"][name])
-                      for name in (*MY_RESOURCES, "PipelineLayer")},
+        "Resources": {name: copy.deepcopy(template["Resources"][name]) for name in (*MY_RESOURCES, "PipelineLayer")},
         "Outputs": {"InferenceUrl": template["Outputs"]["InferenceUrl"]},
     }
     for resource in minimal["Resources"].values():  # sam build/package would put S3 URIs here
@@ -92,6 +99,7 @@ def test_sam_translates_the_block(template, monkeypatch):
     assert resources["InferenceFunctionUrl"]["Type"] == "AWS::Lambda::Url"
     assert resources["InferenceFunctionUrl"]["Properties"]["AuthType"] == {"Ref": "InferenceAuthType"}
     assert resources["InferenceFunction"]["Properties"]["ReservedConcurrentExecutions"] == {
-        "Ref": "InferenceReservedConcurrency"}
+        "Ref": "InferenceReservedConcurrency"
+    }
     permissions = [r for r in resources.values() if r["Type"] == "AWS::Lambda::Permission"]
     assert len(permissions) == 2  # ours; SAM adds none for a parameterised AuthType

@@ -47,8 +47,9 @@ def test_who_throttled(loadtest):
 
 
 def test_stand_in_builds_events_as_lambda_does(loadtest):
-    binary = loadtest.function_url_event("POST", "/?top_k=3&a=1&a=2", {"Content-Type": "image/png"}, b"\x89PNG",
-                                         "127.0.0.1")
+    binary = loadtest.function_url_event(
+        "POST", "/?top_k=3&a=1&a=2", {"Content-Type": "image/png"}, b"\x89PNG", "127.0.0.1"
+    )
     assert binary["isBase64Encoded"] is True and base64.b64decode(binary["body"]) == b"\x89PNG"
     assert binary["queryStringParameters"] == {"top_k": "3", "a": "1,2"}
     assert binary["headers"] == {"content-type": "image/png"}
@@ -60,9 +61,25 @@ def test_bounded_run_counts_throttles(loadtest, fake_runtime, restored_environ, 
     fake_runtime.default.delay = 0.05  # slow enough that four clients overlap on one reserved slot
     image = tmp_path / "image.jpg"
     image.write_bytes(jpeg_bytes)
-    summary = loadtest.main(["--local", "--endpoint-url", fake_runtime.url, "--image", str(image),
-                             "--requests", "24", "--concurrency", "4", "--reserved-concurrency", "1",
-                             "--duration", "30", "--report", str(tmp_path / "report.json")])
+    summary = loadtest.main(
+        [
+            "--local",
+            "--endpoint-url",
+            fake_runtime.url,
+            "--image",
+            str(image),
+            "--requests",
+            "24",
+            "--concurrency",
+            "4",
+            "--reserved-concurrency",
+            "1",
+            "--duration",
+            "30",
+            "--report",
+            str(tmp_path / "report.json"),
+        ]
+    )
     assert summary["requests"] == 24
     assert summary["statuses"].get("200", 0) + summary["statuses"].get("429", 0) == 24
     assert summary["statuses"].get("200", 0) >= 1
@@ -76,9 +93,26 @@ def test_duration_bounds_the_run(loadtest, fake_runtime, restored_environ, tmp_p
     fake_runtime.default.delay = 0.1
     image = tmp_path / "image.png"
     image.write_bytes(png_bytes)
-    summary = loadtest.main(["--local", "--endpoint-url", fake_runtime.url, "--image", str(image), "--json-body",
-                             "--requests", "1000", "--concurrency", "2", "--reserved-concurrency", "2",
-                             "--duration", "0.5", "--timeout", "5"])
+    summary = loadtest.main(
+        [
+            "--local",
+            "--endpoint-url",
+            fake_runtime.url,
+            "--image",
+            str(image),
+            "--json-body",
+            "--requests",
+            "1000",
+            "--concurrency",
+            "2",
+            "--reserved-concurrency",
+            "2",
+            "--duration",
+            "0.5",
+            "--timeout",
+            "5",
+        ]
+    )
     assert 2 <= summary["requests"] < 1000
     assert summary["wall_seconds"] < 0.5 + 1.0
     assert summary["statuses"] == {"200": summary["requests"]}

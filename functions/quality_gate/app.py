@@ -11,9 +11,10 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
-from imgclf import gate
 from mlpipeline.errors import error_code, translate_aws_errors
 from mlpipeline.requests import model_package_request
+
+from imgclf import gate
 
 
 def live_accuracy(sagemaker: Any, endpoint_name: str) -> float | None:

@@ -16,11 +16,12 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
-from imgclf import manifest as manifest_mod
 from mlpipeline.errors import DuplicateRun, InvalidDataset, error_code, translate_aws_errors
 from mlpipeline.runs import plan_run
 from mlpipeline.settings import SettingsError, build_settings
 from mlpipeline.sourcedir import build_sourcedir_tarball, sourcedir_key
+
+from imgclf import manifest as manifest_mod
 
 logger = logging.getLogger()
 logger.setLevel(logging.INFO)

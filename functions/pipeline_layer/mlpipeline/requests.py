@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from imgclf import contract, gate
-
+from mlpipeline import images
 from mlpipeline.errors import EndpointDeploymentFailed, SageMakerJobFailed
 
 VARIANT_NAME = "AllTraffic"
@@ -43,7 +43,10 @@ MAX_DEPLOYMENT_SECONDS = 3600
 # SageMaker's PyTorch framework containers find the user code through these (what the SDK sets).
 PROGRAM_HYPERPARAMETER = "sagemaker_program"
 SUBMIT_DIRECTORY_HYPERPARAMETER = "sagemaker_submit_directory"
-# torchrun on every host (SageMaker's `torch_distributed` launcher), the data-parallel path of train.py.
+# Data-parallel training with several instances: on GPU instances SageMaker's `torch_distributed`
+# launcher runs torchrun on every host (one process per GPU; train.py reads RANK/WORLD_SIZE); CPU
+# instances (which that launcher does not support) run `python train.py` once per host and train.py
+# forms the process group from SM_HOSTS/SM_CURRENT_HOST itself.
 DISTRIBUTED_HYPERPARAMETER = "sagemaker_torch_distributed_enabled"
 
 
@@ -200,7 +203,7 @@ def training_job_request(
     s = run["settings"]
     name = run["training_job_name"]
     hyperparameters = {**static_hyperparameters(run, name), **{k: str(v) for k, v in tuned.items()}}
-    if s["training_instance_count"] > 1:
+    if s["training_instance_count"] > 1 and images.processor_for(s["training_instance_type"]) == "gpu":
         hyperparameters[DISTRIBUTED_HYPERPARAMETER] = _hp(True)
     return {
         "TrainingJobName": name,

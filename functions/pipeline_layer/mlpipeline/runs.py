@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from imgclf import manifest as manifest_mod
-
 from mlpipeline import images
 from mlpipeline.settings import Settings
 

@@ -1,0 +1,81 @@
+"""Regenerate events/ (except the inference Lambda's) from real runs in the moto world:
+
+    .venv/bin/python tests/pipeline/generate_events.py
+
+Each function's file is the input it received in a real execution of the ASL (happy path, plus one
+failed run for cleanup/notify-failure), so `sam local invoke -e events/<file>` and the tests use inputs
+of exactly the shape the state machine sends. test_events.py feeds every file to its handler.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from moto import mock_aws
+
+sys.path.insert(0, str(Path(__file__).parent))
+import pipeline_world as pw
+
+EVENTS = pw.REPO / "events"
+
+
+def _env(mp: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": pw.REGION,
+        "AWS_REGION": pw.REGION,
+        **pw.lambda_environment(),
+    }.items():
+        mp.setenv(name, value)
+
+
+def capture(sim_settings: dict, name: str) -> list[tuple[str, dict]]:
+    invocations: list[tuple[str, dict]] = []
+    with pytest.MonkeyPatch.context() as mp, mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        _env(mp)
+        sim = pw.SageMakerSim(**sim_settings)
+        sim.install(mp)
+        pw.install_inprocess_lambdas(mp, invocations)
+        world = pw.PipelineWorld(sim, invocations)
+        mp.setenv("NOTIFICATION_TOPIC_ARN", world.topic_arn)
+        world.run(pw.upload_dataset(world.s3), name)
+    return invocations
+
+
+def main() -> int:
+    files: dict[str, dict] = {
+        "s3_manifest_created.json": pw.s3_event(f"datasets/{pw.DATASET}/manifest.json"),
+        "start_execution.json": pw.s3_event(f"datasets/{pw.DATASET}/manifest.json"),
+    }
+    happy = capture({}, "events-happy")
+    describe_names = {
+        "tuning": "describe_job_tuning.json",
+        "training": "describe_job_training.json",
+        "endpoint": "describe_job_endpoint.json",
+    }
+    for function, payload in happy:
+        if function == "describe_job":
+            files.setdefault(describe_names[payload["kind"]], payload)
+        elif function == "notify":
+            files.setdefault(f"notify_{payload['outcome']}.json", payload)
+        else:
+            files.setdefault(f"{function}.json", payload)
+    failed = capture({"tuning_outcome": "Failed"}, "events-failed")
+    for function, payload in failed:
+        if function == "cleanup":
+            files["cleanup.json"] = payload
+        elif function == "notify":
+            files.setdefault(f"notify_{payload['outcome']}.json", payload)
+    for name, payload in sorted(files.items()):
+        (EVENTS / name).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {len(files)} files to {os.path.relpath(EVENTS)}: {sorted(files)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

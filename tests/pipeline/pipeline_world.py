@@ -415,11 +415,16 @@ class PipelineWorld:
         )["stateMachineArn"]
 
     def run(
-        self, key: str, name: str, etag: str = "0123456789abcdef0123456789abcdef", timeout: float = 60
+        self,
+        key: str,
+        name: str,
+        etag: str = "0123456789abcdef0123456789abcdef",
+        timeout: float = 60,
+        event: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Start an execution for an upload of `key` and wait for it to end."""
+        """Start an execution for an upload of `key` (or with `event` as input) and wait for it to end."""
         arn = self.sfn.start_execution(
-            stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(s3_event(key, etag))
+            stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(event or s3_event(key, etag))
         )["executionArn"]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

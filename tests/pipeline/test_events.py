@@ -62,5 +62,5 @@ def test_start_execution_input_runs_the_state_machine(world: pw.PipelineWorld) -
     key = pw.upload_dataset(world.s3)
     event = _load("start_execution.json")
     assert event["detail"]["object"]["key"] == key and event["detail"]["bucket"]["name"] == pw.BUCKET
-    execution = world.run(key, "from-events-file")
+    execution = world.run(key, "from-events-file", event=event)
     assert execution["status"] == "SUCCEEDED", execution

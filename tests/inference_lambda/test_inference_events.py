@@ -74,7 +74,8 @@ def test_function_imports_nothing_heavy():
     """A fresh interpreter loads the handler (client built at init) without torch, numpy or PIL."""
     code = (
         "import importlib.util, os, sys\n"
-        "os.environ.update(ENDPOINT_NAME='e', AWS_DEFAULT_REGION='us-east-1')\n"
+        "os.environ.update(ENDPOINT_NAME='e', AWS_DEFAULT_REGION='us-east-1',\n"
+        "                  AWS_ACCESS_KEY_ID='x', AWS_SECRET_ACCESS_KEY='x')  # no credential-chain probing\n"
         f"spec = importlib.util.spec_from_file_location('app', {str(REPO_ROOT / 'functions/inference/app.py')!r})\n"
         "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
         "print(sorted(m for m in ('torch', 'numpy', 'PIL', 'onnxruntime', 'boto3') if m in sys.modules))\n"

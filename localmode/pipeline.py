@@ -40,8 +40,8 @@ class RunOptions:
     run_id: str | None = None  # default: derived from the data and the settings below
     # tuning
     trials: int = 8
-    parallel: int = 1
-    tuning_epochs: int = 8
+    parallel: int = 2
+    tuning_epochs: int = 6
     # the best model's training
     epochs: int = 10
     patience: int = 3

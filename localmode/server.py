@@ -288,10 +288,18 @@ def serve(model: str | os.PathLike[str], host: str = DEFAULT_HOST, port: int = D
         LOGGER.info(json.dumps({"event": "serve", "model": str(model), "host": host, "port": port,
                                 "workers": workers, "threads_per_worker": os.environ[runtimes.THREADS_ENV],
                                 "runtime": os.environ.get(runtimes.RUNTIME_ENV, runtimes.AUTO)}))
+        # uvicorn drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal it caught; with
+        # these handlers that ends as a normal exit (code 0) and the extracted model.tar.gz is removed.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, _exit_cleanly)
         uvicorn.run(f"{__name__}:create_app", factory=True, host=host, port=port, workers=workers,
                     log_config=log_config(log_level), access_log=False,
                     timeout_keep_alive=KEEP_ALIVE_TIMEOUT_S,
                     timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_TIMEOUT_S)
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def free_port(host: str = DEFAULT_HOST) -> int:

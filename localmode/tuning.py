@@ -99,7 +99,7 @@ def tune(
 
         result = run_training_job(job, on_line=on_line, should_stop=lambda: pruned)
         if pruned:
-            raise optuna.TrialPruned(f"objective {trial.intermediate_values} after {step} epochs")
+            raise optuna.TrialPruned(f"pruned after {step} epochs")
         values = result.metric_series.get(contract.OBJECTIVE_METRIC_NAME)
         if not values or not math.isfinite(values[-1]):
             raise RuntimeError(f"{job.name} printed no '{contract.OBJECTIVE_METRIC_NAME}': see {job.log_path}")
@@ -112,17 +112,24 @@ def tune(
             with lock:
                 on_trial_done(trial)
 
-    remaining = max(0, n_trials - finished_trial_count(study))
-    if remaining:
+    def optimize(trials: int, workers: int) -> None:
         study.optimize(
             objective,
-            n_trials=remaining,
-            n_jobs=parallel,
+            n_trials=trials,
+            n_jobs=workers,
             # A failed trial (say, a diverging learning rate) is recorded as failed; the tuning goes on.
             catch=(TrainingJobFailed,),
             # Stop exactly at n_trials finished trials, however many parallel workers are running.
             callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED_STATES), callback],
         )
+
+    remaining = max(0, n_trials - finished_trial_count(study))
+    if remaining and parallel > 1 and not study.get_trials(deepcopy=False, states=FINISHED_STATES):
+        # The first trial fills the shared feature cache; run it alone so parallel ones do not all pay for it.
+        optimize(1, 1)
+        remaining = max(0, n_trials - finished_trial_count(study))
+    if remaining:
+        optimize(remaining, parallel)
     completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not completed:
         raise RuntimeError("no tuning trial completed: see the trial logs under " + str(trials_dir))

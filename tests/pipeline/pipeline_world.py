@@ -304,6 +304,32 @@ class SageMakerSim:
             sim._pending_update[endpoint_name] = endpoint_config_name
             return endpoint.arn
 
+        def stop_tuning(self: Any, hyper_parameter_tuning_job_name: str) -> None:
+            sim.calls.append("StopHyperParameterTuningJob")
+            job = self.hyper_parameter_tuning_jobs.get(hyper_parameter_tuning_job_name)
+            if job is None:
+                raise ValidationError(f"Could not find tuning job {hyper_parameter_tuning_job_name}")
+            job.hyper_parameter_tuning_job_status = "Stopping"
+
+        def stop_tuning_response(self: Any) -> Any:
+            from moto.core.responses import EmptyResult
+
+            self.sagemaker_backend.stop_hyper_parameter_tuning_job(self._get_param("HyperParameterTuningJobName"))
+            return EmptyResult()
+
+        def stop_training(self: Any, training_job_name: str) -> None:
+            sim.calls.append("StopTrainingJob")
+            job = self.training_jobs.get(training_job_name)
+            if job is None:
+                raise ValidationError(f"Could not find training job {training_job_name}")
+            job.training_job_status = "Stopping"
+
+        def stop_training_response(self: Any) -> Any:
+            from moto.core.responses import EmptyResult
+
+            self.sagemaker_backend.stop_training_job(self._get_param("TrainingJobName"))
+            return EmptyResult()
+
         def update_endpoint_response(self: Any) -> Any:
             from moto.core.responses import ActionResult
 
@@ -320,6 +346,10 @@ class SageMakerSim:
         monkeypatch.setattr(backend_cls, "describe_endpoint", describe_endpoint)
         monkeypatch.setattr(backend_cls, "update_endpoint", update_endpoint, raising=False)
         monkeypatch.setattr(SageMakerResponse, "update_endpoint", update_endpoint_response, raising=False)
+        monkeypatch.setattr(backend_cls, "stop_training_job", stop_training, raising=False)
+        monkeypatch.setattr(SageMakerResponse, "stop_training_job", stop_training_response, raising=False)
+        monkeypatch.setattr(backend_cls, "stop_hyper_parameter_tuning_job", stop_tuning, raising=False)
+        monkeypatch.setattr(SageMakerResponse, "stop_hyper_parameter_tuning_job", stop_tuning_response, raising=False)
 
 
 def install_inprocess_lambdas(monkeypatch: Any, invocations: list[tuple[str, dict[str, Any]]]) -> None:

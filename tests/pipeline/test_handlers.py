@@ -1,0 +1,306 @@
+"""Each pipeline handler on its own, against moto (S3, SageMaker, Application Auto Scaling, SNS)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pipeline_world as pw
+import pytest
+from botocore.exceptions import ClientError
+from mlpipeline import errors
+from moto import mock_aws
+
+from imgclf import gate
+
+EVENTS = pw.REPO / "events"
+
+
+def _event(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS / name).read_text())
+
+
+def handler(folder: str) -> Any:
+    return pw.load_handler(folder).handler
+
+
+@pytest.fixture
+def aws(aws_env: None, sim: pw.SageMakerSim) -> Iterator[dict[str, Any]]:
+    with mock_aws():
+        clients = {
+            name: boto3.client(name, region_name=pw.REGION)
+            for name in ("s3", "sagemaker", "application-autoscaling", "sns", "sqs")
+        }
+        clients["s3"].create_bucket(Bucket=pw.BUCKET)
+        clients["sagemaker"].create_model_package_group(ModelPackageGroupName=pw.MODEL_PACKAGE_GROUP)
+        clients["sim"] = sim
+        yield clients
+
+
+def _validate_event(key: str = f"datasets/{pw.DATASET}/manifest.json") -> dict[str, Any]:
+    return {**_event("validate.json"), "event": pw.s3_event(key)}
+
+
+# --- validate -----------------------------------------------------------------------------------------
+
+
+def test_validate_plans_the_run_and_uploads_the_source_once(aws: dict[str, Any]) -> None:
+    key = pw.upload_dataset(aws["s3"])
+    run = handler("validate")(_validate_event(key))
+    assert run["run_id"] == run["tuning_job_name"] and run["dataset"] == pw.DATASET
+    assert run["version_token"] == "version:v1"
+    source_key = run["source_s3_uri"].removeprefix(f"s3://{pw.BUCKET}/")
+    first = aws["s3"].head_object(Bucket=pw.BUCKET, Key=source_key)
+    again = handler("validate")(_validate_event(key))
+    assert again == run  # deterministic
+    assert aws["s3"].head_object(Bucket=pw.BUCKET, Key=source_key)["LastModified"] == first["LastModified"]
+    versions = aws["s3"].list_objects_v2(Bucket=pw.BUCKET, Prefix="code/")["KeyCount"]
+    assert versions == 1
+
+
+def test_validate_without_version_uses_the_manifest_etag(aws: dict[str, Any]) -> None:
+    key = pw.upload_dataset(aws["s3"], manifest={})
+    run = handler("validate")(_validate_event(key))
+    assert run["version_token"].startswith("etag:")
+    aws["s3"].put_object(Bucket=pw.BUCKET, Key=key, Body=b'{"description": "changed"}')
+    assert handler("validate")(_validate_event(key))["run_id"] != run["run_id"]
+
+
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        ("not json", "not valid UTF-8 JSON"),
+        ({"splits": {"train": "../elsewhere"}}, "relative folder"),
+        ({"overrides": {"max_jobs": 0}}, "max_jobs must be >= 1"),
+        ({"overrides": {"learning_rate": 0.1}}, "unknown overrides"),
+        ({"version": "v1", "colour": "blue"}, "unknown keys"),
+    ],
+)
+def test_validate_rejects_bad_manifests_clearly(aws: dict[str, Any], manifest: Any, message: str) -> None:
+    key = pw.upload_dataset(aws["s3"])
+    body = manifest if isinstance(manifest, str) else json.dumps(manifest)
+    aws["s3"].put_object(Bucket=pw.BUCKET, Key=key, Body=body)
+    with pytest.raises(errors.InvalidDataset, match=message):
+        handler("validate")(_validate_event(key))
+
+
+def test_validate_rejects_other_buckets_and_keys(aws: dict[str, Any]) -> None:
+    with pytest.raises(errors.InvalidDataset, match="not this stack's data bucket"):
+        handler("validate")({**_event("validate.json"), "event": pw.s3_event("x", bucket="other")})
+    with pytest.raises(errors.InvalidDataset, match="not a dataset manifest"):
+        handler("validate")(_validate_event("datasets/dogImages/train/manifest.json"))
+    with pytest.raises(errors.InvalidDataset, match="does not exist"):
+        handler("validate")(_validate_event())
+
+
+def test_validate_reports_every_missing_split(aws: dict[str, Any]) -> None:
+    key = pw.upload_dataset(aws["s3"], splits=("train",))
+    with pytest.raises(errors.InvalidDataset, match=r"valid .*test .*manifest.json last"):
+        handler("validate")(_validate_event(key))
+
+
+def test_validate_raises_duplicate_run_when_the_version_already_ran(aws: dict[str, Any]) -> None:
+    key = pw.upload_dataset(aws["s3"])
+    run = handler("validate")(_validate_event(key))
+    handler("start_tuning")({"run": run})
+    with pytest.raises(errors.DuplicateRun, match="already ran"):
+        handler("validate")(_validate_event(key))
+
+
+# --- tuning, training, describe -------------------------------------------------------------------------
+
+
+def test_start_tuning_creates_the_job_and_a_second_start_is_a_duplicate(aws: dict[str, Any]) -> None:
+    run = _event("start_tuning.json")["run"]
+    answer = handler("start_tuning")({"run": run})
+    assert answer["job_name"] == run["tuning_job_name"]
+    described = aws["sagemaker"].describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=answer["job_name"])
+    assert described["HyperParameterTuningJobConfig"]["Strategy"] == "Bayesian"
+    assert described["TrainingJobDefinition"]["RoleArn"] == pw.ROLE_ARN
+    with pytest.raises(errors.DuplicateRun):
+        handler("start_tuning")({"run": run})
+
+
+def test_describe_job_follows_tuning_to_its_best_job(aws: dict[str, Any]) -> None:
+    run = _event("start_tuning.json")["run"]
+    handler("start_tuning")({"run": run})
+    describe = handler("describe_job")
+    assert describe({"kind": "tuning", "name": run["tuning_job_name"]})["done"] is False
+    done = describe({"kind": "tuning", "name": run["tuning_job_name"]})
+    assert done["best_training_job"]["TunedHyperParameters"] == aws["sim"].tuned
+    with pytest.raises(ValueError, match="unknown kind"):
+        describe({"kind": "processing", "name": "x"})
+
+
+def test_describe_job_raises_on_failed_tuning(aws: dict[str, Any]) -> None:
+    aws["sim"].tuning_outcome = "Failed"
+    aws["sim"].polls = 0
+    run = _event("start_tuning.json")["run"]
+    handler("start_tuning")({"run": run})
+    with pytest.raises(errors.SageMakerJobFailed, match="no space left"):
+        handler("describe_job")({"kind": "tuning", "name": run["tuning_job_name"]})
+
+
+def test_start_training_uses_tuned_hyperparameters_and_survives_a_retry(aws: dict[str, Any]) -> None:
+    event = _event("start_training.json")
+    first = handler("start_training")(event)
+    job = aws["sagemaker"].describe_training_job(TrainingJobName=first["job_name"])
+    assert job["HyperParameters"]["lr"] == event["best_training_job"]["TunedHyperParameters"]["lr"]
+    assert {r["RuleConfigurationName"] for r in job["DebugRuleConfigurations"]} == {
+        "LossNotDecreasing",
+        "Overfit",
+        "Overtraining",
+        "PoorWeightInitialization",
+    }
+    assert handler("start_training")(event)["job_arn"] == first["job_arn"]  # a retried Lambda attempt
+
+
+def test_throttling_and_transient_errors_get_the_names_the_asl_retries() -> None:
+    def raising(code: str) -> Any:
+        @errors.translate_aws_errors
+        def call() -> None:
+            raise ClientError({"Error": {"Code": code, "Message": "m"}}, "CreateTrainingJob")
+
+        return call
+
+    with pytest.raises(errors.ThrottlingError):
+        raising("ThrottlingException")()
+    with pytest.raises(errors.TransientAwsError):
+        raising("InternalFailure")()
+    with pytest.raises(ClientError):
+        raising("AccessDeniedException")()
+
+
+# --- gate, deploy, autoscaling ---------------------------------------------------------------------------
+
+
+def _trained(aws: dict[str, Any], accuracy: float | None) -> dict[str, Any]:
+    aws["sim"].test_accuracy = accuracy
+    aws["sim"].polls = 0
+    event = _event("start_training.json")
+    handler("start_training")(event)
+    aws["sagemaker"].describe_training_job(TrainingJobName=event["run"]["training_job_name"])
+    return event["run"]
+
+
+def test_quality_gate_without_a_live_model(aws: dict[str, Any]) -> None:
+    run = _trained(aws, 0.91)
+    answer = handler("quality_gate")({"run": run, "training_job_name": run["training_job_name"]})
+    assert answer["passed"] and answer["live_accuracy"] is None and answer["test_accuracy"] == 0.91
+    package = aws["sagemaker"].describe_model_package(ModelPackageName=answer["model_package_arn"])
+    assert package["ModelApprovalStatus"] == "Approved"
+    assert package["CustomerMetadataProperties"]["test_accuracy"] == "0.910000"
+
+
+def test_quality_gate_compares_with_the_live_models_tag(aws: dict[str, Any]) -> None:
+    run = _trained(aws, 0.91)
+    sm = aws["sagemaker"]
+    sm.create_model(
+        ModelName="imgclf-live",
+        ExecutionRoleArn=pw.ROLE_ARN,
+        PrimaryContainer={"Image": "img", "ModelDataUrl": "s3://b/m.tar.gz"},
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="imgclf-live",
+        Tags=[gate.accuracy_tag(0.95)],
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": "imgclf-live",
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.large",
+            }
+        ],
+    )
+    sm.create_endpoint(EndpointName=pw.ENDPOINT, EndpointConfigName="imgclf-live")
+    answer = handler("quality_gate")({"run": run, "training_job_name": run["training_job_name"]})
+    assert not answer["passed"] and answer["live_accuracy"] == 0.95 and "worse than the live" in answer["reason"]
+
+
+def test_quality_gate_rejects_a_job_without_the_metric(aws: dict[str, Any]) -> None:
+    run = _trained(aws, None)  # train.py never printed a test line (moto's placeholder metric only)
+    answer = handler("quality_gate")({"run": run, "training_job_name": run["training_job_name"]})
+    assert answer["passed"] is False and "no 'test accuracy' metric" in answer["reason"]
+    package = aws["sagemaker"].describe_model_package(ModelPackageName=answer["model_package_arn"])
+    assert package["ModelApprovalStatus"] == "Rejected"
+
+
+def test_deploy_creates_then_updates(aws: dict[str, Any]) -> None:
+    run = _trained(aws, 0.91)
+    event = {"run": run, "training_job_name": run["training_job_name"], "gate": {"test_accuracy": 0.91}}
+    created = handler("deploy")(event)
+    assert created["action"] == "create" and created["previous_config"] is None
+    aws["sim"].polls = 0
+    aws["sagemaker"].describe_endpoint(EndpointName=pw.ENDPOINT)  # Creating -> InService
+    handler("configure_autoscaling")({"run": run, "deployment": created})
+    second_run = {
+        **run,
+        "model_name": "imgclf-second",
+        "endpoint_config_name": "imgclf-second",
+        "settings": {**run["settings"], "endpoint_instance_type": "ml.c5.large"},
+    }
+    updated = handler("deploy")({**event, "run": second_run})
+    assert updated["action"] == "update" and updated["previous_config"] == run["endpoint_config_name"]
+    assert updated["autoscaling_deregistered"] is True
+    assert aws["sim"].calls[-1] == "UpdateEndpoint"
+    assert (
+        aws["application-autoscaling"].describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
+    )
+
+
+def test_configure_autoscaling_registers_target_and_policy(aws: dict[str, Any]) -> None:
+    answer = handler("configure_autoscaling")(_event("configure_autoscaling.json"))
+    assert answer["resource_id"] == f"endpoint/{pw.ENDPOINT}/variant/AllTraffic"
+    policies = aws["application-autoscaling"].describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
+    assert [p["PolicyType"] for p in policies] == ["TargetTrackingScaling"]
+
+
+# --- cleanup, notify -------------------------------------------------------------------------------------
+
+
+def test_cleanup_stops_running_jobs(aws: dict[str, Any]) -> None:
+    aws["sim"].polls = 100  # jobs stay InProgress
+    run = _event("start_tuning.json")["run"]
+    handler("start_tuning")({"run": run})
+    state = {"run": run, "tuning": {"job_name": run["tuning_job_name"]}, "error": {"Error": "X", "Cause": "y"}}
+    answer = handler("cleanup")({"state": state})
+    assert answer["actions"] == [{"action": "stop_tuning_job", "name": run["tuning_job_name"]}]
+    described = aws["sagemaker"].describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=run["tuning_job_name"])
+    assert described["HyperParameterTuningJobStatus"] in ("Stopping", "Stopped")
+
+
+def test_cleanup_stops_the_running_training_job_and_deletes_the_unused_model(aws: dict[str, Any]) -> None:
+    aws["sim"].polls = 100
+    event = _event("start_training.json")
+    run = event["run"]
+    handler("start_training")(event)
+    aws["sagemaker"].create_model(
+        ModelName=run["model_name"],
+        ExecutionRoleArn=pw.ROLE_ARN,
+        PrimaryContainer={"Image": "img", "ModelDataUrl": "s3://b/m.tar.gz"},
+    )
+    state = {"run": run, "tuning": {}, "training": {"job_name": run["training_job_name"]}}
+    answer = handler("cleanup")({"state": state})
+    assert [a["action"] for a in answer["actions"]] == ["stop_training_job", "delete_model"]
+    assert (
+        aws["sagemaker"].describe_training_job(TrainingJobName=run["training_job_name"])["TrainingJobStatus"]
+        == "Stopping"
+    )
+    assert aws["sagemaker"].list_models()["Models"] == []
+
+
+def test_cleanup_without_a_run_does_nothing(aws: dict[str, Any]) -> None:
+    assert handler("cleanup")({"state": {"error": {"Error": "InvalidDataset", "Cause": "bad"}}}) == {"actions": []}
+
+
+def test_notify_publishes_the_outcome(aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    topic = aws["sns"].create_topic(Name="t")["TopicArn"]
+    monkeypatch.setenv("NOTIFICATION_TOPIC_ARN", topic)
+    state = {
+        "error": {"Error": "InvalidDataset", "Cause": json.dumps({"errorMessage": "splits missing: test"})},
+        "run": {"dataset": "d" * 300, "run_id": "r"},
+    }
+    answer = handler("notify")({"outcome": "failed", "state": state})
+    assert len(answer["subject"]) <= 100 and answer["message_id"]

@@ -1,0 +1,313 @@
+"""mlpipeline.requests: every SageMaker / Application Auto Scaling request, validated by botocore against
+the service model, and the pure decisions (job progress, create vs update, cleanup)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import botocore.session
+import pipeline_world as pw
+import pytest
+from botocore.validate import ParamValidator
+from mlpipeline import requests as rq
+from mlpipeline.errors import EndpointDeploymentFailed, SageMakerJobFailed
+from mlpipeline.runs import plan_run
+from mlpipeline.settings import build_settings
+
+from imgclf import contract, gate
+from imgclf.config import parse_config
+from imgclf.manifest import parse_manifest
+
+ROLE = "arn:aws:iam::123456789012:role/imgclf-sagemaker"
+DEBUGGER_IMAGE = "503895931360.dkr.ecr.us-east-1.amazonaws.com/sagemaker-debugger-rules:latest"
+
+
+def asl_defaults() -> dict[str, str]:
+    definition = json.loads(pw.substitute(pw.ASL_PATH.read_text(), pw.resolve_substitutions()))
+    return definition["States"]["ApplyDefaults"]["Parameters"]["defaults"]
+
+
+def make_run(**overrides: Any) -> dict[str, Any]:
+    manifest = parse_manifest(json.dumps({"version": "v1", "overrides": overrides}), pw.DATASET)
+    return plan_run(
+        bucket=pw.BUCKET,
+        manifest_key=f"datasets/{pw.DATASET}/manifest.json",
+        manifest=manifest,
+        settings=build_settings(asl_defaults(), manifest.overrides),
+        prefix=pw.PREFIX,
+        region=pw.REGION,
+        etag='"abc"',
+        source_key="code/sourcedir-0123.tar.gz",
+    )
+
+
+def assert_valid(service: str, operation: str, params: dict[str, Any]) -> None:
+    model = botocore.session.get_session().get_service_model(service).operation_model(operation)
+    report = ParamValidator().validate(params, model.input_shape)
+    assert not report.has_errors(), report.generate_report()
+
+
+def test_validator_does_reject_a_bad_request() -> None:
+    request = rq.tuning_job_request(make_run(), ROLE)
+    del request["HyperParameterTuningJobConfig"]["Strategy"]
+    with pytest.raises(AssertionError, match="Strategy"):
+        assert_valid("sagemaker", "CreateHyperParameterTuningJob", request)
+
+
+def test_tuning_job_request() -> None:
+    run = make_run()
+    request = rq.tuning_job_request(run, ROLE)
+    assert_valid("sagemaker", "CreateHyperParameterTuningJob", request)
+    config = request["HyperParameterTuningJobConfig"]
+    assert config["Strategy"] == "Bayesian" and config["TrainingJobEarlyStoppingType"] == "Auto"
+    assert config["HyperParameterTuningJobObjective"] == {"Type": "Minimize", "MetricName": "average test loss"}
+    assert config["ParameterRanges"]["ContinuousParameterRanges"] == [
+        {"Name": "lr", "MinValue": "0.001", "MaxValue": "0.1", "ScalingType": "Logarithmic"}
+    ]
+    assert config["ParameterRanges"]["CategoricalParameterRanges"] == [
+        {"Name": "batch-size", "Values": ["32", "64", "128", "256", "512"]}
+    ]
+    definition = request["TrainingJobDefinition"]
+    metrics = {m["Name"]: m["Regex"] for m in definition["AlgorithmSpecification"]["MetricDefinitions"]}
+    assert metrics[contract.OBJECTIVE_METRIC_NAME] == contract.METRIC_REGEXES[contract.OBJECTIVE_METRIC_NAME]
+    assert definition["AlgorithmSpecification"]["TrainingImage"].endswith("pytorch-training:2.6-gpu-py312")
+    assert [c["ChannelName"] for c in definition["InputDataConfig"]] == ["train", "valid", "test"]
+    assert definition["InputDataConfig"][2]["DataSource"]["S3DataSource"]["S3Uri"] == (
+        f"s3://{pw.BUCKET}/datasets/{pw.DATASET}/test/"
+    )
+    assert "EnableManagedSpotTraining" not in definition
+    assert json.loads(definition["StaticHyperParameters"]["sagemaker_submit_directory"]) == run["source_s3_uri"]
+    assert len(request["HyperParameterTuningJobName"]) <= 32
+
+
+def test_managed_spot_adds_checkpoints_and_wait_time() -> None:
+    request = rq.tuning_job_request(make_run(use_spot_instances=True), ROLE)
+    assert_valid("sagemaker", "CreateHyperParameterTuningJob", request)
+    definition = request["TrainingJobDefinition"]
+    assert definition["EnableManagedSpotTraining"] is True
+    assert (
+        definition["StoppingCondition"]["MaxWaitTimeInSeconds"] > definition["StoppingCondition"]["MaxRuntimeInSeconds"]
+    )
+    assert definition["CheckpointConfig"]["S3Uri"].startswith(f"s3://{pw.BUCKET}/checkpoints/")
+
+
+def test_training_job_request_with_debugger_rules_and_profiler() -> None:
+    run = make_run()
+    tuned = rq.tuned_hyperparameters(
+        {"TrainingJobName": "t", "TunedHyperParameters": {"lr": "0.0123", "batch-size": '"64"', "ignored": "x"}}
+    )
+    request = rq.training_job_request(run, ROLE, tuned, DEBUGGER_IMAGE)
+    assert_valid("sagemaker", "CreateTrainingJob", request)
+    rules = {r["RuleConfigurationName"]: r for r in request["DebugRuleConfigurations"]}
+    assert set(rules) == {"LossNotDecreasing", "Overfit", "Overtraining", "PoorWeightInitialization"}
+    assert all(
+        r["RuleParameters"] == {"rule_to_invoke": name} and r["RuleEvaluatorImage"] == DEBUGGER_IMAGE
+        for name, r in rules.items()
+    )
+    assert request["ProfilerConfig"]["ProfilingIntervalInMilliseconds"] == 500
+    assert [r["RuleParameters"]["rule_to_invoke"] for r in request["ProfilerRuleConfigurations"]] == ["ProfilerReport"]
+    assert request["ResourceConfig"]["InstanceCount"] == 1
+    assert rq.DISTRIBUTED_HYPERPARAMETER not in request["HyperParameters"]
+
+
+def test_hyperparameters_are_understood_by_train_py() -> None:
+    """SageMaker passes every hyperparameter not starting with sagemaker_ as `--name value`; train.py's
+    real parser (imgclf.config) must read the static and the tuned ones, JSON-quoted or not."""
+    tuned = {"lr": "0.0123", "batch-size": '"128"'}
+    request = rq.training_job_request(
+        make_run(epochs=7, backbone="resnet34", precision="bf16"), ROLE, tuned, DEBUGGER_IMAGE
+    )
+    argv = []
+    for name, value in request["HyperParameters"].items():
+        if not name.startswith("sagemaker_"):
+            argv += [f"--{name}", value]
+    config = parse_config(argv, env={})
+    assert (config.lr, config.batch_size, config.epochs) == (0.0123, 128, 7)
+    assert (config.backbone, config.precision, config.pretrained, config.patience) == (
+        "resnet34",
+        "bf16",
+        "imagenet",
+        3,
+    )
+    assert config.unknown_args == ()
+
+
+def test_data_parallel_launcher_depends_on_the_processor() -> None:
+    tuned = {"lr": "0.01", "batch-size": "64"}
+    gpu = rq.training_job_request(make_run(training_instance_count=4), ROLE, tuned, DEBUGGER_IMAGE)
+    assert gpu["ResourceConfig"]["InstanceCount"] == 4
+    assert json.loads(gpu["HyperParameters"][rq.DISTRIBUTED_HYPERPARAMETER]) is True
+    cpu = rq.training_job_request(
+        make_run(training_instance_count=2, training_instance_type="ml.c5.4xlarge"), ROLE, tuned, DEBUGGER_IMAGE
+    )
+    assert rq.DISTRIBUTED_HYPERPARAMETER not in cpu["HyperParameters"]  # train.py uses SM_HOSTS itself
+    assert cpu["AlgorithmSpecification"]["TrainingImage"].endswith("pytorch-training:2.6-cpu-py312")
+
+
+def test_tuned_hyperparameters_must_cover_the_search_space() -> None:
+    with pytest.raises(SageMakerJobFailed, match="batch-size"):
+        rq.tuned_hyperparameters({"TrainingJobName": "t", "TunedHyperParameters": {"lr": "0.1"}})
+
+
+def _job() -> dict[str, Any]:
+    return {
+        "TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/imgclf-x-final",
+        "ModelArtifacts": {"S3ModelArtifacts": f"s3://{pw.BUCKET}/models/imgclf-x-final/output/model.tar.gz"},
+    }
+
+
+def test_model_endpoint_and_registry_requests() -> None:
+    run = make_run()
+    model = rq.model_request(run, ROLE, _job())
+    assert_valid("sagemaker", "CreateModel", model)
+    assert model["PrimaryContainer"]["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+    assert model["PrimaryContainer"]["Image"].endswith("pytorch-inference:2.6-cpu-py312")
+    config = rq.endpoint_config_request(run, 0.91)
+    assert_valid("sagemaker", "CreateEndpointConfig", config)
+    assert gate.accuracy_from_tags(config["Tags"]) == pytest.approx(0.91)
+    assert_valid("sagemaker", "CreateEndpoint", rq.create_endpoint_request(pw.ENDPOINT, run))
+    update = rq.update_endpoint_request(pw.ENDPOINT, run, ["a-5xx", "a-latency"])
+    assert_valid("sagemaker", "UpdateEndpoint", update)
+    assert update["DeploymentConfig"]["AutoRollbackConfiguration"]["Alarms"] == [
+        {"AlarmName": "a-5xx"},
+        {"AlarmName": "a-latency"},
+    ]
+    assert (
+        update["DeploymentConfig"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]["WaitIntervalInSeconds"] > 0
+    )
+    for passed in (True, False):
+        decision = gate.decide(0.91 if passed else 0.5, 0.7, None)
+        package = rq.model_package_request(run, pw.MODEL_PACKAGE_GROUP, _job(), decision)
+        assert_valid("sagemaker", "CreateModelPackage", package)
+        assert package["ModelApprovalStatus"] == ("Approved" if passed else "Rejected")
+
+
+def test_autoscaling_requests() -> None:
+    settings = make_run()["settings"]
+    register = rq.register_scalable_target_request(pw.ENDPOINT, settings)
+    assert_valid("application-autoscaling", "RegisterScalableTarget", register)
+    assert register["ResourceId"] == f"endpoint/{pw.ENDPOINT}/variant/AllTraffic"
+    assert (register["MinCapacity"], register["MaxCapacity"]) == (1, 4)
+    policy = rq.scaling_policy_request(pw.ENDPOINT, settings)
+    assert_valid("application-autoscaling", "PutScalingPolicy", policy)
+    tracking = policy["TargetTrackingScalingPolicyConfiguration"]
+    assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == (
+        "SageMakerVariantInvocationsPerInstance"
+    )
+    assert (tracking["TargetValue"], tracking["ScaleInCooldown"], tracking["ScaleOutCooldown"]) == (100.0, 300, 60)
+    assert_valid("application-autoscaling", "DeregisterScalableTarget", rq.scalable_target_id(pw.ENDPOINT))
+
+
+def test_tuning_progress() -> None:
+    base = {"HyperParameterTuningJobName": "j"}
+    assert rq.tuning_progress({**base, "HyperParameterTuningJobStatus": "InProgress"})["done"] is False
+    with pytest.raises(SageMakerJobFailed, match="boom"):
+        rq.tuning_progress({**base, "HyperParameterTuningJobStatus": "Failed", "FailureReason": "boom"})
+    with pytest.raises(SageMakerJobFailed, match="without a successful"):
+        rq.tuning_progress({**base, "HyperParameterTuningJobStatus": "Completed"})
+    done = rq.tuning_progress(
+        {
+            **base,
+            "HyperParameterTuningJobStatus": "Completed",
+            "BestTrainingJob": {
+                "TrainingJobName": "j-001",
+                "TrainingJobStatus": "Completed",
+                "TunedHyperParameters": {"lr": "0.1"},
+            },
+        }
+    )
+    assert done["done"] and done["best_training_job"]["TrainingJobName"] == "j-001"
+
+
+def test_training_progress_reports_rule_issues() -> None:
+    description = {
+        "TrainingJobName": "t",
+        "TrainingJobStatus": "Completed",
+        "DebugRuleEvaluationStatuses": [
+            {"RuleConfigurationName": "Overfit", "RuleEvaluationStatus": "IssuesFound"},
+            {"RuleConfigurationName": "Overtraining", "RuleEvaluationStatus": "NoIssuesFound"},
+        ],
+    }
+    assert rq.training_progress(description) == {
+        "done": True,
+        "status": "Completed",
+        "secondary_status": None,
+        "rule_issues": ["Overfit"],
+    }
+    with pytest.raises(SageMakerJobFailed, match="stopped"):
+        rq.training_progress({"TrainingJobName": "t", "TrainingJobStatus": "Stopped"})
+
+
+def test_endpoint_progress_detects_failure_and_rollback() -> None:
+    base = {"EndpointName": "e", "EndpointConfigName": "new"}
+    assert rq.endpoint_progress({**base, "EndpointStatus": "Updating"}, "new")["done"] is False
+    assert rq.endpoint_progress({**base, "EndpointStatus": "InService"}, "new")["done"] is True
+    with pytest.raises(EndpointDeploymentFailed, match="rolled back to old"):
+        rq.endpoint_progress({**base, "EndpointConfigName": "old", "EndpointStatus": "InService"}, "new")
+    with pytest.raises(EndpointDeploymentFailed, match="health"):
+        rq.endpoint_progress({**base, "EndpointStatus": "Failed", "FailureReason": "health check"}, "new")
+
+
+def test_plan_deployment() -> None:
+    live = {"EndpointName": "e", "EndpointStatus": "InService"}
+    assert rq.plan_deployment(None, None, "ml.m5.large", False)["action"] == "create"
+    assert rq.plan_deployment(live, "ml.m5.large", "ml.m5.large", True) == {
+        "action": "update",
+        "deregister_autoscaling": False,
+    }
+    assert rq.plan_deployment(live, "ml.m5.large", "ml.c5.large", True) == {
+        "action": "update",
+        "deregister_autoscaling": True,
+    }
+    assert rq.plan_deployment(live, "ml.m5.large", "ml.c5.large", False)["deregister_autoscaling"] is False
+    assert rq.plan_deployment({**live, "EndpointStatus": "Failed"}, None, "ml.m5.large", False)["action"] == (
+        "recreate"
+    )
+    with pytest.raises(EndpointDeploymentFailed, match="in progress"):
+        rq.plan_deployment({**live, "EndpointStatus": "Updating"}, None, "ml.m5.large", False)
+
+
+def test_plan_cleanup() -> None:
+    run = make_run()
+    ours = {"EndpointName": pw.ENDPOINT, "EndpointConfigName": run["endpoint_config_name"]}
+    running = rq.plan_cleanup(
+        run,
+        tuning={"HyperParameterTuningJobStatus": "InProgress"},
+        training={"TrainingJobStatus": "InProgress"},
+        endpoint=None,
+        model_exists=False,
+        config_exists=False,
+        autoscaling_deregistered=False,
+    )
+    assert [a["action"] for a in running] == ["stop_tuning_job", "stop_training_job"]
+    failed_new = rq.plan_cleanup(
+        run,
+        tuning=None,
+        training=None,
+        endpoint={**ours, "EndpointStatus": "Failed"},
+        model_exists=True,
+        config_exists=True,
+        autoscaling_deregistered=False,
+    )
+    assert [a["action"] for a in failed_new] == ["delete_endpoint", "delete_endpoint_config", "delete_model"]
+    serving_ours = rq.plan_cleanup(
+        run,
+        tuning=None,
+        training=None,
+        endpoint={**ours, "EndpointStatus": "InService"},
+        model_exists=True,
+        config_exists=True,
+        autoscaling_deregistered=False,
+    )
+    assert serving_ours == []  # e.g. autoscaling failed: the new model serves, keep it
+    rolled_back = rq.plan_cleanup(
+        run,
+        tuning=None,
+        training=None,
+        endpoint={"EndpointName": pw.ENDPOINT, "EndpointConfigName": "old", "EndpointStatus": "InService"},
+        model_exists=True,
+        config_exists=True,
+        autoscaling_deregistered=True,
+    )
+    assert [a["action"] for a in rolled_back] == ["delete_endpoint_config", "delete_model", "register_autoscaling"]

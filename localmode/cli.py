@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 from imgclf.manifest import ManifestError
 from localmode import endpoint as local_endpoint
 from localmode.pipeline import REPO_ROOT, RunOptions, RunSummary, run
+from localmode.training_job import stop_all_jobs
 
 DEFAULTS = RunOptions()
 
@@ -88,6 +90,13 @@ def print_summary(summary: RunSummary) -> None:
                   "   (or: make stop)\n")
 
 
+def _stop_jobs_and_interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C: stop the training processes first (parallel trials run in threads that would otherwise be
+    waited for), then interrupt the main thread as Python's default handler does."""
+    stop_all_jobs()
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m localmode", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -119,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("optuna", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
+    if args.command in ("run", "watch"):
+        signal.signal(signal.SIGINT, _stop_jobs_and_interrupt)
     try:
         if args.command == "run":
             summary = run(options_from(args))

@@ -11,6 +11,7 @@ read back with the same regexes the SageMaker tuning job uses (imgclf.contract).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -30,6 +31,23 @@ TRAIN_SCRIPT = REPO_ROOT / "training" / "train.py"
 
 class TrainingJobFailed(RuntimeError):
     """The entry point exited non-zero; the message carries the end of its log."""
+
+
+# Every training process running now, so that Ctrl-C can stop them all at once: they run in their own
+# process groups (the terminal's SIGINT does not reach them), and parallel trials run in worker threads
+# that the main thread would otherwise wait for.
+_RUNNING: set[subprocess.Popen[str]] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+def stop_all_jobs() -> None:
+    """Stop every running training process (SIGTERM to its process group). Safe in a signal handler."""
+    with _RUNNING_LOCK:
+        running = list(_RUNNING)
+    for process in running:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
 
 
 @dataclass
@@ -146,6 +164,8 @@ def run_training_job(job: TrainingJob, on_line: Callable[[str], None] | None = N
                 # Own process group: Ctrl-C reaches us once, and we stop the children ourselves.
                 start_new_session=True)
             processes.append(process)
+            with _RUNNING_LOCK:
+                _RUNNING.add(process)
             if rank > 0:
                 drains.append(_drain_to_file(process, log_path))
         lines: list[str] = []
@@ -168,6 +188,8 @@ def run_training_job(job: TrainingJob, on_line: Callable[[str], None] | None = N
             drain.join()
     finally:
         _terminate(processes)
+        with _RUNNING_LOCK:
+            _RUNNING.difference_update(processes)
     log_text = "".join(lines)
     failed = [p for p in processes if p.returncode not in (0, None)]
     if failed and not stopped:

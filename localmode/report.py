@@ -201,7 +201,13 @@ def _serving_html(metadata: Any, predictions: list[dict[str, Any]]) -> str:
     parts = []
     serving = metadata.get("serving") if isinstance(metadata, dict) else None
     if isinstance(serving, dict):
-        parts.append(f"<pre>{_esc(json.dumps(serving, indent=1)[:4000])}</pre>")
+        variants = serving.get("variants") if isinstance(serving.get("variants"), dict) else {}
+        parts.append(f"<p>Measured at export on {_esc(serving.get('validation_samples'))} validation images: "
+                     f"eager fp32 torch {_fmt(serving.get('torch_latency_ms'))} ms per image; a runtime serves "
+                     f"only with top-1 agreement ≥ {_fmt(serving.get('min_agreement'))}. Default: "
+                     f"<b>{_esc(serving.get('default'))}</b>.</p>")
+        parts.append(_table([{"runtime": name, **{k: v for k, v in info.items() if k != "file"}}
+                             for name, info in variants.items() if isinstance(info, dict)]))
     else:
         parts.append("<p class=missing>no serving export recorded in metadata.json</p>")
     if predictions:

@@ -171,6 +171,10 @@ def endpoint_error(err: Exception) -> HttpError:
         if _MODEL_TIMEOUT.search(message):
             return _timeout()
         original = err.response.get("OriginalStatusCode")
+        if original == 504:  # the container's own request timeout (the local server has one)
+            return _timeout()
+        if original == 503:
+            return HttpError(503, "endpoint_unavailable", "the model is loading; try again shortly", _RETRY_LATER)
         if original in (400, 413, 415):
             # The container could not use what the client sent (say, a truncated JPEG): the client's error.
             return HttpError(

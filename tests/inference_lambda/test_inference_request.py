@@ -233,6 +233,8 @@ def _client_error(code: str, message: str = "", status: int = 400, **fields) -> 
         (_client_error("ModelError", "Received server error (500)", 424, OriginalStatusCode=500), 502),
         (_client_error("ModelError", "Received client error (415)", 424, OriginalStatusCode=415), 415),
         (_client_error("ModelError", "Received client error (400)", 424, OriginalStatusCode=400), 400),
+        (_client_error("ModelError", "Received server error (504)", 424, OriginalStatusCode=504), 504),
+        (_client_error("ModelError", "Received server error (503)", 424, OriginalStatusCode=503), 503),
         (
             _client_error(
                 "ModelError",

@@ -277,3 +277,22 @@ def test_sam_build_and_validate_offline(tmp_path: Path) -> None:
         env=env,
     )
     assert validate.returncode == 0, validate.stdout + validate.stderr
+
+
+@pytest.mark.parametrize("environment", ["default", "prod"])
+def test_samconfig_overrides_are_valid_parameters(environment: str) -> None:
+    import tomllib
+
+    config = tomllib.loads((pw.REPO / "samconfig.toml").read_text())[environment]
+    parameters = pw.template()["Parameters"]
+    assert config["deploy"]["parameters"]["capabilities"] == "CAPABILITY_IAM"
+    for override in config["deploy"]["parameters"]["parameter_overrides"]:
+        name, value = override.split("=", 1)
+        spec = parameters[name]
+        if "AllowedPattern" in spec:
+            assert re.fullmatch(spec["AllowedPattern"], value), override
+        if "AllowedValues" in spec:
+            assert value in spec["AllowedValues"], override
+        if spec["Type"] == "Number":
+            assert float(spec.get("MinValue", float("-inf"))) <= float(value) <= float(
+                spec.get("MaxValue", float("inf"))), override

@@ -118,3 +118,18 @@ def test_pil_global_for_truncated_images_is_never_trusted(monkeypatch: pytest.Mo
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
     with pytest.raises(RuntimeError):
         imaging.open_image(encode(_gradient(), "JPEG"), "image/jpeg")
+
+
+@pytest.mark.parametrize("size", [(500, 375), (375, 500), (1024, 683), (300, 300), (97, 233)])
+def test_fused_resize_and_crop_is_the_two_step_eval_transform(size: tuple[int, int]) -> None:
+    """presets.resize_and_center_crop (what the eval transform runs) = resize shorter side + center crop."""
+    rng = np.random.default_rng(size[0])
+    smooth = Image.fromarray(rng.integers(0, 256, (size[1] // 8 + 1, size[0] // 8 + 1, 3), dtype=np.uint8))
+    image = smooth.resize(size, Image.Resampling.BICUBIC)
+    for resize_size, crop_size in ((256, 224), (73, 64)):
+        fused = np.asarray(presets.resize_and_center_crop(image, resize_size, crop_size), dtype=int)
+        two_step = np.asarray(presets.center_crop(presets.resize_shorter_side(image, resize_size), crop_size),
+                              dtype=int)
+        assert fused.shape == two_step.shape == (crop_size, crop_size, 3)
+        difference = np.abs(fused - two_step)
+        assert difference.max() <= 1 and (difference > 0).mean() < 0.01

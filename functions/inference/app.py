@@ -29,7 +29,7 @@ from aws_lambda_powertools import Logger  # noqa: E402
 from inference_endpoint import Settings, invoke, make_runtime_client  # noqa: E402
 from inference_request import HttpError, error_response, http_response, parse_request  # noqa: E402
 
-logger = Logger(service="inference")
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "inference")
 SETTINGS = Settings.from_environ(os.environ)
 RUNTIME = make_runtime_client(SETTINGS)
 

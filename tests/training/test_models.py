@@ -14,6 +14,7 @@ from imgclf import models
 TORCHVISION_PARAMS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032}
 TORCHVISION_FC_PARAMS = {"resnet18": 513_000, "resnet34": 513_000, "resnet50": 2_049_000}
 # len(torchvision.models.resnetXX().state_dict()), fc.weight and fc.bias included.
+OFFLINE = models.OFFLINE_BACKBONE
 TORCHVISION_STATE_DICT_LEN = {"resnet18": 122, "resnet34": 218, "resnet50": 320}
 
 
@@ -143,3 +144,22 @@ def test_rebuild_from_metadata_and_model_pt(tmp_path) -> None:
     x = torch.randn(2, 3, 32, 32)
     assert torch.allclose(loaded(x), model(x))
     assert not loaded.training and metadata["num_classes"] == 3
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet50", "efficientnet_lite0"])
+def test_fold_batchnorm_is_exact_in_eval_mode(backbone: str) -> None:
+    torch.manual_seed(0)
+    model = models.build_model(backbone, 3, pretrained="imagenet" if backbone == OFFLINE else "none", input_size=64)
+    model.eval()
+    for m in model.modules():  # non-trivial statistics, as after ImageNet training
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    import copy
+
+    folded = models.fold_batchnorm(copy.deepcopy(model))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(folded.forward_features(x), model.forward_features(x), rtol=1e-3, atol=2e-3)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original keeps its BN

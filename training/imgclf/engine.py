@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, Te
 from imgclf import artifacts, checkpoint, contract, data, debugger, distributed, features, profiling
 from imgclf.config import TrainConfig
 from imgclf.models import build_model
-from imgclf.precision import PrecisionPlan, resolve_precision
+from imgclf.precision import FrozenBackbone, PrecisionPlan, resolve_precision
 from imgclf.presets import Preprocessing
 
 logger = logging.getLogger(__name__)
@@ -72,8 +72,10 @@ class Forward:
     """How a batch becomes logits, for the three ways of training: cached features (head only), images
     through a frozen backbone (no autograd through it), or the whole model."""
 
-    def __init__(self, model: nn.Module, trainable: nn.Module, plan: PrecisionPlan, mode: str):
+    def __init__(self, model: nn.Module, trainable: nn.Module, plan: PrecisionPlan, mode: str,
+                 backbone: FrozenBackbone | None):
         self.model = model
+        self.backbone = backbone
         self.trainable = trainable  # possibly DDP-wrapped
         self.plan = plan
         self.mode = mode  # "features" | "frozen" | "full"
@@ -83,9 +85,8 @@ class Forward:
         if self.mode == "features":
             return module(inputs)
         if self.mode == "frozen":
-            with torch.no_grad(), self.plan.autocast():
-                feats = self.model.forward_features(self.plan.prepare_input(inputs))
-            return module(feats.float())
+            assert self.backbone is not None
+            return module(self.backbone(inputs))
         with self.plan.autocast():
             return module(self.plan.prepare_input(inputs)).float()
 
@@ -158,9 +159,9 @@ class _Loaders:
             self.generator.manual_seed(seed + epoch)
 
 
-def _build_datasets(cfg: TrainConfig, ctx: distributed.DistContext, model: nn.Module, splits: data.DatasetSplits,
-                    preprocessing: Preprocessing, plan: PrecisionPlan, num_workers: int
-                    ) -> tuple[dict[str, Dataset], dict[str, Any]]:
+def _build_datasets(cfg: TrainConfig, ctx: distributed.DistContext, model: nn.Module,
+                    backbone: FrozenBackbone | None, splits: data.DatasetSplits, preprocessing: Preprocessing,
+                    plan: PrecisionPlan, num_workers: int) -> tuple[dict[str, Dataset], dict[str, Any]]:
     if not cfg.feature_cache:
         eval_tf = preprocessing.eval_transform()
         return ({"train": data.ImageFolderDataset(splits.splits["train"].samples, preprocessing.train_transform()),
@@ -172,7 +173,7 @@ def _build_datasets(cfg: TrainConfig, ctx: distributed.DistContext, model: nn.Mo
     out: dict[str, Dataset] = {}
     info: dict[str, Any] = {}
     for split in data.SPLITS:
-        args = (cfg.feature_cache_dir, model, cfg.backbone, digest, splits.splits[split], preprocessing, plan,
+        args = (cfg.feature_cache_dir, backbone, cfg.backbone, digest, splits.splits[split], preprocessing, plan,
                 max(cfg.batch_size, 64), extract_workers, ctx.device)
         if ctx.is_main:
             feats, labels, meta = features.load_or_extract(*args, compute=True)
@@ -211,14 +212,17 @@ def _run(cfg: TrainConfig, ctx: distributed.DistContext, env: dict[str, str]) ->
                         env=env)
     plan = resolve_precision(cfg.precision, ctx.device)
     model.to(ctx.device)
-    plan.prepare_model(model)
+    # A frozen backbone runs through its fast inference copy; a trained one under autocast + channels_last.
+    backbone = plan.frozen_backbone(model) if cfg.freeze_backbone else None
+    if not cfg.freeze_backbone:
+        plan.prepare_model(model)
     preprocessing = Preprocessing.for_backbone(cfg.backbone, cfg.image_size)
     num_workers = resolve_num_workers(cfg.num_workers, ctx, cfg.feature_cache)
     if ctx.is_main:
         logger.info("%s on %s, %d process(es), %d data worker(s), weights %s", plan.describe(), ctx.device,
                     ctx.world_size, num_workers, model.weights_identity)
 
-    datasets, cache_info = _build_datasets(cfg, ctx, model, splits, preprocessing, plan, num_workers)
+    datasets, cache_info = _build_datasets(cfg, ctx, model, backbone, splits, preprocessing, plan, num_workers)
     torch.manual_seed(cfg.seed + ctx.rank)  # distinct augmentation streams per rank
     loaders = _Loaders(datasets, cfg, ctx, num_workers)
 
@@ -227,7 +231,7 @@ def _run(cfg: TrainConfig, ctx: distributed.DistContext, env: dict[str, str]) ->
     if ctx.is_distributed:
         trainable = DistributedDataParallel(trainable, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
                                             else None)
-    forward = Forward(model, trainable, plan, mode)
+    forward = Forward(model, trainable, plan, mode, backbone)
     optimizer = torch.optim.Adam([p for p in trainable.parameters() if p.requires_grad], lr=cfg.lr)
 
     fingerprint = {"backbone": cfg.backbone, "weights": model.weights_identity, "classes": splits.class_folders,

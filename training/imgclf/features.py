@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,25 +60,23 @@ def cache_key(backbone: str, weights_digest: str, preprocessing: Preprocessing, 
 
 
 @torch.no_grad()
-def extract_features(model: nn.Module, split: SplitScan, preprocessing: Preprocessing, plan: PrecisionPlan,
-                     batch_size: int, num_workers: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def extract_features(backbone: Callable[[torch.Tensor], torch.Tensor], split: SplitScan,
+                     preprocessing: Preprocessing, batch_size: int, num_workers: int, device: torch.device
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """(features float32 [N, D], labels int64 [N]) for every sample of the split, in order."""
-    model.eval()
     loader = DataLoader(ImageFolderDataset(split.samples, preprocessing.eval_transform()), batch_size=batch_size,
                         shuffle=False, num_workers=num_workers)
     chunks, labels = [], []
     for images, targets in loader:
-        images = plan.prepare_input(images.to(device, non_blocking=True))
-        with plan.autocast():
-            feats = model.forward_features(images)
-        chunks.append(feats.float().cpu())
+        chunks.append(backbone(images.to(device, non_blocking=True)).float().cpu())
         labels.append(targets)
     return torch.cat(chunks), torch.cat(labels).to(torch.int64)
 
 
-def load_or_extract(cache_dir: Path, model: nn.Module, backbone: str, weights_digest: str, split: SplitScan,
-                    preprocessing: Preprocessing, plan: PrecisionPlan, batch_size: int, num_workers: int,
-                    device: torch.device, compute: bool = True) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+def load_or_extract(cache_dir: Path, backbone_fn: Callable[[torch.Tensor], torch.Tensor], backbone: str,
+                    weights_digest: str, split: SplitScan, preprocessing: Preprocessing, plan: PrecisionPlan,
+                    batch_size: int, num_workers: int, device: torch.device, compute: bool = True
+                    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """Cached features of a split, computing and storing them on a miss (when `compute`; a rank that must
     not compute waits for rank 0 and then only reads)."""
     key = cache_key(backbone, weights_digest, preprocessing, plan, split)
@@ -93,7 +92,7 @@ def load_or_extract(cache_dir: Path, model: nn.Module, backbone: str, weights_di
     if not compute:
         raise FileNotFoundError(f"feature cache file {path} missing after rank 0 wrote it")
     start = time.perf_counter()
-    features, labels = extract_features(model, split, preprocessing, plan, batch_size, num_workers, device)
+    features, labels = extract_features(backbone_fn, split, preprocessing, batch_size, num_workers, device)
     seconds = time.perf_counter() - start
     atomic_torch_save({"key": key, "features": features, "labels": labels}, path)
     logger.info("feature cache miss: extracted %s features in %.1f s -> %s", split.name, seconds, path)

@@ -388,6 +388,36 @@ def build_model(backbone: str = DEFAULT_BACKBONE, num_classes: int = 133, pretra
     return model
 
 
+def _batchnorm_partner(parent: nn.Module, bn_name: str) -> str | None:
+    """The convolution whose output a BatchNorm normalizes, by each architecture's naming."""
+    if isinstance(parent, nn.Sequential):  # ResNet's downsample: (conv, bn)
+        return str(int(bn_name) - 1) if bn_name.isdigit() and int(bn_name) > 0 else None
+    if bn_name.startswith("bn") and bn_name[2:].isdigit():  # ResNet: conv1/bn1, conv2/bn2, conv3/bn3
+        return "conv" + bn_name[2:]
+    if hasattr(parent, "_blocks"):  # EfficientNet's stem and head
+        return {"_bn0": "_conv_stem", "_bn1": "_conv_head"}.get(bn_name)
+    return {"_bn0": "_expand_conv", "_bn1": "_depthwise_conv", "_bn2": "_project_conv"}.get(bn_name)
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm into the convolution before it, in place (exact in eval mode:
+    BN is then a fixed affine map). For the inference-only copy of a frozen backbone; the model that is
+    trained and saved keeps its BatchNorm layers (and torchvision's state-dict keys)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if not isinstance(child, nn.BatchNorm2d):
+                continue
+            partner = _batchnorm_partner(parent, name)
+            conv = getattr(parent, partner, None) if partner else None
+            if isinstance(conv, nn.Conv2d) and not child.training and not conv.training:
+                # fuse_conv_bn_eval deep-copies the conv, keeping subclasses (TF-style "same" padding).
+                setattr(parent, partner, fuse_conv_bn_eval(conv, child))
+                setattr(parent, name, nn.Identity())
+    return model
+
+
 def head_parameter_names(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_parameters() if name.startswith(model.head_attr + ".")]
 

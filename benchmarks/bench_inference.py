@@ -6,10 +6,13 @@
 Each request is what the endpoint does for one image: JPEG bytes -> validation + decode (imgclf.imaging)
 -> the training eval transform (imgclf.presets) -> the model -> softmax -> top-k JSON (imgclf.serving).
 Images are photo-like JPEGs (smooth gradients + shapes + sensor-like noise, 500x375, quality 90), so
-decoding costs what a real photo costs. The two runtimes alternate in blocks of 25 requests (shared noise on a
-busy machine hits both alike). Printed per configuration: images/s, p50/p99 latency, the speed-up ratio and
-top-1 agreement between the two (plus how many distinct classes eager torch predicted: agreement on a
-model that always predicts one class would mean nothing).
+decoding costs what a real photo costs. Two measurements, each with both runtimes in the same run:
+- single stream (one request at a time, --threads threads): images/s, p50/p99 latency, the ratio; the
+  two runtimes alternate in blocks of 25 requests, so noise on a busy machine hits both alike;
+- throughput (--processes single-threaded worker processes in parallel, one per core, the way the local
+  server and SageMaker's model server run): images/s and the ratio, eager/served/eager/served.
+Top-1 agreement between the two is printed with how many distinct classes eager torch predicted
+(agreement on a model that always predicts one class would mean nothing).
 
 Without --model-dir it builds a model per `--configs` entry (backbone:weights, 133 classes, random head)
 and exports it with imgclf.export exactly as training does, with generated validation images.
@@ -96,7 +99,7 @@ def _summary(latencies: list[float]) -> dict[str, float]:
 
 
 def bench_model_dir(model_dir: Path, images: list[bytes], threads: int, runtime: str,
-                    warmup: int = 5) -> dict:
+                    processes: int = 0, warmup: int = 5) -> dict:
     eager = serving.load_model(model_dir, runtime=runtimes.TORCH, threads=threads)
     served = serving.load_model(model_dir, runtime=runtime, threads=threads)
     for body in images[:warmup]:
@@ -120,7 +123,47 @@ def bench_model_dir(model_dir: Path, images: list[bytes], threads: int, runtime:
     result["distinct_eager_classes"] = len(set(labels["eager"]))
     result["images"] = len(images)
     result["threads"] = threads
+    if processes:
+        # Eager, served, eager, served: drift on a shared machine hits both.
+        rates = {"eager": [], "served": []}
+        for _ in range(2):
+            rates["eager"].append(throughput(model_dir, runtimes.TORCH, images, processes))
+            rates["served"].append(throughput(model_dir, served.runtime_name, images, processes))
+        result["throughput"] = {"processes": processes, "eager": statistics.mean(rates["eager"]),
+                                "served": statistics.mean(rates["served"])}
+        result["throughput"]["ratio"] = result["throughput"]["served"] / result["throughput"]["eager"]
     return result
+
+
+_WORKER_MODEL: serving.ServedModel | None = None
+
+
+def _load_worker(model_dir: str, runtime: str) -> None:
+    global _WORKER_MODEL
+    _WORKER_MODEL = serving.load_model(model_dir, runtime=runtime, threads=1)
+
+
+def _worker_requests(bodies: list[bytes]) -> list[int]:
+    assert _WORKER_MODEL is not None
+    return [json.loads(serving.invoke(_WORKER_MODEL, body, "image/jpeg")[0])["predictions"][0]["class_id"]
+            for body in bodies]
+
+
+def throughput(model_dir: Path, runtime: str, images: list[bytes], processes: int, rounds: int = 2) -> float:
+    """Images/s through the full request path with `processes` single-threaded workers in parallel: how
+    the local server (and SageMaker's model server) runs, one worker per core."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(processes, mp_context=context, initializer=_load_worker,
+                             initargs=(str(model_dir), runtime)) as pool:
+        chunks = [images[i::processes] for i in range(processes)]
+        list(pool.map(_worker_requests, [chunk[:3] for chunk in chunks]))  # loaded and warm everywhere
+        start = time.perf_counter()
+        for _ in range(rounds):
+            list(pool.map(_worker_requests, chunks))
+        return rounds * len(images) / (time.perf_counter() - start)
 
 
 def print_result(title: str, result: dict) -> None:
@@ -130,7 +173,12 @@ def print_result(title: str, result: dict) -> None:
     for name, label in (("eager", "torch (eager fp32)"), ("served", result["served_runtime"])):
         r = result[name]
         print(f"{label:<22}{r['images_per_s']:>10.1f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}")
-    print(f"speed-up served / eager: {result['ratio']:.2f}x   "
+    if "throughput" in result:
+        t = result["throughput"]
+        print(f"throughput, {t['processes']} worker processes x 1 thread (how the server runs): "
+              f"eager {t['eager']:.1f} images/s, {result['served_runtime']} {t['served']:.1f} images/s "
+              f"-> {t['ratio']:.2f}x")
+    print(f"single-stream speed-up served / eager: {result['ratio']:.2f}x   "
           f"top-1 agreement: {result['top1_agreement']:.2%} "
           f"(eager predicted {result['distinct_eager_classes']} distinct classes)")
 
@@ -146,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=runtimes.default_threads())
     parser.add_argument("--runtime", default=runtimes.AUTO, choices=runtimes.RUNTIME_NAMES,
                         help="the served runtime (auto = what the endpoint picks)")
+    parser.add_argument("--processes", type=int, default=runtimes.default_threads(),
+                        help="worker processes for the throughput measurement (0: skip it)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json-out", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
@@ -154,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     images = [photo_like_jpeg(rng) for _ in range(args.images)]
     results = {}
     if args.model_dir:
-        results[str(args.model_dir)] = bench_model_dir(args.model_dir, images, args.threads, args.runtime)
+        results[str(args.model_dir)] = bench_model_dir(args.model_dir, images, args.threads, args.runtime,
+                                                         args.processes)
         print_result(str(args.model_dir), results[str(args.model_dir)])
     else:
         for config in args.configs.split(","):
@@ -171,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                           f"{'eligible' if info['eligible'] else 'NOT eligible ' + info.get('skipped', '')}")
                 print(f"  default runtime: {metadata['serving']['default']} "
                       f"(torch {metadata['serving']['torch_latency_ms']:.2f} ms)")
-                results[config] = bench_model_dir(Path(tmp), images, args.threads, args.runtime)
+                results[config] = bench_model_dir(Path(tmp), images, args.threads, args.runtime,
+                                                  args.processes)
                 results[config]["export"] = metadata["serving"]
             print_result(config, results[config])
     if args.json_out:

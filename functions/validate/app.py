@@ -71,17 +71,19 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     # S3 event keys arrive URL-encoded (spaces as '+').
     key = urllib.parse.unquote_plus(detail.get("object", {}).get("key", ""))
     if bucket != os.environ["DATA_BUCKET"]:
-        raise InvalidDataset(
-            f"bucket {bucket!r} is not this stack's data bucket {os.environ['DATA_BUCKET']!r}"
-        )
+        raise InvalidDataset(f"bucket {bucket!r} is not this stack's data bucket {os.environ['DATA_BUCKET']!r}")
     s3 = boto3.client("s3")
     sagemaker = boto3.client("sagemaker")
     try:
         dataset = manifest_mod.dataset_from_key(key)
         try:
-            obj = s3.get_object(Bucket=bucket, Key=key)
+            # The versioned bucket keeps every upload: read exactly the version this event announced,
+            # so a quick re-upload of the manifest cannot swap the content under an earlier event.
+            version_id = detail.get("object", {}).get("version-id")
+            extra = {"VersionId": version_id} if version_id and version_id != "null" else {}
+            obj = s3.get_object(Bucket=bucket, Key=key, **extra)
         except ClientError as error:
-            if error_code(error) in ("NoSuchKey", "404"):
+            if error_code(error) in ("NoSuchKey", "NoSuchVersion", "404"):
                 raise InvalidDataset(f"s3://{bucket}/{key} does not exist (deleted after upload?)") from error
             raise
         manifest = manifest_mod.parse_manifest(obj["Body"].read(), dataset)

@@ -68,6 +68,19 @@ def test_validate_without_version_uses_the_manifest_etag(aws: dict[str, Any]) ->
     assert handler("validate")(_validate_event(key))["run_id"] != run["run_id"]
 
 
+def test_validate_reads_the_manifest_version_the_event_announced(aws: dict[str, Any]) -> None:
+    s3 = aws["s3"]
+    s3.put_bucket_versioning(Bucket=pw.BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    key = pw.upload_dataset(s3, manifest={"version": "first"})
+    first_version = s3.head_object(Bucket=pw.BUCKET, Key=key)["VersionId"]
+    s3.put_object(Bucket=pw.BUCKET, Key=key, Body=json.dumps({"version": "second"}))
+    event = pw.s3_event(key)
+    event["detail"]["object"]["version-id"] = first_version
+    run = handler("validate")({**_event("validate.json"), "event": event})
+    assert run["version_token"] == "version:first"
+    assert handler("validate")(_validate_event(key))["version_token"] == "version:second"  # no version-id
+
+
 @pytest.mark.parametrize(
     ("manifest", "message"),
     [

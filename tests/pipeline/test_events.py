@@ -64,3 +64,10 @@ def test_start_execution_input_runs_the_state_machine(world: pw.PipelineWorld) -
     assert event["detail"]["object"]["key"] == key and event["detail"]["bucket"]["name"] == pw.BUCKET
     execution = world.run(key, "from-events-file", event=event)
     assert execution["status"] == "SUCCEEDED", execution
+
+
+def test_event_files_carry_the_current_defaults() -> None:
+    """events/validate.json holds the settings the state machine passes today (regenerate with
+    tests/pipeline/generate_events.py after changing template defaults or the ASL)."""
+    definition = json.loads(pw.substitute(pw.ASL_PATH.read_text(), pw.resolve_substitutions(poll_seconds=0)))
+    assert _load("validate.json")["defaults"] == definition["States"]["ApplyDefaults"]["Parameters"]["defaults"]

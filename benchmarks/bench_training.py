@@ -2,7 +2,8 @@
 
 1. Images/s of eager fp32 vs `--precision auto` (bf16 autocast + channels_last where the CPU has
    AMX/AVX512-BF16):
-   a. the training step alone (frozen ResNet18 backbone + head forward/backward + Adam), on the same
+   a. the training step alone (frozen ResNet18 backbone + head forward/backward + Adam, as train.py runs
+      it: imgclf.precision.FrozenBackbone), on the same
       decoded, preprocessed batches, fp32 and auto alternating for several rounds (median);
    b. train.py's own `Throughput` line for one epoch (data loading included).
 2. One tuning trial (train.py as a subprocess, efficientnet_lite0 with its offline ImageNet weights,
@@ -53,21 +54,19 @@ def step_throughput(data_dir: Path, batch_size: int, steps: int, rounds: int) ->
         torch.manual_seed(0)
         model = build_model("resnet18", splits.num_classes, pretrained="none", freeze=True)
         plan = resolve_precision(precision, torch.device("cpu"))
-        plan.prepare_model(model)
         optimizer = torch.optim.Adam(model.head.parameters(), lr=1e-3)
-        models[precision] = (model, plan, optimizer)
+        # What train.py runs: the frozen backbone's fast path (imgclf.precision.FrozenBackbone).
+        models[precision] = (model, plan.frozen_backbone(model), optimizer)
         print(f"  {precision}: {plan.describe()}")
 
     def run(precision: str, n: int) -> float:
-        model, plan, optimizer = models[precision]
+        model, backbone, optimizer = models[precision]
         model.train()
         start = time.perf_counter()
         seen = 0
         for step in range(n):
             x, y = batches[step % len(batches)]
-            with torch.no_grad(), plan.autocast():
-                feats = model.forward_features(plan.prepare_input(x))
-            loss = F.cross_entropy(model.head(feats.float()), y)
+            loss = F.cross_entropy(model.head(backbone(x)), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -57,7 +57,9 @@ class PrecisionPlan:
         return model
 
     def identity(self) -> str:
-        return f"{self.dtype or 'fp32'}/{'channels_last' if self.channels_last else 'contiguous'}/bn-folded"
+        layout = "channels_last" if self.channels_last else "contiguous"
+        # A bf16 frozen backbone runs with BatchNorm folded (FrozenBackbone): part of the numerics.
+        return f"{self.dtype}/{layout}/bn-folded" if self.dtype is not None else f"fp32/{layout}"
 
     def frozen_backbone(self, model: nn.Module) -> FrozenBackbone:
         return FrozenBackbone(model, self)

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,7 @@ from imgclf import contract
 
 SAM = pw.REPO / ".venv-sam" / "bin" / "sam"
 ASL_VALIDATOR = pw.REPO / "node_modules" / ".bin" / "asl-validator"
-CHECKOV = Path(os.environ.get("VIRTUAL_ENV", pw.REPO / ".venv")) / "bin" / "checkov"
-if not CHECKOV.exists():
-    CHECKOV = pw.REPO / ".venv" / "bin" / "checkov"
+CHECKOV = Path(sys.executable).parent / "checkov"  # installed beside the interpreter running the tests
 
 
 class _NoManagedPolicyLookups:

@@ -14,6 +14,7 @@ import importlib.util
 import io
 import json
 import sys
+import threading
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from types import ModuleType
 from typing import Any
 
 import boto3
+from botocore.client import BaseClient
 from moto.awslambda.models import LambdaFunction
 from moto.sagemaker import models as sm_models
 from moto.sagemaker.exceptions import ResourceInUseException, SagemakerClientError, ValidationError
@@ -352,19 +354,42 @@ class SageMakerSim:
         monkeypatch.setattr(SageMakerResponse, "stop_hyper_parameter_tuning_job", stop_tuning_response, raising=False)
 
 
+_running = threading.local()  # which pipeline function's handler runs on this thread (if any)
+# (function folder, IAM action) of every AWS call a handler made, e.g. ("deploy", "sagemaker:CreateModel").
+AWS_CALLS: set[tuple[str, str]] = set()
+# Operations whose IAM action is not named after the operation.
+_IAM_ACTION_OF = {"s3:ListObjectsV2": "s3:ListBucket", "s3:HeadObject": "s3:GetObject"}
+
+
+def _recording(make_api_call: Any) -> Any:
+    def call(client: Any, operation_name: str, api_params: Any) -> Any:
+        function = getattr(_running, "function", None)
+        if function is not None:
+            action = f"{client.meta.service_model.signing_name}:{operation_name}"
+            AWS_CALLS.add((function, _IAM_ACTION_OF.get(action, action)))
+        return make_api_call(client, operation_name, api_params)
+
+    return call
+
+
 def install_inprocess_lambdas(monkeypatch: Any, invocations: list[tuple[str, dict[str, Any]]]) -> None:
     """moto runs Lambda code in Docker; here each function's real handler runs in-process instead, and an
-    exception becomes the Lambda runtime's error payload ({"errorType", "errorMessage"})."""
+    exception becomes the Lambda runtime's error payload ({"errorType", "errorMessage"}). Every AWS call a
+    handler makes is recorded in AWS_CALLS (for the least-privilege check against template.yaml)."""
+    monkeypatch.setattr(BaseClient, "_make_api_call", _recording(BaseClient._make_api_call))
 
     def invoke(self: LambdaFunction, event: Any = None) -> tuple[str, bool, str]:
         payload = json.loads(event) if isinstance(event, str | bytes) else (event or {})
         invocations.append((self.function_name, payload))
         handler = load_handler(self.function_name).handler
+        _running.function = self.function_name
         try:
             return json.dumps(handler(payload, None)), False, ""
         except Exception as error:  # what the Lambda runtime does with an uncaught exception
             body = {"errorType": type(error).__name__, "errorMessage": str(error)}
             return json.dumps(body), True, ""
+        finally:
+            _running.function = None
 
     monkeypatch.setattr(LambdaFunction, "_invoke_lambda", invoke)
 

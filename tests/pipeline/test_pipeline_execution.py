@@ -182,3 +182,24 @@ def test_missing_split_fails_fast(world: pw.PipelineWorld) -> None:
     error, cause = _failure(world, world.run(key, "no-test-split"))
     assert error == "InvalidDataset" and "test" in cause and "missing splits" in cause
     assert world.sim.calls == []
+
+
+def test_every_aws_call_a_handler_made_is_allowed_by_its_role() -> None:
+    """Least privilege, checked from the other side: every (function, IAM action) recorded across the
+    scenarios above is granted by that function's policies in template.yaml (runs after them)."""
+    assert pw.AWS_CALLS, "run with the scenarios above"
+    resources = pw.template()["Resources"]
+    folder_to_id = {folder: logical_id for logical_id, folder in pw.FUNCTIONS.items()}
+    missing = []
+    for function, action in sorted(pw.AWS_CALLS):
+        granted = set()
+        for policy in resources[folder_to_id[function]]["Properties"]["Policies"]:
+            if "SNSPublishMessagePolicy" in policy:
+                granted.add("sns:Publish")
+            for statement in policy.get("Statement", []):
+                if statement["Effect"] == "Allow":
+                    actions = statement["Action"]
+                    granted.update([actions] if isinstance(actions, str) else actions)
+        if action not in granted:
+            missing.append((function, action))
+    assert missing == []

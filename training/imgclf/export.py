@@ -120,11 +120,17 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> 
             return next(self._batches, None)
 
     prepared = int8_path.with_name(int8_path.stem + ".prep.onnx")
+    # onnxruntime.quantization logs one INFO line per tensor on the root logger: hundreds of lines of
+    # noise in the training log. Quiet it for the duration (export runs on rank 0, single-threaded).
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
     try:
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
         quantize_static(str(prepared), str(int8_path), _Reader(), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     finally:
+        root.setLevel(level)
         prepared.unlink(missing_ok=True)
     return int8_path
 

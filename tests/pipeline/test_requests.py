@@ -311,3 +311,9 @@ def test_plan_cleanup() -> None:
         autoscaling_deregistered=True,
     )
     assert [a["action"] for a in rolled_back] == ["delete_endpoint_config", "delete_model", "register_autoscaling"]
+
+
+def test_tags_survive_unusual_dataset_names() -> None:
+    run = {**make_run(), "dataset": "dogs (2026) #1 ü"}
+    tags = rq.tuning_job_request(run, ROLE)["Tags"]
+    assert tags[1] == {"Key": "imgclf:dataset", "Value": "dogs _2026_ _1 _"}

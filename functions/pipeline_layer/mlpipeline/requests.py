@@ -12,6 +12,7 @@ images and the run's Settings as a dict.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,10 +51,15 @@ SUBMIT_DIRECTORY_HYPERPARAMETER = "sagemaker_submit_directory"
 DISTRIBUTED_HYPERPARAMETER = "sagemaker_torch_distributed_enabled"
 
 
+def _tag_value(text: str) -> str:
+    """SageMaker tag values allow letters, digits, spaces and _.:/=+-@ (a dataset folder may hold more)."""
+    return re.sub(r"[^\w.:/=+\-@ ]", "_", text, flags=re.ASCII)[:256]
+
+
 def _tags(run: Mapping[str, Any]) -> list[dict[str, str]]:
     return [
         {"Key": "imgclf:run-id", "Value": run["run_id"]},
-        {"Key": "imgclf:dataset", "Value": run["dataset"]},
+        {"Key": "imgclf:dataset", "Value": _tag_value(run["dataset"])},
     ]
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import botocore.session
 import pipeline_world as pw
 import pytest
+import regex
 from botocore.validate import ParamValidator
 from mlpipeline import requests as rq
 from mlpipeline.errors import EndpointDeploymentFailed, SageMakerJobFailed
@@ -42,10 +43,34 @@ def make_run(**overrides: Any) -> dict[str, Any]:
     )
 
 
+def _pattern_errors(value: Any, shape: Any, path: str) -> list[str]:
+    """String patterns of the service model, which botocore does not check client-side but the service
+    does (e.g. tag and metadata values may not contain quotes or '>'). Java-style patterns (\\p{L}) need
+    the `regex` module; they are matched in full, as the service does."""
+    if shape.type_name == "structure":
+        return [e for name, member in shape.members.items() if name in value
+                for e in _pattern_errors(value[name], member, f"{path}.{name}")]
+    if shape.type_name == "list":
+        return [e for i, item in enumerate(value) for e in _pattern_errors(item, shape.member, f"{path}[{i}]")]
+    if shape.type_name == "map":
+        return [e for key, item in value.items()
+                for e in _pattern_errors(key, shape.key, f"{path} key") + _pattern_errors(item, shape.value,
+                                                                                          f"{path}.{key}")]
+    pattern = shape.metadata.get("pattern")
+    if shape.type_name != "string" or not pattern:
+        return []
+    try:
+        compiled = regex.compile(pattern)
+    except regex.error:
+        return []  # a Java-only construct (rare, e.g. in Application Auto Scaling): the service checks it
+    return [] if compiled.fullmatch(value) else [f"{path}={value!r} does not match {pattern}"]
+
+
 def assert_valid(service: str, operation: str, params: dict[str, Any]) -> None:
     model = botocore.session.get_session().get_service_model(service).operation_model(operation)
     report = ParamValidator().validate(params, model.input_shape)
     assert not report.has_errors(), report.generate_report()
+    assert _pattern_errors(params, model.input_shape, operation) == []
 
 
 def test_validator_does_reject_a_bad_request() -> None:
@@ -317,3 +342,10 @@ def test_tags_survive_unusual_dataset_names() -> None:
     run = {**make_run(), "dataset": "dogs (2026) #1 ü"}
     tags = rq.tuning_job_request(run, ROLE)["Tags"]
     assert tags[1] == {"Key": "imgclf:dataset", "Value": "dogs _2026_ _1 _"}
+
+
+def test_pattern_check_catches_what_the_service_would_refuse() -> None:
+    request = rq.endpoint_config_request(make_run(), 0.9)
+    request["Tags"].append({"Key": "note", "Value": "it's > 0.9"})
+    with pytest.raises(AssertionError, match="does not match"):
+        assert_valid("sagemaker", "CreateEndpointConfig", request)

@@ -340,11 +340,11 @@ def model_package_request(
     s = run["settings"]
     metadata = {
         "run_id": run["run_id"],
-        "dataset": run["dataset"],
+        "dataset": _tag_value(run["dataset"]),
         "test_accuracy": "none" if decision.test_accuracy is None else f"{decision.test_accuracy:.6f}",
         "live_accuracy": "none" if decision.live_accuracy is None else f"{decision.live_accuracy:.6f}",
         "threshold": f"{decision.threshold:.6f}",
-        "gate": decision.reason[:256],
+        "gate": "passed" if decision.passed else "rejected",  # the reason is in the description
     }
     return {
         "ModelPackageGroupName": group_name,

@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stopped {stopped.name} at {stopped.url}" if stopped else "no local endpoint is recorded")
             return 0
     except KeyboardInterrupt:
+        stop_all_jobs(wait_seconds=15)  # whatever a worker thread started while we were being interrupted
         print("\ninterrupted: finished trials are kept; run the same command again to resume", file=sys.stderr)
         return 130
     except (ValueError, FileNotFoundError, ManifestError) as error:

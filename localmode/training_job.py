@@ -35,19 +35,25 @@ class TrainingJobFailed(RuntimeError):
 
 # Every training process running now, so that Ctrl-C can stop them all at once: they run in their own
 # process groups (the terminal's SIGINT does not reach them), and parallel trials run in worker threads
-# that the main thread would otherwise wait for.
+# that the main thread would otherwise wait for. Once stopped, no new job starts in this process.
 _RUNNING: set[subprocess.Popen[str]] = set()
-_RUNNING_LOCK = threading.Lock()
+# Reentrant: the SIGINT handler runs in the main thread, which may hold the lock at that moment.
+_RUNNING_LOCK = threading.RLock()
+_STOPPED = threading.Event()
 
 
-def stop_all_jobs() -> None:
-    """Stop every running training process (SIGTERM to its process group). Safe in a signal handler."""
+def stop_all_jobs(wait_seconds: float = 0.0) -> None:
+    """Stop every running training process (SIGTERM to its process group) and refuse new ones; with
+    `wait_seconds`, wait that long for them to exit, then SIGKILL what is left."""
     with _RUNNING_LOCK:
+        _STOPPED.set()
         running = list(_RUNNING)
     for process in running:
         if process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
+    if wait_seconds:
+        _terminate(running, timeout=wait_seconds)
 
 
 @dataclass
@@ -158,14 +164,16 @@ def run_training_job(job: TrainingJob, on_line: Callable[[str], None] | None = N
         for rank, host in enumerate(host_names(job.instance_count)):
             env = {**os.environ, **sagemaker_environment(job, host, port)}
             log_path = job.log_path if rank == 0 else job.job_dir / f"training-{host}.log"
-            process = subprocess.Popen(
-                [sys.executable, str(TRAIN_SCRIPT), *args], cwd=job.job_dir, env=env, text=True,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1,
-                # Own process group: Ctrl-C reaches us once, and we stop the children ourselves.
-                start_new_session=True)
-            processes.append(process)
             with _RUNNING_LOCK:
+                if _STOPPED.is_set():
+                    raise TrainingJobFailed(f"training job {job.name} not started: the run was interrupted")
+                process = subprocess.Popen(
+                    [sys.executable, str(TRAIN_SCRIPT), *args], cwd=job.job_dir, env=env, text=True,
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1,
+                    # Own process group: Ctrl-C reaches us once, and we stop the children ourselves.
+                    start_new_session=True)
                 _RUNNING.add(process)
+            processes.append(process)
             if rank > 0:
                 drains.append(_drain_to_file(process, log_path))
         lines: list[str] = []
@@ -211,14 +219,16 @@ def _drain_to_file(process: subprocess.Popen[str], path: Path) -> threading.Thre
     return thread
 
 
-def _terminate(processes: list[subprocess.Popen[str]]) -> None:
+def _terminate(processes: list[subprocess.Popen[str]], timeout: float = 10.0) -> None:
     for process in processes:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
     for process in processes:
         if process.poll() is None:
             try:
-                process.wait(timeout=10)
+                process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
                 process.wait()

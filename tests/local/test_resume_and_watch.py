@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -25,10 +24,15 @@ def _finished_trials(db: Path) -> int:
     if not db.exists():
         return 0
     try:
-        with sqlite3.connect(db) as connection:
+        with sqlite3.connect(db, timeout=0.1) as connection:
             return connection.execute("SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED')").fetchone()[0]
     except sqlite3.OperationalError:  # the schema is still being created
         return 0
+
+
+def _trial_running(trials_dir: Path, after: int) -> bool:
+    logs = [trials_dir / f"trial-{n:03d}" / "training.log" for n in range(after + 1, after + 3)]
+    return any(log.exists() and log.stat().st_size > 0 for log in logs)
 
 
 @pytest.mark.slow
@@ -42,10 +46,11 @@ def test_interrupted_tuning_resumes(tiny_dataset: Path, tmp_path: Path, fast_opt
 
     process = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
-    while _finished_trials(db) < 1:
+    # Interrupt once a trial has finished and the next one is training (its log has begun).
+    while _finished_trials(db) < 1 or not _trial_running(runs / run_id / "trials", after=0):
         assert process.poll() is None, process.stdout.read() if process.stdout else ""
         assert time.monotonic() < deadline, "no trial finished in time"
-        time.sleep(0.5)
+        time.sleep(0.2)
     process.send_signal(signal.SIGINT)  # what Ctrl-C sends
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 130, output
@@ -55,8 +60,8 @@ def test_interrupted_tuning_resumes(tiny_dataset: Path, tmp_path: Path, fast_opt
     kept = {t.number: t.params for t in study.trials if t.state in tuning.FINISHED_STATES}
     assert 1 <= len(kept) < 3
     # No training process outlived the interruption.
-    leftovers = subprocess.run(["pgrep", "-f", str(runs)], capture_output=True, text=True).stdout.split()
-    assert [pid for pid in leftovers if int(pid) != os.getpid()] == []
+    leftovers = subprocess.run(["pgrep", "-a", "-f", f"train.py.*{runs}"], capture_output=True, text=True).stdout
+    assert leftovers == ""
 
     rerun = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr

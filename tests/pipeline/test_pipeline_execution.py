@@ -142,6 +142,18 @@ def test_new_version_updates_the_live_endpoint_blue_green(world: pw.PipelineWorl
     assert endpoint["EndpointConfigName"] == out["run"]["endpoint_config_name"] != old_config
 
 
+def test_a_worse_model_does_not_replace_the_live_one(world: pw.PipelineWorld) -> None:
+    first = world.run(pw.upload_dataset(world.s3, manifest={"version": "v1"}), "v1")
+    live_config = _output(first)["run"]["endpoint_config_name"]
+    world.sim.test_accuracy = 0.85  # above the threshold, below the live 0.91
+    second = world.run(pw.upload_dataset(world.s3, manifest={"version": "v2"}), "v2")
+    assert second["status"] == "SUCCEEDED"
+    assert world.states_entered(second["executionArn"])[-2:] == ["NotifyRejected", "ModelRejected"]
+    assert "worse than the live model's 0.9100" in _output(second)["gate"]["reason"]
+    assert world.sagemaker.describe_endpoint(EndpointName=pw.ENDPOINT)["EndpointConfigName"] == live_config
+    assert world.sim.calls.count("UpdateEndpoint") == 0
+
+
 def test_instance_type_change_deregisters_autoscaling_then_registers_again(world: pw.PipelineWorld) -> None:
     assert world.run(pw.upload_dataset(world.s3, manifest={"version": "v1"}), "v1")["status"] == "SUCCEEDED"
     manifest = {"version": "v2", "overrides": {"endpoint_instance_type": "ml.c5.xlarge"}}

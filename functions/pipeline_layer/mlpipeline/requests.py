@@ -26,6 +26,10 @@ VOLUME_SIZE_GB = 50
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 # The four Debugger rules of the design card: built-in rules, so `rule_to_invoke` names them and the
 # regional rule-evaluator image runs them (as the SDK's Rule.sagemaker(rule_configs.<rule>()) does).
+# Caveat: the smdebug hook that saves their tensors is not in the PyTorch 2.x containers, so these rule
+# jobs may find nothing to evaluate; train.py evaluates the same four rules itself (imgclf.debugger,
+# debugger-report.json in the job's output), which is the authoritative signal. The rule jobs stay for
+# the console view and for containers that still carry the hook; they never fail the training job.
 DEBUGGER_RULES: dict[str, str] = {
     "loss_not_decreasing": "LossNotDecreasing",
     "overfit": "Overfit",

@@ -206,3 +206,24 @@ def test_notification_text() -> None:
     )
     assert subject == "[imgclf] failed: dogImages"
     assert "tuning job x failed: oom" in body and "stop_tuning_job" in body
+
+
+def test_lambda_code_imports_neither_torch_nor_numpy() -> None:
+    """What the Lambdas load (every handler, mlpipeline, imgclf's pure modules) stays light: a fresh
+    interpreter (torch is installed, so importing it by accident would succeed) imports all of it and
+    neither torch, numpy nor PIL ends up loaded."""
+    import subprocess
+    import sys
+
+    handlers = "; ".join(
+        f"importlib.util.spec_from_file_location('h_{f}', r'{pw.REPO / 'functions' / f / 'app.py'}')"
+        f".loader.exec_module(importlib.util.module_from_spec("
+        f"importlib.util.spec_from_file_location('h_{f}', r'{pw.REPO / 'functions' / f / 'app.py'}')))"
+        for f in pw.FUNCTIONS.values())
+    code = ("import importlib.util, sys; " + handlers +
+            "; import mlpipeline.requests, mlpipeline.runs, imgclf.manifest, imgclf.gate; "
+            "heavy = sorted(m for m in ('torch', 'numpy', 'PIL') if m in sys.modules); "
+            "assert not heavy, heavy; print('light')")
+    env = {"PYTHONPATH": f"{pw.LAYER}:{pw.REPO / 'training'}", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.stdout.strip() == "light", result.stderr[-2000:]

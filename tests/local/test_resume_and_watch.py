@@ -86,7 +86,8 @@ def _upload(bucket: Path, source: Path, name: str, manifest: dict) -> Path:
 def test_watch_runs_a_dataset_version_once(tiny_dataset: Path, tmp_path: Path, fast_options) -> None:
     bucket = tmp_path / "bucket"
     options = fast_options(tiny_dataset, tmp_path / "runs", serve=False, trials=1)
-    manifest = {"version": "2026-11-23", "overrides": {"max_jobs": 1, "epochs": 1}}
+    # The overrides also ask for the best model on two data-parallel processes, as on two instances.
+    manifest = {"version": "2026-11-23", "overrides": {"max_jobs": 1, "epochs": 1, "training_instance_count": 2}}
     _upload(bucket, tiny_dataset, "tiny", manifest)
     run_id = manifests.run_id(watch.RUN_ID_PREFIX, "tiny", "version:2026-11-23")
 
@@ -95,6 +96,7 @@ def test_watch_runs_a_dataset_version_once(tiny_dataset: Path, tmp_path: Path, f
     assert claim["status"] == "succeeded", claim
     run_dir = tmp_path / "runs" / run_id
     assert (run_dir / "summary.json").exists()
+    assert "rank 1/2" in (run_dir / "final" / "training-algo-2.log").read_text()
     stamp = (run_dir / "summary.json").stat().st_mtime_ns
 
     # The same manifest again (a duplicate event, a re-upload of the same bytes): nothing runs.

@@ -355,8 +355,10 @@ class SageMakerSim:
 
 
 _running = threading.local()  # which pipeline function's handler runs on this thread (if any)
-# (function folder, IAM action) of every AWS call a handler made, e.g. ("deploy", "sagemaker:CreateModel").
+# (function folder, IAM action) of every AWS call a handler made, e.g. ("deploy", "sagemaker:CreateModel"),
+# and the same with the call's parameters (for the resource-level check).
 AWS_CALLS: set[tuple[str, str]] = set()
+AWS_CALL_LOG: list[tuple[str, str, dict[str, Any]]] = []
 # Operations whose IAM action is not named after the operation.
 _IAM_ACTION_OF = {"s3:ListObjectsV2": "s3:ListBucket", "s3:HeadObject": "s3:GetObject"}
 
@@ -367,6 +369,7 @@ def _recording(make_api_call: Any) -> Any:
         if function is not None:
             action = f"{client.meta.service_model.signing_name}:{operation_name}"
             AWS_CALLS.add((function, _IAM_ACTION_OF.get(action, action)))
+            AWS_CALL_LOG.append((function, _IAM_ACTION_OF.get(action, action), dict(api_params)))
         return make_api_call(client, operation_name, api_params)
 
     return call

@@ -108,6 +108,7 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> 
     QDQ keeps the graph portable: ONNX Runtime runs it with its int8 kernels and OpenVINO turns the
     Q/DQ pairs into its own int8 execution, so both int8 variants read one file.
     """
+    import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -127,8 +128,14 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> 
     root.setLevel(max(level, logging.WARNING))
     try:
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
+        # The fully connected layers (our head) stay fp32: they cost nothing next to the convolutions,
+        # and quantising the logits' last layers is what flips near top-1 decisions (measured on a
+        # trained resnet18: OpenVINO int8 agreement 98.0% -> 99.3% with the head in fp32).
+        head_nodes = [node.name for node in onnx.load(str(prepared)).graph.node
+                      if node.op_type in ("Gemm", "MatMul")]
         quantize_static(str(prepared), str(int8_path), _Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=head_nodes)
     finally:
         root.setLevel(level)
         prepared.unlink(missing_ok=True)

@@ -242,11 +242,20 @@ def _run(cfg: TrainConfig, ctx: distributed.DistContext, env: dict[str, str]) ->
     best = {"loss": float("inf"), "epoch": 0, "state": _trainable_state(trainable), "bad_epochs": 0}
     epochs_done, finished, stopped = 0, False, None
 
-    state = checkpoint.load(cfg.checkpoint_dir, fingerprint) if ctx.is_main else None
+    state: dict[str, Any] | None = None
+    if ctx.is_main:
+        try:
+            state = checkpoint.load(cfg.checkpoint_dir, fingerprint)
+        except checkpoint.CheckpointMismatchError as exc:
+            if not ctx.is_distributed:
+                raise
+            state = {"error": str(exc)}  # every rank must fail, not wait for rank 0 forever
     if ctx.is_distributed:
         box = [state]
         torch.distributed.broadcast_object_list(box, src=0)
         state = box[0]
+        if state is not None and "error" in state:
+            raise checkpoint.CheckpointMismatchError(state["error"])
     if state is not None:
         _unwrap(trainable).load_state_dict(state["trainable_state"])
         optimizer.load_state_dict(state["optimizer"])

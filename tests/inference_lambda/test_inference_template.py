@@ -12,6 +12,9 @@ from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+RESERVATION = {
+    "Fn::If": ["HasInferenceReservation", {"Ref": "InferenceReservedConcurrency"}, {"Ref": "AWS::NoValue"}]
+}
 MY_RESOURCES = (
     "InferenceFunction",
     "InferenceUrlPublicInvokeUrl",
@@ -30,7 +33,8 @@ def test_parameters(template):
     assert parameters["InferenceAuthType"]["Default"] == "NONE"
     assert set(parameters["InferenceAuthType"]["AllowedValues"]) == {"NONE", "AWS_IAM"}
     assert parameters["InferenceCorsAllowOrigins"]["Type"] == "CommaDelimitedList"
-    assert parameters["InferenceReservedConcurrency"]["MinValue"] >= 1
+    # 0 = no reservation: accounts whose quota leaves no room for one can still deploy.
+    assert parameters["InferenceReservedConcurrency"]["MinValue"] == 0
     assert "unreserved" in parameters["InferenceReservedConcurrency"]["Description"]
     assert parameters["InferenceTimeoutSeconds"]["MinValue"] >= 5  # invoke_budget needs at least that
 
@@ -48,7 +52,10 @@ def test_function_wiring(template):
     assert "SAGEMAKER_RUNTIME_ENDPOINT_URL" not in variables  # local mode only
     # The handler fits botocore's timeouts into the function's: both must come from one parameter.
     assert variables["FUNCTION_TIMEOUT_SECONDS"] == properties["Timeout"] == {"Ref": "InferenceTimeoutSeconds"}
-    assert properties["ReservedConcurrentExecutions"] == {"Ref": "InferenceReservedConcurrency"}
+    assert properties["ReservedConcurrentExecutions"] == RESERVATION
+    assert template["Conditions"]["HasInferenceReservation"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "InferenceReservedConcurrency"}, 0]}]
+    }
     url = properties["FunctionUrlConfig"]
     assert url["AuthType"] == {"Ref": "InferenceAuthType"}
     assert url["Cors"]["AllowOrigins"] == {"Ref": "InferenceCorsAllowOrigins"}
@@ -72,6 +79,10 @@ def test_public_permissions_only_match_none_auth(template):
     invoke_permission = resources["InferenceUrlPublicInvokeFunction"]["Properties"]
     assert invoke_permission["Action"] == "lambda:InvokeFunction"
     assert invoke_permission["InvokedViaFunctionUrl"] is True
+    # Under AWS_IAM neither permission exists.
+    assert template["Conditions"]["InferenceIsPublic"] == {"Fn::Equals": [{"Ref": "InferenceAuthType"}, "NONE"]}
+    for name in ("InferenceUrlPublicInvokeUrl", "InferenceUrlPublicInvokeFunction"):
+        assert resources[name]["Condition"] == "InferenceIsPublic"
 
 
 def test_url_output(template):
@@ -83,6 +94,7 @@ def test_sam_translates_the_block(template, monkeypatch):
     minimal = {
         "Transform": template["Transform"],
         "Parameters": copy.deepcopy(template["Parameters"]),
+        "Conditions": copy.deepcopy(template["Conditions"]),
         "Resources": {name: copy.deepcopy(template["Resources"][name]) for name in (*MY_RESOURCES, "PipelineLayer")},
         "Outputs": {"InferenceUrl": template["Outputs"]["InferenceUrl"]},
     }
@@ -98,8 +110,6 @@ def test_sam_translates_the_block(template, monkeypatch):
     resources = transform(minimal, {}, NoManagedPolicies())["Resources"]
     assert resources["InferenceFunctionUrl"]["Type"] == "AWS::Lambda::Url"
     assert resources["InferenceFunctionUrl"]["Properties"]["AuthType"] == {"Ref": "InferenceAuthType"}
-    assert resources["InferenceFunction"]["Properties"]["ReservedConcurrentExecutions"] == {
-        "Ref": "InferenceReservedConcurrency"
-    }
+    assert resources["InferenceFunction"]["Properties"]["ReservedConcurrentExecutions"] == RESERVATION
     permissions = [r for r in resources.values() if r["Type"] == "AWS::Lambda::Permission"]
     assert len(permissions) == 2  # ours; SAM adds none for a parameterised AuthType

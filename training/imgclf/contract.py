@@ -162,3 +162,15 @@ def top_k_from_custom_attributes(attributes: str | None) -> int | None:
         if key.strip() == TOP_K_ATTRIBUTE:
             return parse_top_k(value)
     return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Debugging rules: evaluated inside train.py (imgclf.debugger, debugger-report.json) and configured as
+# SageMaker Debugger built-in rules on the training job (the pipeline). Our name -> SageMaker's rule name.
+
+DEBUGGER_RULES: dict[str, str] = {
+    "loss_not_decreasing": "LossNotDecreasing",
+    "overfit": "Overfit",
+    "overtraining": "Overtraining",
+    "poor_weight_initialization": "PoorWeightInitialization",
+}

@@ -30,12 +30,7 @@ CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 # jobs may find nothing to evaluate; train.py evaluates the same four rules itself (imgclf.debugger,
 # debugger-report.json in the job's output), which is the authoritative signal. The rule jobs stay for
 # the console view and for containers that still carry the hook; they never fail the training job.
-DEBUGGER_RULES: dict[str, str] = {
-    "loss_not_decreasing": "LossNotDecreasing",
-    "overfit": "Overfit",
-    "overtraining": "Overtraining",
-    "poor_weight_initialization": "PoorWeightInitialization",
-}
+DEBUGGER_RULES = contract.DEBUGGER_RULES
 # Tensors those rules read (the SDK's defaults for them); saved every 100 steps to keep the output small.
 DEBUG_COLLECTIONS = ("losses", "weights", "gradients", "biases")
 DEBUG_SAVE_INTERVAL = "100"

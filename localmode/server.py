@@ -23,6 +23,7 @@ Logs are JSON lines. SIGTERM / SIGINT drain in-flight requests, then exit.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import logging
@@ -50,6 +51,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from imgclf import contract, runtimes, serving
 from imgclf.imaging import InferenceRequestError, PayloadTooLargeError
@@ -91,6 +93,22 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
+
+
+class NoDelayH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with TCP_NODELAY on every connection.
+
+    asyncio sets TCP_NODELAY itself only when the socket says it is IPPROTO_TCP; the listening socket
+    uvicorn hands to its worker processes is rebuilt from a file descriptor with proto 0, so with
+    workers > 1 Nagle's algorithm met the client's delayed ACK and every request waited ~40 ms
+    (measured: /ping 0.4 ms with one worker, 44 ms with two, on a bare Starlette app too)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport)
 
 
 def log_config(level: str = "info") -> dict[str, Any]:
@@ -293,6 +311,7 @@ def serve(model: str | os.PathLike[str], host: str = DEFAULT_HOST, port: int = D
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, _exit_cleanly)
         uvicorn.run(f"{__name__}:create_app", factory=True, host=host, port=port, workers=workers,
+                    http=NoDelayH11Protocol,
                     log_config=log_config(log_level), access_log=False,
                     timeout_keep_alive=KEEP_ALIVE_TIMEOUT_S,
                     timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_TIMEOUT_S)

@@ -114,8 +114,8 @@ def test_a_broken_artifact_fails_at_start_with_its_reason(tmp_path: Path) -> Non
 
 def test_a_request_over_the_timeout_gets_504_and_the_server_goes_on(trained_model_dir: Path, tmp_path: Path,
                                                                      jpeg_bytes: bytes) -> None:
-    # A 1 ms budget: the inference itself takes longer, so the request is answered 504, not left hanging.
-    with start_background(trained_model_dir, workers=1, threads=1, request_timeout_s=0.001,
+    # A 1 µs budget: over before the inference can start, so the request is answered 504.
+    with start_background(trained_model_dir, workers=1, threads=1, request_timeout_s=1e-6,
                           log_path=tmp_path / "log") as running:
         response = _post(running.url, jpeg_bytes, "image/jpeg")
         assert response.status_code == 504 and "longer than" in response.json()["error"]

@@ -159,6 +159,19 @@ class _Loaders:
             self.generator.manual_seed(seed + epoch)
 
 
+class _LazyBackbone:
+    """Builds the frozen backbone's inference copy on first use."""
+
+    def __init__(self, make: Callable[[], FrozenBackbone]):
+        self._make = make
+        self._backbone: FrozenBackbone | None = None
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if self._backbone is None:
+            self._backbone = self._make()
+        return self._backbone(images)
+
+
 def _build_datasets(cfg: TrainConfig, ctx: distributed.DistContext, model: nn.Module,
                     backbone: FrozenBackbone | None, splits: data.DatasetSplits, preprocessing: Preprocessing,
                     plan: PrecisionPlan, num_workers: int) -> tuple[dict[str, Dataset], dict[str, Any]]:
@@ -172,8 +185,9 @@ def _build_datasets(cfg: TrainConfig, ctx: distributed.DistContext, model: nn.Mo
         else int(cfg.num_workers)
     out: dict[str, Dataset] = {}
     info: dict[str, Any] = {}
+    lazy_backbone = _LazyBackbone(lambda: backbone or plan.frozen_backbone(model))
     for split in data.SPLITS:
-        args = (cfg.feature_cache_dir, backbone, cfg.backbone, digest, splits.splits[split], preprocessing, plan,
+        args = (cfg.feature_cache_dir, lazy_backbone, cfg.backbone, digest, splits.splits[split], preprocessing, plan,
                 max(cfg.batch_size, 64), extract_workers, ctx.device)
         if ctx.is_main:
             feats, labels, meta = features.load_or_extract(*args, compute=True)
@@ -213,7 +227,8 @@ def _run(cfg: TrainConfig, ctx: distributed.DistContext, env: dict[str, str]) ->
     plan = resolve_precision(cfg.precision, ctx.device)
     model.to(ctx.device)
     # A frozen backbone runs through its fast inference copy; a trained one under autocast + channels_last.
-    backbone = plan.frozen_backbone(model) if cfg.freeze_backbone else None
+    # With the feature cache the copy is built only if features must be extracted (a warm trial skips it).
+    backbone = plan.frozen_backbone(model) if cfg.freeze_backbone and not cfg.feature_cache else None
     if not cfg.freeze_backbone:
         plan.prepare_model(model)
     preprocessing = Preprocessing.for_backbone(cfg.backbone, cfg.image_size)

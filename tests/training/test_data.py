@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 
 import pytest
@@ -46,11 +47,15 @@ def test_unreadable_and_non_image_files_are_skipped_and_counted(dataset_factory)
     (folder / ".DS_Store").write_bytes(b"\x00\x01")
     good = (folder / "img_0.png").read_bytes()
     (folder / "truncated.png").write_bytes(good[: len(good) // 3])
+    jpeg = io.BytesIO()
+    Image.effect_noise((64, 64), 60).convert("RGB").save(jpeg, format="JPEG")
+    (folder / "truncated.jpg").write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])  # passes verify()
+    (folder / "whole.jpg").write_bytes(jpeg.getvalue())
     splits = data.discover(root, env={})
     train = splits.splits["train"]
-    assert len(train.samples) == 36 and train.num_skipped == 3
-    assert {p.name for p, _ in train.skipped} == {"notes.txt", ".DS_Store", "truncated.png"}
-    assert splits.summary()["splits"]["train"]["skipped"] == 3
+    assert len(train.samples) == 37 and train.num_skipped == 4
+    assert {p.name for p, _ in train.skipped} == {"notes.txt", ".DS_Store", "truncated.png", "truncated.jpg"}
+    assert splits.summary()["splits"]["train"]["skipped"] == 4
 
 
 def test_missing_split_is_named(dataset_factory) -> None:

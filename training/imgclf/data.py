@@ -16,6 +16,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,13 +122,19 @@ class SplitScan:
 
 
 def _is_readable_image(path: Path) -> str | None:
-    """None if PIL can identify and verify the file, else why not. verify() checks structure (PNG CRCs,
-    JPEG markers) without decoding all pixels, so a scan of dogImages' 8351 files takes seconds."""
+    """None if PIL can read the whole file, else why not. verify() checks the structure (for PNG every
+    chunk's CRC) without decoding; it passes a truncated JPEG, so JPEGs are also decoded, in draft mode
+    at 1/8 scale (every entropy-coded byte is still read; about a millisecond each)."""
     if path.name.startswith("."):
         return "hidden file"
     try:
         with Image.open(path) as image:
+            image_format = image.format
             image.verify()
+        if image_format == "JPEG":
+            with Image.open(path) as image:
+                image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+                image.load()
     except Exception as exc:  # PIL raises many types for bad files; every one means "skip"
         return f"{type(exc).__name__}: {exc}"
     return None
@@ -137,17 +144,18 @@ def scan_split(name: str, root: Path, verify: Callable[[Path], str | None] = _is
     folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise DatasetError(f"split '{name}' ({root}) has no class folders")
+    candidates = [(path, label) for label, folder in enumerate(folders)
+                  for path in sorted((root / folder).rglob("*")) if path.is_file()]
+    # PIL releases the GIL while decoding: threads check files in parallel, results stay in order.
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        verdicts = list(pool.map(verify, [path for path, _ in candidates]))
     samples: list[tuple[Path, int]] = []
     skipped: list[tuple[Path, str]] = []
-    for label, folder in enumerate(folders):
-        for path in sorted((root / folder).rglob("*")):
-            if not path.is_file():
-                continue
-            why = verify(path)
-            if why is None:
-                samples.append((path, label))
-            else:
-                skipped.append((path, why))
+    for (path, label), why in zip(candidates, verdicts, strict=True):
+        if why is None:
+            samples.append((path, label))
+        else:
+            skipped.append((path, why))
     scan = SplitScan(name, root, folders, samples, skipped)
     empty = [folders[i] for i, n in enumerate(scan.class_counts()) if n == 0]
     if empty:

@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
 
-from imgclf import artifacts, checkpoint, contract, data, debugger, distributed, features, profiling
+from imgclf import artifacts, checkpoint, contract, data, debugger, distributed, features, optim, profiling
 from imgclf.config import TrainConfig
 from imgclf.models import build_model
 from imgclf.precision import FrozenBackbone, PrecisionPlan, resolve_precision
@@ -247,7 +247,7 @@ def _run(cfg: TrainConfig, ctx: distributed.DistContext, env: dict[str, str]) ->
         trainable = DistributedDataParallel(trainable, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
                                             else None)
     forward = Forward(model, trainable, plan, mode, backbone)
-    optimizer = torch.optim.Adam([p for p in trainable.parameters() if p.requires_grad], lr=cfg.lr)
+    optimizer = optim.Adam([p for p in trainable.parameters() if p.requires_grad], lr=cfg.lr)
 
     fingerprint = {"backbone": cfg.backbone, "weights": model.weights_identity, "classes": splits.class_folders,
                    "lr": cfg.lr, "batch_size": cfg.batch_size, "seed": cfg.seed, "freeze": cfg.freeze_backbone,

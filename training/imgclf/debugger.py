@@ -32,16 +32,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from imgclf import contract
+
 logger = logging.getLogger(__name__)
 
 NO_ISSUES = "NoIssuesFound"
 ISSUES = "IssuesFound"
 ERROR = "Error"
 
-RULE_NAMES: tuple[str, ...] = ("loss_not_decreasing", "overfit", "overtraining", "poor_weight_initialization")
-# The names SageMaker Debugger gives the built-in rules (RuleEvaluationStatus, the console).
-SAGEMAKER_RULE_NAMES = {"loss_not_decreasing": "LossNotDecreasing", "overfit": "Overfit",
-                        "overtraining": "Overtraining", "poor_weight_initialization": "PoorWeightInitialization"}
+# Our rule names -> the names SageMaker Debugger gives the built-in rules (RuleEvaluationStatus, the
+# console); shared with the pipeline, which configures the same four rules on the training job.
+SAGEMAKER_RULE_NAMES = contract.DEBUGGER_RULES
+RULE_NAMES: tuple[str, ...] = tuple(SAGEMAKER_RULE_NAMES)
 
 DEFAULT_PARAMETERS: dict[str, dict[str, float]] = {
     "loss_not_decreasing": {"num_steps": 10, "diff_percent": 0.1, "increase_threshold_percent": 5},

@@ -8,6 +8,7 @@ Raises InvalidDataset (bad manifest, missing split, unknown override) or Duplica
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import urllib.parse
@@ -101,7 +102,8 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     region = boto3.session.Session().region_name
     source_dir = Path(os.environ.get("TRAINING_SOURCE_DIR", DEFAULT_SOURCE_DIR))
     # Names first (cheap), so a duplicate is ignored before anything is uploaded.
-    probe = plan_run(
+    plan = functools.partial(
+        plan_run,
         bucket=bucket,
         manifest_key=key,
         manifest=manifest,
@@ -109,8 +111,8 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         prefix=os.environ["RESOURCE_PREFIX"],
         region=region,
         etag=obj.get("ETag"),
-        source_key="",
     )
+    probe = plan(source_key="")
     status = _already_ran(sagemaker, probe["tuning_job_name"])
     if status is not None:
         raise DuplicateRun(
@@ -118,15 +120,6 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             f"{probe['tuning_job_name']} (tuning job {status}); change 'version' to run again"
         )
     source_key = upload_source_once(s3, bucket, source_dir)
-    run = plan_run(
-        bucket=bucket,
-        manifest_key=key,
-        manifest=manifest,
-        settings=settings,
-        prefix=os.environ["RESOURCE_PREFIX"],
-        region=region,
-        etag=obj.get("ETag"),
-        source_key=source_key,
-    )
+    run = plan(source_key=source_key)
     logger.info("run %s for dataset %s (%s)", run["run_id"], dataset, run["version_token"])
     return run

@@ -98,6 +98,11 @@ def _stop_jobs_and_interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:  # the server has its own arguments (and --help): hand them over whole
+        from localmode import server
+
+        return server.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m localmode", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -140,10 +145,6 @@ def main(argv: list[str] | None = None) -> int:
 
             return watch.watch(args.bucket, options_from(args), interval=args.interval, once=args.once,
                                on_summary=print_summary)
-        if args.command == "serve":
-            from localmode import server
-
-            return server.main(args.server_args)
         if args.command == "stop":
             stopped = local_endpoint.stop(args.runs_dir)
             print(f"stopped {stopped.name} at {stopped.url}" if stopped else "no local endpoint is recorded")

@@ -83,3 +83,10 @@ def test_class_sets_that_differ_are_named(tmp_path: Path) -> None:
             (tmp_path / split / folder).mkdir(parents=True)
     with pytest.raises(ValueError, match=r"classes of valid/ differ from train/: 002\.B"):
         pipeline.check_dataset(tmp_path)
+
+
+def test_serve_hands_its_arguments_to_the_server(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["serve", "--help"])
+    assert exit_info.value.code == 0
+    assert "model directory" in capsys.readouterr().out

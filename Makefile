@@ -16,6 +16,11 @@ SAM_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.1
 SAM_VENV := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed
 NPM_STAMP := node_modules/.installed
+# checkov pins an old boto3 (1.35) that would downgrade the project's botocore service models: it gets its
+# own venv, pinned to a current release (a loose range once resolved to 3.1.47, which misses current checks).
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 
 .PHONY: local stop test lint setup benchmarks clean aws-tools image-uris
 
@@ -44,7 +49,7 @@ stop: $(LOCAL_STAMP)
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(DEV_STAMP) $(SAM_STAMP) $(NPM_STAMP) lint
+test: $(DEV_STAMP) $(SAM_STAMP) $(NPM_STAMP) $(CHECKOV_STAMP) lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 $(SAM_STAMP):
@@ -53,11 +58,16 @@ $(SAM_STAMP):
 	$(SAM_VENV)/bin/python -m pip install -q --disable-pip-version-check aws-sam-cli==1.170.0
 	touch $@
 
+$(CHECKOV_STAMP):
+	rm -rf $(CHECKOV_VENV) && $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q --disable-pip-version-check checkov==$(CHECKOV_VERSION)
+	touch $@
+
 $(NPM_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-aws-tools: $(SAM_STAMP) $(NPM_STAMP)
+aws-tools: $(SAM_STAMP) $(NPM_STAMP) $(CHECKOV_STAMP)
 
 # Regenerate functions/pipeline_layer/mlpipeline/image_uris.json with the sagemaker SDK (by hand, when
 # AWS publishes new PyTorch containers; the SDK is far too big for a Lambda, see generate_image_uris.py).

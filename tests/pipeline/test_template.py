@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from imgclf import contract
 
 SAM = pw.REPO / ".venv-sam" / "bin" / "sam"
 ASL_VALIDATOR = pw.REPO / "node_modules" / ".bin" / "asl-validator"
-CHECKOV = Path(sys.executable).parent / "checkov"  # installed beside the interpreter running the tests
+CHECKOV = pw.REPO / ".venv-checkov" / "bin" / "checkov"  # its own venv (Makefile: it pins an old boto3)
 
 
 class _NoManagedPolicyLookups:

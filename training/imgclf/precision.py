@@ -1,8 +1,8 @@
 """Numerics: `--precision auto|fp32|bf16`.
 
 auto = bf16 autocast + channels_last where the hardware runs bf16 natively (a CPU with AMX or
-AVX512-BF16, a GPU with bf16 support), else fp32. fp32 = full precision, default memory format (the
-eager baseline). bf16 = bf16 autocast + channels_last even without native support (slow there).
+AVX512-BF16, a CUDA GPU of compute capability 8.0 or above), else fp32. fp32 = full precision, default
+memory format (the eager baseline). bf16 = bf16 autocast + channels_last even without native support (slow there).
 The loss and the head of a frozen backbone run in fp32 either way: they cost nothing and keep the
 optimisation exact.
 """
@@ -18,6 +18,26 @@ import torch
 from torch import nn
 
 logger = logging.getLogger(__name__)
+
+
+# Native bf16 on CUDA needs compute capability 8.0 (Ampere: A10G, A100, L4, H100, ...). Below it, e.g. the
+# T4 (7.5) of ml.g4dn, torch.cuda.is_bf16_supported() still answers True: its default
+# including_emulation=True counts bf16 tensors that work by emulation, while cuDNN has no bf16
+# convolutions there. is_bf16_supported(including_emulation=False) is the same capability test (torch
+# 2.13: `get_device_properties(device).major >= 8`); asking for the capability of *our* device keeps the
+# decision a pure function of the facts (native_bf16) instead of the current device's.
+MIN_NATIVE_BF16_CUDA_CAPABILITY = (8, 0)
+
+
+def native_bf16(device_type: str, cuda_capability: tuple[int, int] | None = None,
+                cpu_bf16: bool = False) -> bool:
+    """Does this device run bf16 natively? Pure: from the device type, the CUDA compute capability
+    (torch.cuda.get_device_capability) and whether the CPU has AMX/AVX512-BF16 (cpu_supports_bf16)."""
+    if device_type == "cuda":
+        return cuda_capability is not None and tuple(cuda_capability) >= MIN_NATIVE_BF16_CUDA_CAPABILITY
+    if device_type == "cpu":
+        return cpu_bf16
+    return False
 
 
 def cpu_supports_bf16() -> bool:
@@ -68,19 +88,33 @@ class PrecisionPlan:
         return f"precision {self.requested}: {self.identity()} ({self.reason})"
 
 
-def resolve_precision(requested: str, device: torch.device) -> PrecisionPlan:
-    device_type = device.type
+def plan_precision(requested: str, device_type: str, cuda_capability: tuple[int, int] | None = None,
+                   cpu_bf16: bool = False) -> PrecisionPlan:
+    """The numerics for `requested` on a device described by its facts (pure; see native_bf16)."""
+    if requested not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"unknown precision {requested!r}")
     if requested == "fp32":
         return PrecisionPlan(requested, None, False, device_type, "forced")
-    native = torch.cuda.is_bf16_supported() if device_type == "cuda" else cpu_supports_bf16()
+    native = native_bf16(device_type, cuda_capability, cpu_bf16)
+    if device_type == "cuda":
+        hardware = f"CUDA capability {cuda_capability[0]}.{cuda_capability[1]}" if cuda_capability else "CUDA"
+    else:
+        hardware = "AMX/AVX512-BF16" if cpu_bf16 else f"{device_type} without AMX/AVX512-BF16"
     if requested == "bf16":
         return PrecisionPlan(requested, torch.bfloat16, True, device_type,
-                             "native bf16" if native else "forced; this hardware emulates bf16 (slow)")
-    if requested == "auto":
-        if native:
-            return PrecisionPlan(requested, torch.bfloat16, True, device_type, "native bf16 (AMX/AVX512-BF16/GPU)")
-        return PrecisionPlan(requested, None, False, device_type, "no native bf16 here, fp32")
-    raise ValueError(f"unknown precision {requested!r}")
+                             f"native bf16 ({hardware})" if native
+                             else f"forced; {hardware} emulates bf16 (slow)")
+    if native:
+        return PrecisionPlan(requested, torch.bfloat16, True, device_type, f"native bf16 ({hardware})")
+    return PrecisionPlan(requested, None, False, device_type, f"no native bf16 on {hardware}, fp32")
+
+
+def resolve_precision(requested: str, device: torch.device) -> PrecisionPlan:
+    """plan_precision with the facts of `device`: its CUDA compute capability, or the CPU's bf16 support."""
+    if device.type == "cuda":
+        capability = tuple(torch.cuda.get_device_capability(device))
+        return plan_precision(requested, "cuda", (int(capability[0]), int(capability[1])))
+    return plan_precision(requested, device.type, cpu_bf16=device.type == "cpu" and cpu_supports_bf16())
 
 
 class FrozenBackbone:

@@ -42,6 +42,20 @@ def test_directories_from_the_sagemaker_environment(tmp_path) -> None:
     assert config.parse_config([], env={}).checkpoint_dir is None
 
 
+def test_job_identity_and_tensorboard_dir_from_the_sagemaker_environment(tmp_path) -> None:
+    env = {"SM_MODEL_DIR": str(tmp_path / "opt/ml/model"), "SM_OUTPUT_DIR": str(tmp_path / "opt/ml/output"),
+           "SM_OUTPUT_DATA_DIR": str(tmp_path / "opt/ml/output/data"), "TRAINING_JOB_NAME": "imgclf-r1-003-9f8e7d6c"}
+    cfg = config.parse_config([], env=env)
+    assert cfg.job_name == "imgclf-r1-003-9f8e7d6c" and cfg.tensorboard_run == "imgclf-r1-003-9f8e7d6c"
+    assert cfg.tensorboard_dir == tmp_path / "opt/ml/output/tensorboard"  # TensorBoardOutputConfig.LocalPath
+    local = config.parse_config(["--output-data-dir", str(tmp_path / "out")], env={})
+    assert (local.job_name, local.tensorboard_run) == (None, "train")
+    assert local.tensorboard_dir == tmp_path / "out" / "tensorboard"
+    assert config.parse_config(["--tensorboard-dir", str(tmp_path / "tb")], env=env).tensorboard_dir == tmp_path / "tb"
+    with pytest.raises(SystemExit):  # it becomes a folder name: only SageMaker's job-name characters
+        config.parse_config([], env={**env, "TRAINING_JOB_NAME": "../other-job"})
+
+
 def test_launch_plans() -> None:
     assert distributed.plan_from_env({}).world_size == 1
     hosts = '["algo-2", "algo-1"]'

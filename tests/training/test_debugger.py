@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from imgclf import debugger
+from imgclf import contract, debugger
 from imgclf.models import make_head
 
 
@@ -120,3 +121,30 @@ def test_parse_stop_on_rule() -> None:
     assert debugger.parse_stop_on_rule("Overfit, loss_not_decreasing") == ["overfit", "loss_not_decreasing"]
     with pytest.raises(ValueError, match="unknown rule"):
         debugger.parse_stop_on_rule("vanishing_gradient")
+
+
+def test_each_rule_line_is_read_by_its_metric_regex() -> None:
+    """The line train.py prints for a rule carries 1 (IssuesFound) or 0 (NoIssuesFound), and the rule's
+    MetricDefinition reads exactly that; an Error line gives no datapoint, and no rule reads another's."""
+    definitions = {d["Name"]: d["Regex"] for d in contract.metric_definitions()}
+    for rule, sagemaker_rule in debugger.SAGEMAKER_RULE_NAMES.items():
+        regex = definitions[contract.rule_metric_name(sagemaker_rule)]
+        log = "\n".join(debugger.RuleResult(rule, status, {"summary": "loss fell (3/4) in 2 windows"}, {}).log_line()
+                        for status in (debugger.NO_ISSUES, debugger.ISSUES, debugger.ERROR, debugger.NO_ISSUES))
+        assert [float(v) for v in re.findall(regex, log)] == [0.0, 1.0, 0.0]
+        others = [r for name, r in definitions.items() if name.startswith("rule ") and r != regex]
+        assert all(not re.findall(other, log) for other in others)
+    assert contract.final_metrics(debugger.RuleResult("overfit", debugger.ISSUES, {}, {}).log_line()) == {
+        "rule Overfit": 1.0}
+
+
+def test_metric_definitions_respect_sagemaker_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    definitions = contract.metric_definitions()
+    assert len(definitions) <= contract.MAX_METRIC_DEFINITIONS
+    assert {contract.rule_metric_name(r) for r in contract.DEBUGGER_RULES.values()} <= {d["Name"] for d in definitions}
+    monkeypatch.setattr(contract, "METRIC_REGEXES", {f"m{i}": "x ([0-9]+)" for i in range(41)})
+    with pytest.raises(ValueError, match="41 metric definitions"):
+        contract.metric_definitions()
+    monkeypatch.setattr(contract, "METRIC_REGEXES", {"m": "x" * 501})
+    with pytest.raises(ValueError, match="too long"):
+        contract.metric_definitions()

@@ -1,6 +1,8 @@
 """train.py as SageMaker runs it: a subprocess under the SM_* environment contract with a temporary
-stand-in for /opt/ml, read back with the same regexes the tuning job uses. Also: resume from a checkpoint,
-a 2-process data-parallel run, the feature cache, StopTraining on a rule, and bad data failing clearly."""
+stand-in for /opt/ml, read back with the same regexes the tuning job uses, its TensorBoard output read
+back with TensorBoard's own reader. Also: resume from a checkpoint, tuning trials sharing a checkpoint
+folder, a 2-process data-parallel run, the feature cache, StopTraining on a rule, and bad data failing
+clearly."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader
 
 from imgclf import contract, data, models, presets
@@ -23,11 +26,17 @@ pytestmark = pytest.mark.slow
 
 # Small and fast: 64 px efficientnet_lite0 with its offline ImageNet weights (the offline default backbone).
 FAST_ARGS = ["--backbone", "efficientnet_lite0", "--image-size", "64", "--profile-steps", "2"]
+# What SageMaker sets in the container as TRAINING_JOB_NAME (a tuning trial: <tuning job>-<nnn>-<hex>).
+JOB_NAME = "imgclf-t-001-0a1b2c3d"
+# torch-tb-profiler's trace file name (pytorch/kineto tb_plugin/torch_tb_profiler/consts.py WORKER_PATTERN).
+PROFILER_TRACE_FILE = re.compile(r"^(.*?)(\.\d+)?\.pt\.trace\.json(?:\.gz)?$")
 
 
 def sagemaker_env(opt_ml: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "RANK", "WORLD_SIZE", "MASTER_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SM_", "RANK", "WORLD_SIZE", "MASTER_", "TRAINING_JOB_"))}
     env.update({
+        "TRAINING_JOB_NAME": JOB_NAME,
         "SM_MODEL_DIR": str(opt_ml / "model"),
         "SM_OUTPUT_DIR": str(opt_ml / "output"),
         "SM_OUTPUT_DATA_DIR": str(opt_ml / "output" / "data"),
@@ -48,6 +57,19 @@ def run_train(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 
 def objective(stdout: str) -> float:
     """What SageMaker's tuning job reads: the last match of the objective metric's regex."""
     return [float(m) for m in re.findall(contract.METRIC_REGEXES[contract.OBJECTIVE_METRIC_NAME], stdout)][-1]
+
+
+def job_metrics(proc: subprocess.CompletedProcess) -> dict[str, list[float]]:
+    """Every metric as SageMaker reads it: each MetricDefinition of the jobs (contract.metric_definitions(),
+    the tuning and the training request's) applied to the job's log, stdout and stderr alike."""
+    log = proc.stdout + proc.stderr
+    return {d["Name"]: [float(v) for v in re.findall(d["Regex"], log)] for d in contract.metric_definitions()}
+
+
+def tensorboard_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    accumulator = EventAccumulator(str(run_dir))
+    accumulator.Reload()
+    return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
 
 
 def test_sagemaker_contract(tmp_path: Path, dataset_factory) -> None:
@@ -106,14 +128,35 @@ def test_sagemaker_contract(tmp_path: Path, dataset_factory) -> None:
     assert {r["rule"] for r in report["rules"]} == {"loss_not_decreasing", "overfit", "overtraining",
                                                     "poor_weight_initialization"}
     assert all(r["status"] in ("NoIssuesFound", "IssuesFound", "Error") for r in report["rules"])
-    assert proc.stderr.count("Debugger rule ") == 4
+    # Each rule's result is a training metric: its line after every epoch and after the final evaluation,
+    # read by the job's own regex; the last value is the report's status (1 = IssuesFound).
+    read = job_metrics(proc)
+    for rule in report["rules"]:
+        values = read[contract.rule_metric_name(rule["sagemaker_rule"])]
+        assert len(values) == 3 and set(values) <= {0.0, 1.0}, (rule, values)
+        assert values[-1] == contract.RULE_METRIC_VALUES[rule["status"]]
+    assert read[contract.OBJECTIVE_METRIC_NAME][-1] == pytest.approx(objective(proc.stdout))
     profile = json.loads((out / "profiler-report.json").read_text())
     assert profile["top_operators"] and profile["step_time"]["steps"] == 6
     assert (out / "profiler-report.html").is_file()
-    trace = out / profile["trace_files"][0]
+
+    # TensorBoard: <SM_OUTPUT_DIR>/tensorboard (TensorBoardOutputConfig.LocalPath) holds one run, named after
+    # the job, with the per-epoch learning curves and the profiler trace, as the profiler plugin lists runs.
+    tensorboard = opt_ml / "output" / contract.TENSORBOARD_FOLDER
+    assert Path(profile["tensorboard_dir"]) == tensorboard
+    trace = tensorboard / profile["trace_files"][0]
+    assert trace.parent == tensorboard / JOB_NAME and PROFILER_TRACE_FILE.match(trace.name)
     assert json.loads(trace.read_text())["traceEvents"]
-    # A checkpoint every epoch in the stand-in for /opt/ml/checkpoints.
-    assert (opt_ml / "checkpoints" / "checkpoint.pt").is_file()
+    curves = tensorboard_scalars(tensorboard / JOB_NAME)
+    loss_metrics = {"train": "train loss", "valid": "valid loss", "test": contract.OBJECTIVE_METRIC_NAME}
+    for split, loss_metric in loss_metrics.items():
+        assert [step for step, _ in curves[f"loss/{split}"]] == [1, 2]
+        assert [v for _, v in curves[f"loss/{split}"]] == pytest.approx(read[loss_metric][:2], abs=1e-5)
+        assert [v for _, v in curves[f"accuracy/{split}"]] == pytest.approx(
+            [e[f"{split}_accuracy"] for e in history["epochs"]], abs=1e-6)
+    assert [v for _, v in curves["rules/Overfit"]] == read["rule Overfit"][:2]
+    # A checkpoint every epoch in the stand-in for /opt/ml/checkpoints, in this job's own folder.
+    assert (opt_ml / "checkpoints" / "jobs" / JOB_NAME / "checkpoint.pt").is_file()
 
 
 def test_resume_from_checkpoint(tmp_path: Path, dataset_factory) -> None:
@@ -140,6 +183,32 @@ def test_resume_from_checkpoint(tmp_path: Path, dataset_factory) -> None:
     assert "belongs to a different run (lr: checkpoint 0.001 vs now 0.05)" in other.stderr
 
 
+def test_tuning_trials_sharing_a_checkpoint_folder_never_resume_each_other(tmp_path: Path, dataset_factory) -> None:
+    """A tuning job gives every trial the same CheckpointConfig, so SageMaker copies the S3 prefix, with the
+    checkpoints of earlier trials, into each trial's /opt/ml/checkpoints. Trial 2, with the very same
+    hyperparameters (its fingerprint matches), must start fresh; trial 1 restarted (managed spot keeps the
+    job and its TRAINING_JOB_NAME) must resume."""
+    dataset = dataset_factory()
+    opt_ml = tmp_path / "opt" / "ml"  # one /opt/ml/checkpoints for every trial: the synced, shared prefix
+    args = ["--feature-cache", "--no-export", "--patience", "0", *FAST_ARGS]
+    trial = {n: sagemaker_env(opt_ml, SM_CHANNEL_TRAINING=str(dataset), TRAINING_JOB_NAME=f"imgclf-t-00{n}-0a1b2c3d")
+             for n in (1, 2)}
+    first = run_train(["--epochs", "1", *args], trial[1], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_train(["--epochs", "2", *args], trial[2], cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resumed after epoch" not in second.stderr
+    assert len(contract.parse_metrics(second.stdout)["train loss"]) == 2  # both epochs ran
+    assert "feature cache hit" in second.stderr  # what is shared on purpose still is
+    jobs = opt_ml / "checkpoints" / "jobs"
+    assert sorted(p.name for p in jobs.iterdir()) == ["imgclf-t-001-0a1b2c3d", "imgclf-t-002-0a1b2c3d"]
+    assert torch.load(jobs / "imgclf-t-001-0a1b2c3d" / "checkpoint.pt", weights_only=False)["epochs_done"] == 1
+    restarted = run_train(["--epochs", "2", *args], trial[1], cwd=tmp_path)
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    assert "resumed after epoch 1 of 2" in restarted.stderr
+    assert len(contract.parse_metrics(restarted.stdout)["train loss"]) == 1  # only epoch 2 ran
+
+
 def test_feature_cache_is_shared_and_stop_on_rule(tmp_path: Path, dataset_factory) -> None:
     # valid colours rotated by one class: validation loss far above training loss -> Overfit fires.
     dataset = dataset_factory(swap_valid=True)
@@ -150,7 +219,7 @@ def test_feature_cache_is_shared_and_stop_on_rule(tmp_path: Path, dataset_factor
     quiet = run_train(base, env, cwd=tmp_path)
     assert quiet.returncode == 0, quiet.stderr[-3000:]
     assert quiet.stderr.count("feature cache miss") == 3 and len(list(cache.iterdir())) == 3
-    assert "Debugger rule Overfit: IssuesFound" in quiet.stderr
+    assert "Debugger rule Overfit: 1 (IssuesFound)" in quiet.stdout  # a metric line, on stdout
     stopped = run_train([*base, "--stop-on-rule", "overfit", "--checkpoint-dir", str(tmp_path / "ck")], env,
                         cwd=tmp_path)
     assert stopped.returncode == 0, stopped.stderr[-3000:]

@@ -1,18 +1,29 @@
-"""Per-epoch checkpoints for spot interruptions and restarts.
+"""Per-epoch checkpoints for spot interruptions and restarts, one per training job.
 
-SageMaker syncs /opt/ml/checkpoints with the job's CheckpointConfig S3 URI and restores it when a spot
-job restarts; elsewhere `--checkpoint-dir`. One file, `checkpoint.pt`, written by rank 0 at the end of
-every epoch (temp file + atomic rename, so an interruption mid-write leaves the previous one intact).
+SageMaker syncs the job's local checkpoint folder (CheckpointConfig.LocalPath, /opt/ml/checkpoints) with
+its CheckpointConfig.S3Uri: what is already under that S3 prefix is copied into the container when the
+job starts, and what the job writes there is uploaded while it runs
+(https://docs.aws.amazon.com/sagemaker/latest/dg/model-checkpoints.html). A tuning job gives every trial
+the same TrainingJobDefinition, so every trial has the same S3 prefix and starts with the checkpoints of
+the trials before it. A checkpoint is therefore keyed by the job's identity: SageMaker sets
+TRAINING_JOB_NAME in the training container (the training toolkit reads it as the job's name,
+sagemaker_training.environment.Environment.job_name), unique per trial and kept across a managed-spot
+restart of the same job. With a job name the checkpoint is `<dir>/jobs/<TRAINING_JOB_NAME>/checkpoint.pt`;
+without one (local runs, `--checkpoint-dir` of their own) it is `<dir>/checkpoint.pt`. What is shared on
+purpose stays shared (the feature cache, `<dir>/feature-cache`).
 
-A checkpoint records the run's fingerprint (backbone, weights, classes, the hyperparameters that shape
-the run). Resuming from a checkpoint of a different run would silently mix two experiments, so that is
-an error naming the differences; extending `--epochs` or `--patience` is allowed.
+One file, written by rank 0 at the end of every epoch (temp file + atomic rename, so an interruption
+mid-write leaves the previous one intact). It records the job it belongs to and the run's fingerprint
+(backbone, weights, classes, the hyperparameters that shape the run). Resuming from another job's or
+another run's checkpoint would silently mix two experiments, so that is an error naming the differences;
+extending `--epochs` or `--patience` is allowed.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,11 +33,30 @@ import torch
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
+JOBS_FOLDER = "jobs"
 FORMAT_VERSION = 1
+# CreateTrainingJob's TrainingJobName pattern (a tuning job's trials are named within it too): safe as a
+# folder name. https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateTrainingJob.html
+JOB_NAME_PATTERN = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 
 
 class CheckpointMismatchError(RuntimeError):
     """The checkpoint directory holds a checkpoint of a different run."""
+
+
+def check_job_name(job_name: str) -> str:
+    """TRAINING_JOB_NAME as SageMaker names jobs; ValueError for anything else (it becomes a folder name)."""
+    if not JOB_NAME_PATTERN.fullmatch(job_name):
+        raise ValueError(f"TRAINING_JOB_NAME {job_name!r:.80} is not a SageMaker training job name "
+                         f"({JOB_NAME_PATTERN.pattern})")
+    return job_name
+
+
+def checkpoint_path(checkpoint_dir: Path, job_name: str | None) -> Path:
+    """This job's checkpoint file: per job under jobs/ when the job has a name, else the folder's own."""
+    if job_name is None:
+        return checkpoint_dir / CHECKPOINT_FILE
+    return checkpoint_dir / JOBS_FOLDER / check_job_name(job_name) / CHECKPOINT_FILE
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -41,22 +71,29 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         raise
 
 
-def save(checkpoint_dir: Path, state: dict[str, Any]) -> Path:
-    path = checkpoint_dir / CHECKPOINT_FILE
-    atomic_torch_save({"format_version": FORMAT_VERSION, **state}, path)
+def save(checkpoint_dir: Path, state: dict[str, Any], job_name: str | None = None) -> Path:
+    path = checkpoint_path(checkpoint_dir, job_name)
+    atomic_torch_save({"format_version": FORMAT_VERSION, **state, "job": job_name}, path)
     return path
 
 
-def load(checkpoint_dir: Path | None, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
-    """The checkpoint to resume from, or None. Raises CheckpointMismatchError for another run's."""
+def load(checkpoint_dir: Path | None, fingerprint: dict[str, Any],
+         job_name: str | None = None) -> dict[str, Any] | None:
+    """This job's checkpoint to resume from, or None. Raises CheckpointMismatchError for another run's."""
     if checkpoint_dir is None:
         return None
-    path = checkpoint_dir / CHECKPOINT_FILE
+    path = checkpoint_path(checkpoint_dir, job_name)
+    if job_name is not None and (checkpoint_dir / CHECKPOINT_FILE).is_file():
+        logger.info("not resuming from %s: it was written without a job name (this job's checkpoint is %s)",
+                    checkpoint_dir / CHECKPOINT_FILE, path)
     if not path.is_file():
         return None
     state = torch.load(path, map_location="cpu", weights_only=False)
     if state.get("format_version") != FORMAT_VERSION:
         raise CheckpointMismatchError(f"{path}: unknown checkpoint format {state.get('format_version')}")
+    if state.get("job") != job_name:
+        raise CheckpointMismatchError(
+            f"{path} belongs to training job {state.get('job')!r}, not {job_name!r}; remove it")
     saved = state.get("fingerprint", {})
     differences = {k: (saved.get(k), v) for k, v in fingerprint.items() if saved.get(k) != v}
     if differences:

@@ -7,7 +7,12 @@ values set by a tuning job can arrive JSON-quoted (`--batch-size "64"`); boolean
 
 Directories: `--model-dir` (SM_MODEL_DIR), `--output-data-dir` (SM_OUTPUT_DATA_DIR), `--data-dir`
 (else the SageMaker channels, see imgclf.data), `--checkpoint-dir` (default: on SageMaker the
-`checkpoints` folder beside SM_MODEL_DIR, i.e. /opt/ml/checkpoints; elsewhere none).
+`checkpoints` folder beside SM_MODEL_DIR, i.e. /opt/ml/checkpoints; elsewhere none), `--tensorboard-dir`
+(default: <SM_OUTPUT_DIR>/tensorboard on SageMaker, i.e. /opt/ml/output/tensorboard, the training job's
+TensorBoardOutputConfig.LocalPath; elsewhere <output-data-dir>/tensorboard).
+
+The job's identity is TRAINING_JOB_NAME, which SageMaker sets in the container (one per tuning trial):
+checkpoints are kept per job (imgclf.checkpoint), and the TensorBoard run is named after it.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from imgclf import contract
+from imgclf.checkpoint import check_job_name
 from imgclf.models import BACKBONES, DEFAULT_BACKBONE
 
 logger = logging.getLogger(__name__)
@@ -138,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="default /opt/ml/checkpoints on SageMaker (beside SM_MODEL_DIR), else none")
     out.add_argument("--data-dir", type=TEXT, default=None,
                      help="holding train/ valid/ test/ (default: the SageMaker channels)")
+    out.add_argument("--tensorboard-dir", type=TEXT, default=None,
+                     help="TensorBoard logdir: learning curves and the profiler trace in <dir>/<run>/ (default "
+                          "<SM_OUTPUT_DIR>/tensorboard on SageMaker, else <output-data-dir>/tensorboard)")
     return p
 
 
@@ -165,7 +175,14 @@ class TrainConfig:
     output_data_dir: Path
     checkpoint_dir: Path | None
     data_dir: Path | None
+    tensorboard_dir: Path
+    job_name: str | None = None  # TRAINING_JOB_NAME: this job's checkpoint identity (imgclf.checkpoint)
     unknown_args: tuple[str, ...] = ()
+
+    @property
+    def tensorboard_run(self) -> str:
+        """The TensorBoard run (a folder of the logdir): the job's name, or "train" outside SageMaker."""
+        return self.job_name or "train"
 
     def hyperparameters(self) -> dict[str, Any]:
         """What goes into metadata.json."""
@@ -192,6 +209,18 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
         checkpoint_dir = Path(env["SM_MODEL_DIR"]).parent / "checkpoints"
     else:
         checkpoint_dir = None
+    job_name = env.get("TRAINING_JOB_NAME") or None
+    if job_name is not None:
+        try:
+            check_job_name(job_name)
+        except ValueError as error:
+            parser.error(str(error))
+    if args.tensorboard_dir:
+        tensorboard_dir = Path(args.tensorboard_dir)
+    elif env.get("SM_OUTPUT_DIR"):
+        tensorboard_dir = Path(env["SM_OUTPUT_DIR"]) / contract.TENSORBOARD_FOLDER
+    else:
+        tensorboard_dir = output_data_dir / contract.TENSORBOARD_FOLDER
     if args.feature_cache_dir:
         cache_dir = Path(args.feature_cache_dir)
     elif checkpoint_dir is not None:
@@ -206,4 +235,5 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
         stop_on_rule=args.stop_on_rule, profile_steps=args.profile_steps,
         system_monitor_interval_ms=args.system_monitor_interval_ms, export=args.export, model_dir=model_dir,
         output_data_dir=output_data_dir, checkpoint_dir=checkpoint_dir,
-        data_dir=Path(args.data_dir) if args.data_dir else None, unknown_args=tuple(unknown))
+        data_dir=Path(args.data_dir) if args.data_dir else None, tensorboard_dir=tensorboard_dir,
+        job_name=job_name, unknown_args=tuple(unknown))

@@ -4,7 +4,8 @@ Pure Python, no third-party imports: the pipeline Lambdas import this module too
 not pay for torch at cold start.
 
 - The log lines the training entry point prints, and the regexes that read them back (SageMaker's
-  MetricDefinitions, the tuning objective, Optuna's objective in local mode).
+  MetricDefinitions, the tuning objective, Optuna's objective in local mode), the debugging rules' too.
+- Where train.py writes TensorBoard output (and the training job's TensorBoardOutputConfig uploads it).
 - The hyperparameter search space (SageMaker tuning job and Optuna).
 - Content types spoken by the endpoint and the inference Lambda.
 """
@@ -22,6 +23,32 @@ from typing import Literal
 OBJECTIVE_METRIC_NAME = "average test loss"
 OBJECTIVE_TYPE: Literal["Minimize"] = "Minimize"
 
+# The seed's four SageMaker Debugger rules, evaluated inside train.py (imgclf.debugger): our name ->
+# SageMaker's rule name (the name in the log line, the metric and, where Debugger is opted in, the
+# training job's DebugRuleConfigurations).
+DEBUGGER_RULES: dict[str, str] = {
+    "loss_not_decreasing": "LossNotDecreasing",
+    "overfit": "Overfit",
+    "overtraining": "Overtraining",
+    "poor_weight_initialization": "PoorWeightInitialization",
+}
+# A rule's status (SageMaker's RuleEvaluationStatus words) and the metric value that stands for it.
+# Error (the rule could not evaluate) has no value: its line carries no number, so no datapoint.
+RULE_NO_ISSUES = "NoIssuesFound"
+RULE_ISSUES_FOUND = "IssuesFound"
+RULE_ERROR = "Error"
+RULE_METRIC_VALUES: dict[str, int] = {RULE_NO_ISSUES: 0, RULE_ISSUES_FOUND: 1}
+
+
+def rule_metric_name(sagemaker_rule: str) -> str:
+    """The training metric of a rule: 1 = IssuesFound, 0 = NoIssuesFound (e.g. "rule Overfit")."""
+    return f"rule {sagemaker_rule}"
+
+
+def _rule_regex(sagemaker_rule: str) -> str:
+    return rf"Debugger rule {sagemaker_rule}: ([01]) \("
+
+
 # name -> regex with one capture group. Names are SageMaker metric names (used in the tuning objective,
 # the training job's FinalMetricDataList and the quality gate).
 METRIC_REGEXES: dict[str, str] = {
@@ -33,14 +60,48 @@ METRIC_REGEXES: dict[str, str] = {
     "valid accuracy": r"Valid set: Average loss: [0-9\.]+, Accuracy: ([0-9\.]+)",
     "epoch seconds": r"Epoch time: ([0-9\.]+) s",
     "images per second": r"Throughput: ([0-9\.]+) images/s",
+    **{rule_metric_name(rule): _rule_regex(rule) for rule in DEBUGGER_RULES.values()},
 }
 
 TEST_ACCURACY_METRIC_NAME = "test accuracy"
 
+# What SageMaker accepts in AlgorithmSpecification.MetricDefinitions (CreateTrainingJob and a tuning job's
+# TrainingJobDefinition alike): at most 40 definitions, names of 1-255 and regexes of 1-500 characters.
+# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_AlgorithmSpecification.html
+# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_MetricDefinition.html
+# botocore checks none of these maxima client-side; the service refuses the request.
+MAX_METRIC_DEFINITIONS = 40
+MAX_METRIC_NAME_LENGTH = 255
+MAX_METRIC_REGEX_LENGTH = 500
+
 
 def metric_definitions() -> list[dict[str, str]]:
-    """MetricDefinitions for CreateTrainingJob / CreateHyperParameterTuningJob."""
-    return [{"Name": name, "Regex": regex} for name, regex in METRIC_REGEXES.items()]
+    """MetricDefinitions for CreateTrainingJob / CreateHyperParameterTuningJob (within SageMaker's limits)."""
+    definitions = [{"Name": name, "Regex": regex} for name, regex in METRIC_REGEXES.items()]
+    if len(definitions) > MAX_METRIC_DEFINITIONS:
+        raise ValueError(f"{len(definitions)} metric definitions; SageMaker accepts {MAX_METRIC_DEFINITIONS}")
+    for definition in definitions:
+        if not (0 < len(definition["Name"]) <= MAX_METRIC_NAME_LENGTH
+                and 0 < len(definition["Regex"]) <= MAX_METRIC_REGEX_LENGTH):
+            raise ValueError(f"metric {definition['Name']!r}: name or regex too long for SageMaker")
+    return definitions
+
+
+def format_rule_line(sagemaker_rule: str, status: str, summary: str = "") -> str:
+    """A rule's result as train.py prints it after every evaluation, read back by the rule's metric regex:
+    `Debugger rule Overfit: 1 (IssuesFound) <evidence>`; Error lines carry no number."""
+    value = RULE_METRIC_VALUES.get(status)
+    shown = f"{value} ({status})" if value is not None else status
+    return f"Debugger rule {sagemaker_rule}: {shown} {summary}".rstrip()
+
+
+# TensorBoard: train.py writes the learning curves (event files) and the torch.profiler trace under
+# <SM_OUTPUT_DIR>/tensorboard/<run>/, the folder the final training job's TensorBoardOutputConfig uploads
+# to S3 while the job runs. /opt/ml/output/tensorboard is also SageMaker's default LocalPath:
+# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_TensorBoardOutputConfig.html
+TENSORBOARD_FOLDER = "tensorboard"
+SAGEMAKER_OUTPUT_DIR = "/opt/ml/output"  # SM_OUTPUT_DIR in every SageMaker training container
+TENSORBOARD_LOCAL_PATH = f"{SAGEMAKER_OUTPUT_DIR}/{TENSORBOARD_FOLDER}"
 
 
 def format_split_line(split: Literal["Train", "Valid", "Test"], loss: float, accuracy: float,
@@ -162,15 +223,3 @@ def top_k_from_custom_attributes(attributes: str | None) -> int | None:
         if key.strip() == TOP_K_ATTRIBUTE:
             return parse_top_k(value)
     return None
-
-
-# --------------------------------------------------------------------------------------------------
-# Debugging rules: evaluated inside train.py (imgclf.debugger, debugger-report.json) and configured as
-# SageMaker Debugger built-in rules on the training job (the pipeline). Our name -> SageMaker's rule name.
-
-DEBUGGER_RULES: dict[str, str] = {
-    "loss_not_decreasing": "LossNotDecreasing",
-    "overfit": "Overfit",
-    "overtraining": "Overtraining",
-    "poor_weight_initialization": "PoorWeightInitialization",
-}

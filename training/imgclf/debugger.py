@@ -4,7 +4,11 @@ The smdebug hook the course relied on does not work with PyTorch 2.x, so the scr
 rules need (per-step training loss, per-epoch train/valid loss, and for the first steps the variance of
 each trainable layer's input and the spread of the gradients) and evaluates the rules itself at the end
 of every epoch. Each rule reports NoIssuesFound / IssuesFound / Error with its evidence; `--stop-on-rule`
-stops training when one fires, as the seed's StopTraining action did.
+stops training when one fires, as the seed's StopTraining action did. train.py prints each result as a
+metric line (`Debugger rule Overfit: 1 (IssuesFound) ...`, imgclf.contract.format_rule_line) that the
+training job's MetricDefinitions turn into the metric `rule Overfit` (1 = issues found, 0 = none), and
+writes the last results to debugger-report.json. SageMaker Debugger itself is closed to new accounts:
+these in-script rules are the signal.
 
 Parameters and defaults follow SageMaker Debugger's built-in rules (sagemaker.debugger.rule_configs):
 - loss_not_decreasing: num_steps=10, diff_percent=0.1, increase_threshold_percent=5. Deviation: the loss
@@ -36,12 +40,13 @@ from imgclf import contract
 
 logger = logging.getLogger(__name__)
 
-NO_ISSUES = "NoIssuesFound"
-ISSUES = "IssuesFound"
-ERROR = "Error"
+NO_ISSUES = contract.RULE_NO_ISSUES
+ISSUES = contract.RULE_ISSUES_FOUND
+ERROR = contract.RULE_ERROR
 
 # Our rule names -> the names SageMaker Debugger gives the built-in rules (RuleEvaluationStatus, the
-# console); shared with the pipeline, which configures the same four rules on the training job.
+# console); shared with the pipeline, which configures the same four rules on the training job when a
+# stack opts in to SageMaker Debugger.
 SAGEMAKER_RULE_NAMES = contract.DEBUGGER_RULES
 RULE_NAMES: tuple[str, ...] = tuple(SAGEMAKER_RULE_NAMES)
 
@@ -65,7 +70,8 @@ class RuleResult:
         self.sagemaker_rule = self.sagemaker_rule or SAGEMAKER_RULE_NAMES[self.rule]
 
     def log_line(self) -> str:
-        return f"Debugger rule {self.sagemaker_rule}: {self.status} {self.evidence.get('summary', '')}".rstrip()
+        """What train.py prints (stdout) after every evaluation; the rule's MetricDefinition reads it."""
+        return contract.format_rule_line(self.sagemaker_rule, self.status, str(self.evidence.get("summary", "")))
 
 
 # --------------------------------------------------------------------------------------------------

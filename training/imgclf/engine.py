@@ -3,8 +3,10 @@ profiling, metric lines, and the artifacts. `run_training(config)` is what train
 
 Metric lines (imgclf.contract formatters) after every epoch, on rank 0:
     Train set: Average loss: ...   Valid set: ...   Test set: ...   Epoch time: ..., Throughput: ...
-and once more for Valid and Test after training with the best epoch's weights restored, so the last
-value SageMaker reads (its FinalMetricDataList, the tuning objective) is the saved model's. Losses are
+    Debugger rule LossNotDecreasing: 0 (NoIssuesFound) ...   (one line per rule)
+and once more for Valid, Test and the rules after training with the best epoch's weights restored, so
+the last value SageMaker reads (its FinalMetricDataList, the tuning objective) is the saved model's.
+The same per-epoch curves go to TensorBoard (imgclf.tensorboard_log), beside the profiler trace. Losses are
 per-sample means of the cross-entropy (summed over samples, divided by the number of samples, all-reduced
 across processes), not the course starter code's sum / number-of-batches.
 """
@@ -26,7 +28,18 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
 
-from imgclf import artifacts, checkpoint, contract, data, debugger, distributed, features, optim, profiling
+from imgclf import (
+    artifacts,
+    checkpoint,
+    contract,
+    data,
+    debugger,
+    distributed,
+    features,
+    optim,
+    profiling,
+    tensorboard_log,
+)
 from imgclf.config import TrainConfig
 from imgclf.models import build_model
 from imgclf.precision import FrozenBackbone, PrecisionPlan, resolve_precision
@@ -116,6 +129,12 @@ def evaluate(forward: Forward, loader: Iterable, num_classes: int, ctx: distribu
     total = int(total)
     return SplitResult(loss_sum / total if total else float("nan"), correct / total if total else 0.0,
                        int(correct), total, matrix.view(num_classes, num_classes) if confusion else None)
+
+
+def _rule_scalars(results: list[debugger.RuleResult]) -> dict[str, float]:
+    """Each rule as a TensorBoard scalar, with the value of its training metric (Error: none)."""
+    return {f"rules/{r.sagemaker_rule}": contract.RULE_METRIC_VALUES[r.status] for r in results
+            if r.status in contract.RULE_METRIC_VALUES}
 
 
 def _trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -260,7 +279,7 @@ def _run(cfg: TrainConfig, ctx: distributed.DistContext, env: dict[str, str]) ->
     state: dict[str, Any] | None = None
     if ctx.is_main:
         try:
-            state = checkpoint.load(cfg.checkpoint_dir, fingerprint)
+            state = checkpoint.load(cfg.checkpoint_dir, fingerprint, cfg.job_name)
         except checkpoint.CheckpointMismatchError as exc:
             if not ctx.is_distributed:
                 raise
@@ -282,9 +301,11 @@ def _run(cfg: TrainConfig, ctx: distributed.DistContext, env: dict[str, str]) ->
 
     timer = profiling.StepTimer()
     monitor = profiling.SystemMonitor(cfg.system_monitor_interval_ms / 1000).start() if ctx.is_main else None
-    profiler = profiling.StepProfiler(cfg.output_data_dir / profiling.TRACE_DIR,
+    tensorboard_run = cfg.tensorboard_dir / cfg.tensorboard_run
+    profiler = profiling.StepProfiler(tensorboard_run,
                                       cfg.profile_steps if ctx.is_main and epochs_done < cfg.epochs and not finished
                                       else 0)
+    scalars = tensorboard_log.ScalarWriter(tensorboard_run) if ctx.is_main else None
     probe: debugger.InitStatsProbe | None = None
     results: list[debugger.RuleResult] = []
     try:
@@ -352,6 +373,10 @@ def _run(cfg: TrainConfig, ctx: distributed.DistContext, env: dict[str, str]) ->
             stop_now = False
             if ctx.is_main:
                 results = recorder.evaluate()
+                for result in results:
+                    emit(result.log_line())
+                assert scalars is not None
+                scalars.add_scalars({**tensorboard_log.epoch_scalars(history[-1]), **_rule_scalars(results)}, epoch)
                 fired = [r for r in results if r.rule in stop_on and r.status == debugger.ISSUES]
                 if fired:
                     stop_now = True
@@ -366,9 +391,11 @@ def _run(cfg: TrainConfig, ctx: distributed.DistContext, env: dict[str, str]) ->
                     "fingerprint": fingerprint, "epochs_done": epoch, "finished": finished,
                     "stopped": stopped, "trainable_state": _trainable_state(trainable),
                     "optimizer": optimizer.state_dict(), "debugger": recorder.state_dict(), "history": history,
-                    "best": best})
+                    "best": best}, cfg.job_name)
     finally:
         profiler.stop()
+        if scalars is not None:
+            scalars.close()
         if probe is not None:
             probe.remove()
         if monitor is not None:
@@ -388,7 +415,7 @@ def _run(cfg: TrainConfig, ctx: distributed.DistContext, env: dict[str, str]) ->
         emit(test.line("Test"))
         results = recorder.evaluate()
         for result in results:
-            logger.info(result.log_line())
+            emit(result.log_line())
         metrics = {contract.OBJECTIVE_METRIC_NAME: test.loss, contract.TEST_ACCURACY_METRIC_NAME: test.accuracy,
                    "valid loss": valid.loss, "valid accuracy": valid.accuracy}
         if history:
@@ -422,7 +449,8 @@ def _write_outputs(cfg: TrainConfig, model: nn.Module, splits: data.DatasetSplit
         "confusion_matrix": confusion.tolist(), "confusion_matrix_axes": "rows: true class, columns: predicted"})
     artifacts.write_json(out / "debugger-report.json", debugger.report(results, stop_on, stopped))
     profiling.write_report(out, timer, monitor or profiling.SystemMonitor(), profiler, {
-        "precision": plan.describe(), "feature_cache": cache_info, "world_size": ctx.world_size})
+        "precision": plan.describe(), "feature_cache": cache_info, "world_size": ctx.world_size},
+        tensorboard_dir=cfg.tensorboard_dir)
 
     metadata = artifacts.build_metadata(
         backbone=cfg.backbone, class_names=splits.class_names, class_folders=splits.class_folders,

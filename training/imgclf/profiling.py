@@ -1,8 +1,12 @@
 """Profiling, as the seed's ProfilerConfig(system_monitor_interval_millis=500, FrameworkProfile(num_steps=10))
 did with SageMaker Profiler, but inside the script so it works anywhere:
 
-- torch.profiler over N training steps (after one warm-up step), exported as a Chrome trace
-  (`profiler-trace/*.pt.trace.json`) that Perfetto (ui.perfetto.dev) and TensorBoard's profiler plugin open.
+- torch.profiler over N training steps (after one warm-up step), exported by
+  torch.profiler.tensorboard_trace_handler as `<tensorboard-dir>/<run>/<host>_<pid>.<ns>.pt.trace.json`:
+  the layout TensorBoard's PyTorch profiler plugin (torch-tb-profiler) opens: a run is a folder holding
+  `<worker>[.<span>].pt.trace.json[.gz]` files (pytorch/kineto tb_plugin/torch_tb_profiler/plugin.py
+  `_get_run_dirs`, consts.py `WORKER_PATTERN`), next to the run's learning curves
+  (imgclf.tensorboard_log). The file is a Chrome trace, which Perfetto (ui.perfetto.dev) opens as well.
 - System metrics (CPU %, memory, GPU memory if any) sampled every 500 ms by a background thread.
 - The step-time split (waiting for data vs compute) for every training step.
 - `profiler-report.json` + `profiler-report.html`: the split, the top operators, the system metrics.
@@ -19,9 +23,8 @@ from typing import Any
 
 import psutil
 import torch
-from torch.profiler import ProfilerActivity, profile, schedule
+from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
 
-TRACE_DIR = "profiler-trace"
 TOP_OPERATORS = 15
 
 
@@ -73,13 +76,15 @@ class SystemMonitor:
 
 
 class StepProfiler:
-    """torch.profiler for `num_steps` steps after one warm-up step; call `step()` after each training step."""
+    """torch.profiler for `num_steps` steps after one warm-up step; call `step()` after each training step.
+    The trace goes to `trace_dir` (a TensorBoard run folder) through tensorboard_trace_handler."""
 
     def __init__(self, trace_dir: Path, num_steps: int = 10):
         self.trace_dir = trace_dir
         self.num_steps = num_steps
         self.top_operators: list[dict[str, Any]] = []
-        self.trace_files: list[str] = []
+        self.trace_files: list[Path] = []
+        self._export = tensorboard_trace_handler(str(trace_dir))
         self._profile: profile | None = None
         self._steps = 0
         if num_steps <= 0:
@@ -96,10 +101,9 @@ class StepProfiler:
         return self._profile is not None
 
     def _trace_ready(self, prof: profile) -> None:
-        self.trace_dir.mkdir(parents=True, exist_ok=True)
-        path = self.trace_dir / f"train.{int(time.time() * 1000)}.pt.trace.json"
-        prof.export_chrome_trace(str(path))
-        self.trace_files.append(path.name)
+        before = set(self.trace_dir.glob("*.pt.trace.json"))
+        self._export(prof)
+        self.trace_files += sorted(set(self.trace_dir.glob("*.pt.trace.json")) - before)
         events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
         total = sum(e.self_cpu_time_total for e in events) or 1
         self.top_operators = [
@@ -144,10 +148,13 @@ class StepTimer:
 
 
 def write_report(output_dir: Path, timer: StepTimer, monitor: SystemMonitor, profiler: StepProfiler,
-                 extra: dict[str, Any]) -> dict[str, Any]:
+                 extra: dict[str, Any], tensorboard_dir: Path | None = None) -> dict[str, Any]:
+    """profiler-report.json/.html; trace_files are relative to `tensorboard_dir` (the logdir) when given."""
+    traces = [str(f.relative_to(tensorboard_dir)) if tensorboard_dir is not None else str(f)
+              for f in profiler.trace_files]
     report = {"step_time": timer.summary(), "top_operators": profiler.top_operators,
-              "system": monitor.summary(), "trace_files": [f"{TRACE_DIR}/{f}" for f in profiler.trace_files],
-              "profiled_steps": profiler.num_steps, **extra}
+              "system": monitor.summary(), "tensorboard_dir": str(tensorboard_dir) if tensorboard_dir else None,
+              "trace_files": traces, "profiled_steps": profiler.num_steps, **extra}
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "profiler-report.json").write_text(json.dumps(report, indent=2))
     (output_dir / "profiler-report.html").write_text(render_html(report))
@@ -175,6 +182,7 @@ compute {split['compute_percent']}% ({split['compute_s']} s)</p>
 <h2>Top operators ({report['profiled_steps']} profiled steps, by self CPU time)</h2>
 <table><tr><th>operator</th><th>calls</th><th>self CPU ms</th><th>share</th></tr>{rows}</table>
 <h2>System metrics</h2><table>{system}</table>
-<h2>Trace (open in ui.perfetto.dev or TensorBoard)</h2><ul>{traces}</ul>
+<h2>Trace (in the TensorBoard logdir {esc(str(report.get("tensorboard_dir") or ""))}; Perfetto opens it too)</h2>
+<ul>{traces}</ul>
 </body></html>
 """

@@ -2,7 +2,8 @@
 
 Input {"run", "best_training_job": {"TrainingJobName", "TunedHyperParameters"}};
 output {"job_name", "job_arn", "hyperparameters"}.
-Debugger's four rules and ProfilerReport run beside it (mlpipeline.requests.training_job_request).
+train.py's rules are its metrics and its curves go to TensorBoard; SageMaker Debugger's four rules and
+ProfilerReport run beside it only when the stack opts in (mlpipeline.requests.training_job_request).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         run,
         os.environ["SAGEMAKER_ROLE_ARN"],
         tuned_hyperparameters(event["best_training_job"]),
-        debugger_image_uri(run["region"]),
+        # Only an opted-in stack needs the region's rule-evaluator image (some regions have none).
+        debugger_image_uri(run["region"]) if run["settings"]["enable_sagemaker_debugger"] else None,
     )
     try:
         answer = sagemaker.create_training_job(**request)

@@ -10,7 +10,7 @@ import boto3
 import pipeline_world as pw
 import pytest
 from botocore.exceptions import ClientError
-from mlpipeline import errors
+from mlpipeline import errors, images
 from moto import mock_aws
 
 from imgclf import gate
@@ -161,13 +161,24 @@ def test_start_training_uses_tuned_hyperparameters_and_survives_a_retry(aws: dic
     first = handler("start_training")(event)
     job = aws["sagemaker"].describe_training_job(TrainingJobName=first["job_name"])
     assert job["HyperParameters"]["lr"] == event["best_training_job"]["TunedHyperParameters"]["lr"]
+    assert not job.get("DebugRuleConfigurations")  # SageMaker Debugger only when the stack opts in
+    assert job["TensorBoardOutputConfig"]["LocalPath"] == "/opt/ml/output/tensorboard"
+    assert handler("start_training")(event)["job_arn"] == first["job_arn"]  # a retried Lambda attempt
+
+
+def test_start_training_with_sagemaker_debugger_opted_in(aws: dict[str, Any]) -> None:
+    event = _event("start_training.json")
+    event["run"]["settings"]["enable_sagemaker_debugger"] = True
+    job = aws["sagemaker"].describe_training_job(TrainingJobName=handler("start_training")(event)["job_name"])
     assert {r["RuleConfigurationName"] for r in job["DebugRuleConfigurations"]} == {
         "LossNotDecreasing",
         "Overfit",
         "Overtraining",
         "PoorWeightInitialization",
     }
-    assert handler("start_training")(event)["job_arn"] == first["job_arn"]  # a retried Lambda attempt
+    assert {r["RuleEvaluatorImage"] for r in job["DebugRuleConfigurations"]} == {
+        images.debugger_image_uri(event["run"]["region"])
+    }
 
 
 def test_throttling_and_transient_errors_get_the_names_the_asl_retries() -> None:

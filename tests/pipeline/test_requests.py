@@ -117,11 +117,48 @@ def test_managed_spot_adds_checkpoints_and_wait_time() -> None:
     assert definition["CheckpointConfig"]["S3Uri"].startswith(f"s3://{pw.BUCKET}/checkpoints/")
 
 
-def test_training_job_request_with_debugger_rules_and_profiler() -> None:
+DEBUGGER_AND_PROFILER_FIELDS = ("DebugHookConfig", "DebugRuleConfigurations", "ProfilerRuleConfigurations")
+
+
+def test_training_job_request_uses_no_debugger_or_profiler_by_default() -> None:
+    """Debugger is closed to new accounts and Profiler is ending: the default request sends no rule or hook
+    configuration, and turns off the system monitoring SageMaker would otherwise start for every training
+    job (https://docs.aws.amazon.com/sagemaker/latest/dg/debugger-configure-system-monitoring.html)."""
     run = make_run()
+    assert run["settings"]["enable_sagemaker_debugger"] is False
     tuned = rq.tuned_hyperparameters(
         {"TrainingJobName": "t", "TunedHyperParameters": {"lr": "0.0123", "batch-size": '"64"', "ignored": "x"}}
     )
+    request = rq.training_job_request(run, ROLE, tuned)
+    assert_valid("sagemaker", "CreateTrainingJob", request)
+    assert not set(DEBUGGER_AND_PROFILER_FIELDS) & set(request)
+    assert request["ProfilerConfig"] == {"DisableProfiler": True}
+    assert rq.training_job_request(run, ROLE, tuned, DEBUGGER_IMAGE) == request  # the image changes nothing
+    # The rules' results are training metrics instead, from the one list both jobs use.
+    assert request["AlgorithmSpecification"]["MetricDefinitions"] == contract.metric_definitions()
+    names = {m["Name"] for m in request["AlgorithmSpecification"]["MetricDefinitions"]}
+    assert {"rule LossNotDecreasing", "rule Overfit", "rule Overtraining", "rule PoorWeightInitialization"} <= names
+    assert request["ResourceConfig"]["InstanceCount"] == 1
+    assert rq.DISTRIBUTED_HYPERPARAMETER not in request["HyperParameters"]
+
+
+def test_training_job_request_sends_tensorboard_output_where_train_py_writes_it() -> None:
+    run = make_run()
+    request = rq.training_job_request(run, ROLE, {"lr": "0.01", "batch-size": "64"})
+    output = request["TensorBoardOutputConfig"]
+    # Under the run's output prefix, beside the job's model artifacts (the role may write models/*).
+    assert output["S3OutputPath"] == f"{run['output_s3_uri']}{run['training_job_name']}/tensorboard/"
+    assert output["S3OutputPath"].startswith(request["OutputDataConfig"]["S3OutputPath"])
+    # SageMaker's default LocalPath, and the folder train.py writes to under SageMaker's environment.
+    assert output["LocalPath"] == "/opt/ml/output/tensorboard"
+    config = parse_config([], env={"SM_MODEL_DIR": "/opt/ml/model", "SM_OUTPUT_DIR": "/opt/ml/output",
+                                   "SM_OUTPUT_DATA_DIR": "/opt/ml/output/data"})
+    assert str(config.tensorboard_dir) == output["LocalPath"]
+
+
+def test_sagemaker_debugger_and_profiler_are_opt_in() -> None:
+    run = make_run(enable_sagemaker_debugger=True)
+    tuned = {"lr": "0.0123", "batch-size": '"64"'}
     request = rq.training_job_request(run, ROLE, tuned, DEBUGGER_IMAGE)
     assert_valid("sagemaker", "CreateTrainingJob", request)
     rules = {r["RuleConfigurationName"]: r for r in request["DebugRuleConfigurations"]}
@@ -130,10 +167,26 @@ def test_training_job_request_with_debugger_rules_and_profiler() -> None:
         r["RuleParameters"] == {"rule_to_invoke": name} and r["RuleEvaluatorImage"] == DEBUGGER_IMAGE
         for name, r in rules.items()
     )
-    assert request["ProfilerConfig"]["ProfilingIntervalInMilliseconds"] == 500
+    assert request["DebugHookConfig"]["S3OutputPath"] == run["debugger_s3_uri"]
+    assert request["ProfilerConfig"] == {"S3OutputPath": run["profiler_s3_uri"], "ProfilingIntervalInMilliseconds": 500}
     assert [r["RuleParameters"]["rule_to_invoke"] for r in request["ProfilerRuleConfigurations"]] == ["ProfilerReport"]
-    assert request["ResourceConfig"]["InstanceCount"] == 1
-    assert rq.DISTRIBUTED_HYPERPARAMETER not in request["HyperParameters"]
+    assert "TensorBoardOutputConfig" in request  # TensorBoard either way
+    with pytest.raises(ValueError, match="rule-evaluator image"):
+        rq.training_job_request(run, ROLE, tuned)
+
+
+def test_metric_definitions_fit_the_service_limits() -> None:
+    """contract's limits are the service model's (botocore validates none of these maxima client-side)."""
+    sagemaker = botocore.session.get_session().get_service_model("sagemaker")
+    for operation, path in (("CreateTrainingJob", ()), ("CreateHyperParameterTuningJob", ("TrainingJobDefinition",))):
+        shape = sagemaker.operation_model(operation).input_shape
+        for member in (*path, "AlgorithmSpecification", "MetricDefinitions"):
+            shape = shape.members[member]
+        assert shape.metadata["max"] == contract.MAX_METRIC_DEFINITIONS
+        assert shape.member.members["Name"].metadata["max"] == contract.MAX_METRIC_NAME_LENGTH
+        assert shape.member.members["Regex"].metadata["max"] == contract.MAX_METRIC_REGEX_LENGTH
+    tuning = rq.tuning_job_request(make_run(), ROLE)["TrainingJobDefinition"]["AlgorithmSpecification"]
+    assert tuning["MetricDefinitions"] == contract.metric_definitions()
 
 
 def test_hyperparameters_are_understood_by_train_py() -> None:

@@ -24,12 +24,24 @@ VARIANT_NAME = "AllTraffic"
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 VOLUME_SIZE_GB = 50
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
-# The four Debugger rules of the design card: built-in rules, so `rule_to_invoke` names them and the
-# regional rule-evaluator image runs them (as the SDK's Rule.sagemaker(rule_configs.<rule>()) does).
-# Caveat: the smdebug hook that saves their tensors is not in the PyTorch 2.x containers, so these rule
-# jobs may find nothing to evaluate; train.py evaluates the same four rules itself (imgclf.debugger,
-# debugger-report.json in the job's output), which is the authoritative signal. The rule jobs stay for
-# the console view and for containers that still carry the hook; they never fail the training job.
+# SageMaker Debugger is closed to new customers (since 2026-07-30) and SageMaker Profiler ends on
+# 2027-06-30, so by default a training job uses neither: train.py evaluates the four rules of the design
+# card itself (imgclf.debugger), prints each result as a metric line that MetricDefinitions read
+# (contract.METRIC_REGEXES: "rule LossNotDecreasing", ...; 1 = IssuesFound), writes debugger-report.json,
+# and sends its learning curves and torch.profiler trace to TensorBoard (TensorBoardOutputConfig).
+# Without ProfilerConfig SageMaker still turns on Debugger's basic system monitoring for every training
+# job ("By default, for all SageMaker training jobs, Debugger collects resource utilization metrics ...
+# every 500 milliseconds", https://docs.aws.amazon.com/sagemaker/latest/dg/debugger-configure-system-monitoring.html),
+# so the default request carries ProfilerConfig.DisableProfiler=True, as the SageMaker SDK sends for
+# disable_profiler=True (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ProfilerConfig.html).
+# A tuning job's TrainingJobDefinition has no Debugger, Profiler or TensorBoard fields at all.
+#
+# The stack parameter EnableSageMakerDebugger (settings.enable_sagemaker_debugger) opts in, for accounts
+# that still have Debugger: the same four rules as built-in rules (`rule_to_invoke` names them and the
+# regional rule-evaluator image runs them, as the SDK's Rule.sagemaker(rule_configs.<rule>()) does), the
+# ProfilerReport rule and system monitoring every 500 ms. Caveat: the smdebug hook that saves the rules'
+# tensors is not in the PyTorch 2.x containers, so those rule jobs may find nothing to evaluate; the
+# in-script rules stay the signal. The rule jobs never fail the training job.
 DEBUGGER_RULES = contract.DEBUGGER_RULES
 # Tensors those rules read (the SDK's defaults for them); saved every 100 steps to keep the output small.
 DEBUG_COLLECTIONS = ("losses", "weights", "gradients", "biases")
@@ -201,32 +213,22 @@ def tuned_hyperparameters(best_training_job: Mapping[str, Any]) -> dict[str, str
     return {name: str(tuned[name]) for name in sorted(names)}
 
 
-def training_job_request(
-    run: Mapping[str, Any], role_arn: str, tuned: Mapping[str, str], debugger_image: str
-) -> dict[str, Any]:
-    """CreateTrainingJob for the final model: best hyperparameters, Debugger rules, Profiler."""
-    s = run["settings"]
-    name = run["training_job_name"]
-    hyperparameters = {**static_hyperparameters(run, name), **{k: str(v) for k, v in tuned.items()}}
-    if s["training_instance_count"] > 1 and images.processor_for(s["training_instance_type"]) == "gpu":
-        hyperparameters[DISTRIBUTED_HYPERPARAMETER] = _hp(True)
+def tensorboard_output_config(run: Mapping[str, Any], job_name: str) -> dict[str, str]:
+    """Where SageMaker uploads the job's TensorBoard logdir while it runs: beside its model artifacts,
+    s3://<bucket>/models/<job>/tensorboard/ (a TensorBoard or SageMaker TensorBoard app opens that prefix)."""
     return {
-        "TrainingJobName": name,
-        "HyperParameters": hyperparameters,
-        "AlgorithmSpecification": {
-            "TrainingImage": run["training_image_uri"],
-            "TrainingInputMode": "File",
-            "MetricDefinitions": contract.metric_definitions(),
-        },
-        "RoleArn": role_arn,
-        "InputDataConfig": input_channels(run),
-        "OutputDataConfig": {"S3OutputPath": run["output_s3_uri"]},
-        "ResourceConfig": {
-            "InstanceType": s["training_instance_type"],
-            "InstanceCount": s["training_instance_count"],
-            "VolumeSizeInGB": VOLUME_SIZE_GB,
-        },
-        **_spot(run, name),
+        "S3OutputPath": f"{run['output_s3_uri']}{job_name}/{contract.TENSORBOARD_FOLDER}/",
+        "LocalPath": contract.TENSORBOARD_LOCAL_PATH,
+    }
+
+
+def _debugger_and_profiler(run: Mapping[str, Any], debugger_image: str | None) -> dict[str, Any]:
+    """No Debugger or Profiler feature unless the stack opted in (see the note on DEBUGGER_RULES)."""
+    if not run["settings"]["enable_sagemaker_debugger"]:
+        return {"ProfilerConfig": {"DisableProfiler": True}}
+    if not debugger_image:
+        raise ValueError("enable_sagemaker_debugger needs the region's Debugger rule-evaluator image")
+    return {
         "DebugHookConfig": {
             "S3OutputPath": run["debugger_s3_uri"],
             "CollectionConfigurations": [
@@ -253,6 +255,38 @@ def training_job_request(
                 "RuleParameters": {"rule_to_invoke": "ProfilerReport"},
             },
         ],
+    }
+
+
+def training_job_request(
+    run: Mapping[str, Any], role_arn: str, tuned: Mapping[str, str], debugger_image: str | None = None
+) -> dict[str, Any]:
+    """CreateTrainingJob for the final model: best hyperparameters, metrics (the rules' too), TensorBoard
+    output; Debugger rules and Profiler only when the stack opts in (`debugger_image` is then required)."""
+    s = run["settings"]
+    name = run["training_job_name"]
+    hyperparameters = {**static_hyperparameters(run, name), **{k: str(v) for k, v in tuned.items()}}
+    if s["training_instance_count"] > 1 and images.processor_for(s["training_instance_type"]) == "gpu":
+        hyperparameters[DISTRIBUTED_HYPERPARAMETER] = _hp(True)
+    return {
+        "TrainingJobName": name,
+        "HyperParameters": hyperparameters,
+        "AlgorithmSpecification": {
+            "TrainingImage": run["training_image_uri"],
+            "TrainingInputMode": "File",
+            "MetricDefinitions": contract.metric_definitions(),
+        },
+        "RoleArn": role_arn,
+        "InputDataConfig": input_channels(run),
+        "OutputDataConfig": {"S3OutputPath": run["output_s3_uri"]},
+        "ResourceConfig": {
+            "InstanceType": s["training_instance_type"],
+            "InstanceCount": s["training_instance_count"],
+            "VolumeSizeInGB": VOLUME_SIZE_GB,
+        },
+        **_spot(run, name),
+        "TensorBoardOutputConfig": tensorboard_output_config(run, name),
+        **_debugger_and_profiler(run, debugger_image),
         "Tags": _tags(run),
     }
 

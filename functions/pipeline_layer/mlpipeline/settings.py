@@ -42,6 +42,9 @@ class Settings:
     scale_out_cooldown_seconds: int
     use_spot_instances: bool
     max_runtime_seconds: int
+    # SageMaker Debugger rules + Profiler on the final training job: off by default (closed to new
+    # accounts); the in-script rules, their metrics and TensorBoard work either way (mlpipeline.requests).
+    enable_sagemaker_debugger: bool
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

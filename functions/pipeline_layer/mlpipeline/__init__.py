@@ -5,6 +5,7 @@
 - sourcedir: the training source as a deterministic, content-addressed sourcedir.tar.gz.
 - requests: pure builders of every SageMaker and Application Auto Scaling request.
 - errors: the error names the state machine retries or catches, and the AWS-error translation.
+- teardown: what the StackTeardown custom resource removes when the stack is deleted, and in which order.
 
 Shipped in the PipelineLayer (functions/pipeline_layer/Makefile) next to imgclf's pure modules.
 """

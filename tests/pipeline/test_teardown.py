@@ -988,6 +988,7 @@ def test_the_data_bucket_follows_the_parameter_and_the_transform_allows_it() -> 
     bucket = template["Resources"]["DataBucket"]
     assert bucket["DeletionPolicy"] == {"Fn::If": ["EmptyDataBucketOnDelete", "Delete", "Retain"]}
     assert bucket["UpdateReplacePolicy"] == "Retain"
+    assert template["Resources"]["DataBucketPolicy"]["DeletionPolicy"] == bucket["DeletionPolicy"]  # stays TLS-only
     # Intrinsics in DeletionPolicy need AWS::LanguageExtensions, declared before the SAM transform
     # (https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/transform-aws-languageextensions.html).
     assert template["Transform"] == ["AWS::LanguageExtensions", "AWS::Serverless-2016-10-31"]

@@ -29,7 +29,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from mlpipeline import teardown
+from mlpipeline import custom_resource, teardown
 from mlpipeline.errors import error_code
 
 logger = logging.getLogger()
@@ -232,8 +232,8 @@ def act(
 
 def answer(event: dict[str, Any], status: str, reason: str) -> None:
     """PUT the response JSON to the presigned ResponseURL (no Content-Type: the URL was signed without)."""
-    url = str(event["ResponseURL"])  # an http(s) URL: teardown.require_protocol_fields
-    body = teardown.response_body(event, status, reason)
+    url = str(event["ResponseURL"])  # an http(s) URL: custom_resource.require_protocol_fields
+    body = custom_resource.response_body(event, status, reason)
     for attempt in range(1, ANSWER_ATTEMPTS + 1):
         request = urllib.request.Request(
             url, data=body, method="PUT", headers={"Content-Type": "", "Content-Length": str(len(body))}
@@ -304,7 +304,7 @@ def serve(request_type: str, event: dict[str, Any], context: Any) -> tuple[str, 
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    request_type = teardown.require_protocol_fields(event)  # without a ResponseURL there is no one to answer
+    request_type = custom_resource.require_protocol_fields(event)  # without a ResponseURL there is no one to answer
     try:
         verdict = serve(request_type, event, context)
     except Exception as error:  # every failure is answered, never left for CloudFormation to time out on

@@ -31,7 +31,7 @@ import pipeline_world as pw
 import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
-from mlpipeline import requests, teardown
+from mlpipeline import custom_resource, requests, teardown
 from moto import mock_aws
 from moto.applicationautoscaling import models as aas_models
 from moto.awslambda.models import LambdaFunction
@@ -770,7 +770,7 @@ def test_bad_properties_fail_the_deploy_but_never_block_a_deletion(world: World)
 def test_no_response_url_is_a_lambda_error(world: World) -> None:
     event = world.event("Delete")
     del event["ResponseURL"]
-    with pytest.raises(teardown.InvalidTeardownRequest, match="ResponseURL"):
+    with pytest.raises(custom_resource.InvalidRequest, match="ResponseURL"):
         app.handler(event, LambdaContext(world.clock, 900, world.function_arn))
 
 
@@ -864,11 +864,11 @@ def test_decide_hands_over_before_the_lambda_timeout_and_fails_before_the_servic
 
 def test_the_answer_fits_cloudformations_4096_bytes() -> None:
     event = {"StackId": "arn:s", "RequestId": "r", "LogicalResourceId": "StackTeardown", "ResponseURL": "https://x"}
-    body = teardown.response_body(event, "FAILED", "é" * 10_000)
-    assert len(body) <= teardown.MAX_RESPONSE_BYTES
+    body = custom_resource.response_body(event, "FAILED", "é" * 10_000)
+    assert len(body) <= custom_resource.MAX_RESPONSE_BYTES
     assert json.loads(body)["Reason"].endswith("[cut]")
     with pytest.raises(ValueError):
-        teardown.response_body(event, "MAYBE", "")
+        custom_resource.response_body(event, "MAYBE", "")
 
 
 def test_names_are_matched_by_exact_prefix() -> None:

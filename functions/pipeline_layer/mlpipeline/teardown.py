@@ -23,13 +23,11 @@ of this stack's endpoint configs: an endpoint of the same name serving someone e
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
-from mlpipeline import requests
+from mlpipeline import custom_resource, requests
 
 # The DataBucketOnDelete parameter's AllowedValues (template.yaml; a test checks they agree).
 BUCKET_RETAIN = "Retain"
@@ -76,17 +74,12 @@ HANDOVER_MARGIN_SECONDS = 60
 RESPONSE_MARGIN_SECONDS = 120
 DEFAULT_SERVICE_TIMEOUT_SECONDS = 3600
 
-# "The total size of the response body can't exceed 4096 bytes."
-# https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/crpg-ref-responses.html
-MAX_RESPONSE_BYTES = 4096
-CUT_MARK = " [cut]"
-
 # Where a Delete's progress travels from one invocation to the next (not a CloudFormation field).
 PROGRESS_KEY = "TeardownProgress"
 
 
-class InvalidTeardownRequest(ValueError):
-    """The custom resource's event or properties are unusable; the message says what is wrong."""
+class InvalidTeardownRequest(custom_resource.InvalidRequest):
+    """The custom resource's properties are unusable; the message says what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +179,62 @@ def _endpoint_is_ours(stack: StackResources, endpoint: Mapping[str, Any] | None)
     return endpoint is not None and stack.owns(str(endpoint.get("EndpointConfigName", "")))
 
 
+@dataclass
+class _Draft:
+    actions: list[Action] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)
+    left_alone: list[str] = field(default_factory=list)
+
+
+def _plan_jobs(stack: StackResources, seen: Observation, draft: _Draft) -> bool:
+    """Stop this stack's running jobs, wait for its stopping ones; whether any is still live."""
+    live = False
+    for kind, jobs in (("tuning", seen.tuning_jobs), ("training", seen.training_jobs)):
+        for name, status in jobs:
+            if not stack.owns(name):
+                continue
+            live = True
+            if status == RUNNING_JOB:
+                draft.actions.append(Action(f"stop_{kind}_job", name))
+            else:
+                draft.waiting.append(f"{kind} job {name} ({status})")
+    return live
+
+
+def _plan_endpoint(stack: StackResources, seen: Observation, draft: _Draft) -> bool:
+    """Deregister autoscaling and delete this stack's endpoint; whether no endpoint of ours is left."""
+    endpoint = seen.endpoint
+    target = stack.scalable_target["ResourceId"]
+    if endpoint is not None and not _endpoint_is_ours(stack, endpoint):
+        draft.left_alone.append(
+            f"endpoint {endpoint.get('EndpointName')} serves {endpoint.get('EndpointConfigName')}, "
+            f"which is not a {stack.resource_prefix}- config"
+        )
+        if seen.scalable_target_registered:
+            draft.left_alone.append(f"scalable target {target}")
+        return True  # not ours: nothing of ours to wait for there
+    if seen.scalable_target_registered:  # also without an endpoint: a target left for this stack's name
+        draft.actions.append(Action("deregister_scalable_target", target))
+    if endpoint is None:
+        return True
+    status = str(endpoint.get("EndpointStatus"))
+    if status in DELETABLE_ENDPOINT:
+        draft.actions.append(Action("delete_endpoint", stack.endpoint_name))
+    else:
+        draft.waiting.append(f"endpoint {stack.endpoint_name} ({status})")
+    return False
+
+
+def _plan_configs_and_models(stack: StackResources, seen: Observation, endpoint_gone: bool, draft: _Draft) -> None:
+    configs = [name for name in seen.endpoint_configs if stack.owns(name)]
+    models = [name for name in seen.models if stack.owns(name)]
+    if endpoint_gone:
+        draft.actions += [Action("delete_endpoint_config", name) for name in configs]
+        draft.actions += [Action("delete_model", name) for name in models]
+    elif configs or models:
+        draft.waiting.append(f"{len(configs)} endpoint configs and {len(models)} models (after the endpoint)")
+
+
 def plan_teardown(stack: StackResources, seen: Observation, *, now: float, quiet_until: float = 0.0) -> TeardownPlan:
     """What to do next about what `seen` holds, in dependency order; `done` when nothing is left.
 
@@ -204,70 +253,26 @@ def plan_teardown(stack: StackResources, seen: Observation, *, now: float, quiet
        live job, no endpoint, quiet period over), delete every object version, delete marker and
        multipart upload; CloudFormation then deletes the bucket (DeletionPolicy Delete).
     """
-    actions: list[Action] = []
-    waiting: list[str] = []
-    left_alone: list[str] = []
-
-    for arn in seen.running_executions:
-        actions.append(Action("stop_execution", arn))
+    draft = _Draft()
+    draft.actions += [Action("stop_execution", arn) for arn in seen.running_executions]
     if seen.running_executions:
         quiet_until = max(quiet_until, now + IN_FLIGHT_TASK_SECONDS)
     if now < quiet_until:
-        waiting.append(f"in-flight tasks of stopped executions (for {quiet_until - now:.0f} s more)")
-
-    live_jobs = False
-    for kind, jobs in (("tuning", seen.tuning_jobs), ("training", seen.training_jobs)):
-        for name, status in jobs:
-            if not stack.owns(name):
-                continue
-            live_jobs = True
-            if status == RUNNING_JOB:
-                actions.append(Action(f"stop_{kind}_job", name))
-            else:
-                waiting.append(f"{kind} job {name} ({status})")
-
-    endpoint = seen.endpoint
-    endpoint_gone = endpoint is None
-    if endpoint is not None and not _endpoint_is_ours(stack, endpoint):
-        endpoint_gone = True  # not ours: nothing of ours to wait for there
-        left_alone.append(
-            f"endpoint {endpoint.get('EndpointName')} serves {endpoint.get('EndpointConfigName')}, "
-            f"which is not a {stack.resource_prefix}- config"
-        )
-        if seen.scalable_target_registered:
-            left_alone.append(f"scalable target {stack.scalable_target['ResourceId']}")
-    elif seen.scalable_target_registered:
-        # Also without an endpoint: a target left behind for this stack's endpoint name.
-        actions.append(Action("deregister_scalable_target", stack.scalable_target["ResourceId"]))
-    if endpoint is not None and _endpoint_is_ours(stack, endpoint):
-        status = str(endpoint.get("EndpointStatus"))
-        if status in DELETABLE_ENDPOINT:
-            actions.append(Action("delete_endpoint", stack.endpoint_name))
-        else:
-            waiting.append(f"endpoint {stack.endpoint_name} ({status})")
-
-    owned_configs = [name for name in seen.endpoint_configs if stack.owns(name)]
-    owned_models = [name for name in seen.models if stack.owns(name)]
-    if endpoint_gone:
-        actions += [Action("delete_endpoint_config", name) for name in owned_configs]
-        actions += [Action("delete_model", name) for name in owned_models]
-    elif owned_configs or owned_models:
-        waiting.append(f"{len(owned_configs)} endpoint configs and {len(owned_models)} models (after the endpoint)")
-
+        draft.waiting.append(f"in-flight tasks of stopped executions (for {quiet_until - now:.0f} s more)")
+    live_jobs = _plan_jobs(stack, seen, draft)
+    endpoint_gone = _plan_endpoint(stack, seen, draft)
+    _plan_configs_and_models(stack, seen, endpoint_gone, draft)
     for arn, status in seen.model_packages:
         if status == "Deleting":
-            waiting.append(f"model package {arn} (Deleting)")
+            draft.waiting.append(f"model package {arn} (Deleting)")
         else:
-            actions.append(Action("delete_model_package", arn))
-
+            draft.actions.append(Action("delete_model_package", arn))
     if stack.empty_data_bucket and seen.bucket_has_data:
-        writers_gone = not seen.running_executions and not live_jobs and endpoint_gone and now >= quiet_until
-        if writers_gone:
-            actions.append(Action("empty_bucket", stack.data_bucket))
+        if not seen.running_executions and not live_jobs and endpoint_gone and now >= quiet_until:
+            draft.actions.append(Action("empty_bucket", stack.data_bucket))
         else:
-            waiting.append(f"bucket {stack.data_bucket} (emptied once no execution, job or endpoint is left)")
-
-    return TeardownPlan(tuple(actions), tuple(waiting), tuple(left_alone), quiet_until)
+            draft.waiting.append(f"bucket {stack.data_bucket} (emptied once no execution, job or endpoint is left)")
+    return TeardownPlan(tuple(draft.actions), tuple(draft.waiting), tuple(draft.left_alone), quiet_until)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -324,53 +329,3 @@ def decide(plan: TeardownPlan, *, now: float, deadline: float, remaining_seconds
 
 def should_tear_down(stack_status: str) -> bool:
     return stack_status == DELETING_STACK
-
-
-def physical_resource_id(event: Mapping[str, Any]) -> str:
-    """The same id in every answer for this resource: an Update answering another id would be a
-    replacement, and CloudFormation would then send Delete for the old one (crpg-ref-responses.html)."""
-    existing = event.get("PhysicalResourceId")
-    if existing:
-        return str(existing)
-    return f"{event.get('StackId', 'stack')}/{event.get('LogicalResourceId', 'StackTeardown')}"
-
-
-def response_body(event: Mapping[str, Any], status: str, reason: str, data: Mapping[str, Any] | None = None) -> bytes:
-    """The JSON CloudFormation expects at ResponseURL, the reason cut so the body fits 4096 bytes."""
-    if status not in ("SUCCESS", "FAILED"):
-        raise ValueError(f"status must be SUCCESS or FAILED, not {status!r}")
-    body: dict[str, Any] = {
-        "Status": status,
-        "Reason": reason,
-        "PhysicalResourceId": physical_resource_id(event),
-        "StackId": event.get("StackId", ""),
-        "RequestId": event.get("RequestId", ""),
-        "LogicalResourceId": event.get("LogicalResourceId", ""),
-        "NoEcho": False,
-        "Data": dict(data or {}),
-    }
-    encoded = json.dumps(body).encode()
-    if len(encoded) <= MAX_RESPONSE_BYTES:
-        return encoded
-    # Too long (a reason listing many leftovers): drop Data, keep the longest head of the reason that fits,
-    # measured as encoded JSON (escapes make a character up to 12 bytes).
-    body["Data"] = {}
-    low, high = 0, len(reason)
-    while low < high:
-        middle = (low + high + 1) // 2
-        if len(json.dumps({**body, "Reason": reason[:middle] + CUT_MARK}).encode()) <= MAX_RESPONSE_BYTES:
-            low = middle
-        else:
-            high = middle - 1
-    return json.dumps({**body, "Reason": reason[:low] + CUT_MARK}).encode()
-
-
-def require_protocol_fields(event: Mapping[str, Any]) -> str:
-    """The request type, after checking the fields without which no answer can be sent."""
-    request_type = event.get("RequestType")
-    if request_type not in ("Create", "Update", "Delete"):
-        raise InvalidTeardownRequest(f"RequestType must be Create, Update or Delete, not {request_type!r}")
-    url = str(event.get("ResponseURL") or "")
-    if urlsplit(url).scheme not in ("https", "http"):
-        raise InvalidTeardownRequest("the request has no http(s) ResponseURL to answer")
-    return str(request_type)

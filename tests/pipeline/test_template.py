@@ -266,6 +266,7 @@ def test_sam_build_and_validate_offline(tmp_path: Path) -> None:
     for folder in pw.FUNCTIONS.values():
         logical_id = next(k for k, v in pw.FUNCTIONS.items() if v == folder)
         assert (build_dir / logical_id / "app.py").exists()
+    assert (build_dir / "TeardownFunction" / "app.py").exists()  # the StackTeardown custom resource
     validate = subprocess.run(
         [str(SAM), "validate", "--lint", "--template-file", str(pw.TEMPLATE_PATH)],
         cwd=pw.REPO,

@@ -5,6 +5,8 @@
 - sourcedir: the training source as a deterministic, content-addressed sourcedir.tar.gz.
 - requests: pure builders of every SageMaker and Application Auto Scaling request.
 - errors: the error names the state machine retries or catches, and the AWS-error translation.
+- teardown: what the StackTeardown custom resource removes when the stack is deleted, and in which order.
+- custom_resource: the CloudFormation custom resource protocol (request checks, the answer's JSON).
 
 Shipped in the PipelineLayer (functions/pipeline_layer/Makefile) next to imgclf's pure modules.
 """

@@ -40,6 +40,8 @@ ACCOUNT = "123456789012"
 BUCKET = "imgclf-data-example"
 PREFIX = "imgclf"
 ENDPOINT = "imgclf-classifier"
+TOPIC = "imgclf-notifications"
+STATE_MACHINE = "imgclf-pipeline"
 DATASET = "dogImages"
 MODEL_PACKAGE_GROUP = f"{PREFIX}-models"
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/imgclf-sagemaker"
@@ -129,8 +131,17 @@ def substitute(definition: str, substitutions: dict[str, str]) -> str:
     return definition
 
 
-def s3_event(key: str, etag: str = "0123456789abcdef0123456789abcdef", bucket: str = BUCKET) -> dict[str, Any]:
-    """The EventBridge event S3 sends for "Object Created" (the state machine's input)."""
+def s3_event(
+    key: str,
+    etag: str = "0123456789abcdef0123456789abcdef",
+    bucket: str = BUCKET,
+    version_id: str | None = None,
+) -> dict[str, Any]:
+    """The EventBridge event S3 sends for "Object Created" (the state machine's input). A versioned bucket
+    (the template's DataBucket is) puts the version-id S3 returned for the put into every event."""
+    obj: dict[str, Any] = {"key": key, "size": 64, "etag": etag, "sequencer": "0062E99A88DC407460"}
+    if version_id is not None:
+        obj["version-id"] = version_id
     return {
         "version": "0",
         "id": "17793124-05d4-b198-2fde-7ededc63b103",
@@ -143,7 +154,7 @@ def s3_event(key: str, etag: str = "0123456789abcdef0123456789abcdef", bucket: s
         "detail": {
             "version": "0",
             "bucket": {"name": bucket},
-            "object": {"key": key, "size": 64, "etag": etag, "sequencer": "0062E99A88DC407460"},
+            "object": obj,
             "request-id": "N4N7GDK58NMKJ12R",
             "requester": ACCOUNT,
             "source-ip-address": "203.0.113.15",
@@ -436,7 +447,9 @@ class PipelineWorld:
         self.sqs = boto3.client("sqs", region_name=REGION)
         sns = boto3.client("sns", region_name=REGION)
         self.s3.create_bucket(Bucket=BUCKET)
-        self.topic_arn = sns.create_topic(Name="imgclf-notifications")["TopicArn"]
+        # Versioned, as template.yaml's DataBucket: every event then carries the put's version-id.
+        self.s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        self.topic_arn = sns.create_topic(Name=TOPIC)["TopicArn"]
         queue_url = self.sqs.create_queue(QueueName="notifications")["QueueUrl"]
         queue_arn = self.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"
@@ -469,7 +482,7 @@ class PipelineWorld:
             )
         definition = substitute(ASL_PATH.read_text(), resolve_substitutions(poll_seconds=0))
         self.state_machine_arn = self.sfn.create_state_machine(
-            name="imgclf-pipeline", definition=definition, roleArn=role
+            name=STATE_MACHINE, definition=definition, roleArn=role
         )["stateMachineArn"]
 
     def run(
@@ -480,9 +493,13 @@ class PipelineWorld:
         timeout: float = 60,
         event: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Start an execution for an upload of `key` (or with `event` as input) and wait for it to end."""
+        """Start an execution for an upload of `key` (or with `event` as input) and wait for it to end. The
+        event carries the version S3 gave the latest put of `key`, as S3's own event would."""
+        if event is None:
+            version_id = self.s3.head_object(Bucket=BUCKET, Key=key)["VersionId"]
+            event = s3_event(key, etag, version_id=version_id)
         arn = self.sfn.start_execution(
-            stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(event or s3_event(key, etag))
+            stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(event)
         )["executionArn"]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

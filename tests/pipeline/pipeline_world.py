@@ -20,10 +20,11 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import boto3
 from botocore.client import BaseClient
+from botocore.exceptions import ClientError
 from moto.awslambda.models import LambdaFunction
 from moto.sagemaker import models as sm_models
 from moto.sagemaker.exceptions import ResourceInUseException, SagemakerClientError, ValidationError
@@ -366,22 +367,38 @@ class SageMakerSim:
 
 
 _running = threading.local()  # which pipeline function's handler runs on this thread (if any)
-# (function folder, IAM action) of every AWS call a handler made, e.g. ("deploy", "sagemaker:CreateModel"),
-# and the same with the call's parameters (for the resource-level check).
-AWS_CALLS: set[tuple[str, str]] = set()
-AWS_CALL_LOG: list[tuple[str, str, dict[str, Any]]] = []
-# Operations whose IAM action is not named after the operation.
-_IAM_ACTION_OF = {"s3:ListObjectsV2": "s3:ListBucket", "s3:HeadObject": "s3:GetObject"}
+
+
+class RecordedCall(NamedTuple):
+    """An AWS call a handler made; tests/pipeline/iam_model.py derives what AWS authorizes for it."""
+
+    function: str  # folder in functions/
+    service: str  # the client's signing name
+    operation: str
+    params: dict[str, Any]
+    response_arns: dict[str, str]  # the ARNs the service answered with (what a create created)
+    error: str | None  # the error code the world answered with
+
+
+AWS_CALL_LOG: list[RecordedCall] = []
 
 
 def _recording(make_api_call: Any) -> Any:
     def call(client: Any, operation_name: str, api_params: Any) -> Any:
         function = getattr(_running, "function", None)
-        if function is not None:
-            action = f"{client.meta.service_model.signing_name}:{operation_name}"
-            AWS_CALLS.add((function, _IAM_ACTION_OF.get(action, action)))
-            AWS_CALL_LOG.append((function, _IAM_ACTION_OF.get(action, action), dict(api_params)))
-        return make_api_call(client, operation_name, api_params)
+        if function is None:
+            return make_api_call(client, operation_name, api_params)
+        record = RecordedCall(
+            function, client.meta.service_model.signing_name, operation_name, dict(api_params), {}, None
+        )
+        try:
+            response = make_api_call(client, operation_name, api_params)
+        except ClientError as error:
+            AWS_CALL_LOG.append(record._replace(error=error.response.get("Error", {}).get("Code")))
+            raise
+        arns = {k: v for k, v in response.items() if isinstance(v, str) and k.lower().endswith("arn")}
+        AWS_CALL_LOG.append(record._replace(response_arns=arns))
+        return response
 
     return call
 
@@ -389,7 +406,7 @@ def _recording(make_api_call: Any) -> Any:
 def install_inprocess_lambdas(monkeypatch: Any, invocations: list[tuple[str, dict[str, Any]]]) -> None:
     """moto runs Lambda code in Docker; here each function's real handler runs in-process instead, and an
     exception becomes the Lambda runtime's error payload ({"errorType", "errorMessage"}). Every AWS call a
-    handler makes is recorded in AWS_CALLS (for the least-privilege check against template.yaml)."""
+    handler makes is recorded in AWS_CALL_LOG (for the IAM evaluation, tests/pipeline/iam_model.py)."""
     monkeypatch.setattr(BaseClient, "_make_api_call", _recording(BaseClient._make_api_call))
 
     def invoke(self: LambdaFunction, event: Any = None) -> tuple[str, bool, str]:

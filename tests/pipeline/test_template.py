@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import iam_model
 import pipeline_world as pw
 import pytest
 from mlpipeline import images
 from mlpipeline.settings import Settings, search_space_defaults
 from moto import mock_aws
-from samtranslator.translator.transform import transform
 
 from imgclf import contract
 
@@ -27,31 +27,9 @@ ASL_VALIDATOR = pw.REPO / "node_modules" / ".bin" / "asl-validator"
 CHECKOV = pw.REPO / ".venv-checkov" / "bin" / "checkov"  # its own venv (Makefile: it pins an old boto3)
 
 
-class _NoManagedPolicyLookups:
-    """samtranslator asks IAM for managed policy names only when a template uses them; ours does not."""
-
-    def load(self) -> dict[str, str]:
-        return {}
-
-
-def packaged_template() -> dict[str, Any]:
-    """template.yaml as `sam package` would hand it to CloudFormation: code in S3, the ASL inlined."""
-    template = pw.template()
-    for name, resource in template["Resources"].items():
-        properties = resource.get("Properties", {})
-        if resource["Type"] == "AWS::Serverless::Function":
-            properties["CodeUri"] = f"s3://artifacts-bucket/{name}.zip"
-        elif resource["Type"] == "AWS::Serverless::LayerVersion":
-            properties["ContentUri"] = f"s3://artifacts-bucket/{name}.zip"
-        elif resource["Type"] == "AWS::Serverless::StateMachine":
-            properties["Definition"] = json.loads((pw.REPO / properties.pop("DefinitionUri")).read_text())
-    return template
-
-
 @pytest.fixture(scope="module")
 def transformed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    os.environ.setdefault("AWS_DEFAULT_REGION", pw.REGION)
-    return transform(packaged_template(), {}, _NoManagedPolicyLookups())
+    return iam_model.sam_transform(iam_model.packaged_template())
 
 
 def test_sam_transform_then_cfn_lint_has_zero_errors(transformed: dict[str, Any]) -> None:

@@ -16,7 +16,13 @@ each fact comes from:
   its execution role): the rules below, each citing the AWS page it comes from.
 
 Everything is derived from the recorded calls and the request fields, never from a per-call table, so a
-new call or a new request field (a TensorBoard output path, a checkpoint prefix) is covered as it lands.
+new call or a new request field (a TensorBoard output path, a checkpoint prefix) is covered as it lands;
+a call the model cannot derive fails with what to teach it, never passes unchecked.
+
+Not modelled, and why: the AWS-managed policies SAM attaches (AWSLambdaBasicExecutionRole,
+AWSXrayWriteOnlyAccess: the Lambda service's own logging and tracing, no handler call); KMS for the
+bucket's aws/s3 key (its key policy lets the account's principals use it through S3); SCPs and
+permission boundaries (the template has none; an account that adds them must check them itself).
 """
 
 from __future__ import annotations
@@ -329,8 +335,13 @@ class Call:
     service: str  # IAM service prefix
     operation: str
     params: Mapping[str, Any]
-    response_arns: Mapping[str, str] = field(default_factory=dict)
+    answer: Mapping[str, str] = field(default_factory=dict)  # the answer's top-level strings
     error: str | None = None
+
+    @property
+    def returned_arns(self) -> list[str]:
+        """ARNs the service answered with (what a create created)."""
+        return [v for k, v in self.answer.items() if k.lower().endswith("arn")]
 
     def show(self) -> str:
         shown = ", ".join(f"{k}={_short(v)}" for k, v in self.params.items() if k not in ("Body",))
@@ -437,18 +448,10 @@ class Deriver:
         self.template = template
         self.calls = list(calls)
         self.reference = reference
-        # What the scenario created, for the rules that need it: endpoint config -> models, model -> role.
-        self.config_models: dict[str, list[str]] = {}
-        self.model_roles: dict[str, str] = {}
-        self.endpoint_configs: dict[str, list[str]] = {}
-        for call in self.calls:
-            p = call.params
-            if call.operation == "CreateEndpointConfig":
-                self.config_models[p["EndpointConfigName"]] = [v["ModelName"] for v in p.get("ProductionVariants", [])]
-            elif call.operation == "CreateModel":
-                self.model_roles[p["ModelName"]] = p["ExecutionRoleArn"]
-            elif call.operation in ("CreateEndpoint", "UpdateEndpoint"):
-                self.endpoint_configs.setdefault(p["EndpointName"], []).append(p["EndpointConfigName"])
+        # What the calls so far created or saw, for the rules that need it (in call order).
+        self.config_models: dict[str, list[str]] = {}  # endpoint config -> its models
+        self.model_roles: dict[str, str] = {}  # model -> its execution role's ARN
+        self.live_config: dict[str, str] = {}  # endpoint -> the config it was last seen serving or given
 
     def requests(self) -> list[AuthRequest]:
         self.reference.prefetch([self._base_action(c, c.params) for c in self.calls] + list(_RULE_ACTIONS))
@@ -457,7 +460,23 @@ class Deriver:
             principal = self.template.role_of(call.caller)
             for request in self._for_call(call, principal):
                 found.setdefault(request.key, request)
+            self._learn(call)
         return list(found.values())
+
+    def _learn(self, call: Call) -> None:
+        if call.service != "sagemaker" or call.error:
+            return
+        p, answer = call.params, call.answer
+        if call.operation == "CreateEndpointConfig":
+            self.config_models[p["EndpointConfigName"]] = [v["ModelName"] for v in p.get("ProductionVariants", [])]
+        elif call.operation == "CreateModel":
+            self.model_roles[p["ModelName"]] = p["ExecutionRoleArn"]
+        elif call.operation == "DescribeModel" and "ExecutionRoleArn" in answer:
+            self.model_roles[p["ModelName"]] = answer["ExecutionRoleArn"]
+        elif call.operation in ("CreateEndpoint", "UpdateEndpoint"):
+            self.live_config[p["EndpointName"]] = p["EndpointConfigName"]
+        elif call.operation == "DescribeEndpoint" and "EndpointConfigName" in answer:
+            self.live_config[p["EndpointName"]] = answer["EndpointConfigName"]
 
     # -- the call's own action ----------------------------------------------------------------------------
 
@@ -481,7 +500,7 @@ class Deriver:
             why = f"{call.show()}"
             if action != f"{call.service}:{call.operation}":
                 why += f", which AWS authorizes as {action}"
-            yield from self.authorize(principal, call.caller, action, params, why, call.response_arns)
+            yield from self.authorize(principal, call.caller, action, params, why, call.returned_arns)
         for rule in (
             self._rule_missing_object_needs_list_bucket,
             self._rule_pass_role,
@@ -499,7 +518,7 @@ class Deriver:
         action: str,
         params: Mapping[str, Any],
         why: str,
-        response_arns: Mapping[str, str] | None = None,
+        returned_arns: Sequence[str] = (),
         context: Mapping[str, Any] | None = None,
     ) -> Iterator[AuthRequest]:
         """One request per resource AWS checks: every required resource type (each ARN built from the
@@ -511,7 +530,7 @@ class Deriver:
         resources: list[str] = []
         required = [t for t in details["resourceTypes"] if t["required"]]
         for resource_type in required or details["resourceTypes"]:
-            arns = self._arns(service, resource_type, params, response_arns or {})
+            arns = self._arns(service, resource_type, params, returned_arns)
             if not arns and resource_type["required"]:
                 raise DerivationError(
                     f"{why}: cannot build the ARN of {action}'s required resource type "
@@ -540,7 +559,7 @@ class Deriver:
         service: str,
         resource_type: Mapping[str, Any],
         params: Mapping[str, Any],
-        response_arns: Mapping[str, str],
+        returned_arns: Sequence[str],
     ) -> list[str]:
         pattern = _arn_pattern(resource_type["arn"])
         # An ARN the call passes (ResourceArn, TopicArn, ...) or the service returned (a created resource).
@@ -551,7 +570,7 @@ class Deriver:
             filled = _fill_arn(resource_type["arn"], params)
             if filled:
                 return filled
-        returned = [v for v in response_arns.values() if pattern.match(v)]
+        returned = [v for v in returned_arns if pattern.match(v)]
         if returned:
             return returned
         if (service, resource_type["name"]) in _SERVICE_ASSIGNED:
@@ -595,9 +614,10 @@ class Deriver:
                 )
 
     def _rule_tags_on_create(self, call: Call, principal: str) -> Iterator[AuthRequest]:
-        """A SageMaker Create* call with Tags also needs sagemaker:AddTags on the created resource
-        (https://docs.aws.amazon.com/sagemaker/latest/dg/api-permissions-reference.html: "required only
-        if any of the associated ResourceTag objects" are given)."""
+        """A SageMaker Create* call with Tags also needs sagemaker:AddTags on the created resource, with
+        sagemaker:TaggingAction = the create operation (the reference's sagemaker:TaggingAction: "the API
+        actions to which a user can apply tags ... the name of the API operation that creates a taggable
+        resource"; https://docs.aws.amazon.com/sagemaker/latest/dg/api-permissions-reference.html)."""
         if call.service != "sagemaker" or not call.operation.startswith("Create") or not call.params.get("Tags"):
             return
         created = _kebab(call.operation.removeprefix("Create"))
@@ -605,7 +625,7 @@ class Deriver:
         [resource_type] = [t for t in details["resourceTypes"] if t["name"] == created] or [None]
         if resource_type is None:
             raise DerivationError(f"{call.show()}: which resource does it create? (no resource type {created})")
-        arns = self._arns("sagemaker", resource_type, call.params, call.response_arns)
+        arns = self._arns("sagemaker", resource_type, call.params, call.returned_arns)
         for arn in arns:
             yield from self.authorize(
                 principal,
@@ -639,16 +659,15 @@ class Deriver:
         why = f"{call.show()}: Application Auto Scaling checks the caller's SageMaker and CloudWatch permissions"
         for action in ("sagemaker:DescribeEndpoint", "sagemaker:UpdateEndpointWeightsAndCapacities"):
             yield from self.authorize(principal, call.caller, action, {"EndpointName": endpoint}, why)
-        configs = self.endpoint_configs.get(endpoint)
-        if not configs:
+        config = self.live_config.get(endpoint)
+        if config is None:
             raise DerivationError(
-                f"{call.show()}: no CreateEndpoint/UpdateEndpoint of {endpoint} in this scenario, so the "
-                "endpoint config Application Auto Scaling describes is unknown"
+                f"{call.show()}: no earlier call created, updated or described {endpoint}, so the endpoint "
+                "config Application Auto Scaling describes is unknown"
             )
-        for config in dict.fromkeys(configs):
-            yield from self.authorize(
-                principal, call.caller, "sagemaker:DescribeEndpointConfig", {"EndpointConfigName": config}, why
-            )
+        yield from self.authorize(
+            principal, call.caller, "sagemaker:DescribeEndpointConfig", {"EndpointConfigName": config}, why
+        )
         # Target tracking names its alarms TargetTracking-<ResourceId>-AlarmHigh|AlarmLow-<uuid>.
         alarms = [f"TargetTracking-{resource_id}-Alarm{side}-{SERVICE_ASSIGNED_ID}" for side in ("High", "Low")]
         for action in ("cloudwatch:DescribeAlarms", "cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms"):
@@ -846,8 +865,8 @@ def _walk(value: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, .
         for key, item in value.items():
             yield from _walk(item, (*path, str(key)))
     elif isinstance(value, list):
-        for item in value:
-            yield from _walk(item, path)
+        for index, item in enumerate(value):
+            yield from _walk(item, (*path, str(index)))
     else:
         yield path, value
 
@@ -866,12 +885,11 @@ def _s3_uri(value: str) -> tuple[str, str] | None:
 
 
 def _is_prefix_channel(definition: Mapping[str, Any], path: tuple[str, ...]) -> bool:
-    if "InputDataConfig" not in path:
+    """An S3Prefix input channel names a key prefix even without a trailing slash."""
+    if len(path) < 2 or path[0] != "InputDataConfig":
         return False
-    return any(
-        c.get("DataSource", {}).get("S3DataSource", {}).get("S3DataType") == "S3Prefix"
-        for c in definition.get("InputDataConfig", [])
-    )
+    channel = definition["InputDataConfig"][int(path[1])]
+    return channel.get("DataSource", {}).get("S3DataSource", {}).get("S3DataType") == "S3Prefix"
 
 
 def _kebab(name: str) -> str:
@@ -981,17 +999,13 @@ def report(verdicts: Sequence[Verdict]) -> str:
 
 def calls_from_log(log: Iterable[pw.RecordedCall]) -> list[Call]:
     folder_to_id = {folder: logical_id for logical_id, folder in pw.FUNCTIONS.items()}
-    return [
-        Call(
-            folder_to_id[c.function],
-            signing_name_to_prefix(c.service),
-            c.operation,
-            c.params,
-            c.response_arns,
-            c.error,
-        )
-        for c in log
-    ]
+    calls = []
+    for c in log:
+        if c.function not in folder_to_id:
+            raise DerivationError(f"functions/{c.function} made AWS calls but is not in pipeline_world.FUNCTIONS")
+        service = signing_name_to_prefix(c.service)
+        calls.append(Call(folder_to_id[c.function], service, c.operation, c.params, c.answer, c.error))
+    return calls
 
 
 def state_machine_requests(template: WorldTemplate, invoked: Iterable[str]) -> list[AuthRequest]:

@@ -376,7 +376,7 @@ class RecordedCall(NamedTuple):
     service: str  # the client's signing name
     operation: str
     params: dict[str, Any]
-    response_arns: dict[str, str]  # the ARNs the service answered with (what a create created)
+    answer: dict[str, str]  # the answer's top-level strings (a created ARN, a described config name)
     error: str | None  # the error code the world answered with
 
 
@@ -396,8 +396,8 @@ def _recording(make_api_call: Any) -> Any:
         except ClientError as error:
             AWS_CALL_LOG.append(record._replace(error=error.response.get("Error", {}).get("Code")))
             raise
-        arns = {k: v for k, v in response.items() if isinstance(v, str) and k.lower().endswith("arn")}
-        AWS_CALL_LOG.append(record._replace(response_arns=arns))
+        answer = {k: v for k, v in response.items() if isinstance(v, str)}
+        AWS_CALL_LOG.append(record._replace(answer=answer))
         return response
 
     return call

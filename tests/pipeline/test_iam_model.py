@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -485,7 +486,9 @@ def test_the_templates_fix_of_each_defect_is_what_authorizes_it(defect: str) -> 
 def test_the_state_machine_may_invoke_every_task_and_the_rule_may_start_it() -> None:
     template = iam_model.world_template()
     definition = json.loads(pw.substitute(pw.ASL_PATH.read_text(), pw.resolve_substitutions()))
-    tasks = {s["Resource"].rsplit(":", 1)[1] for s in definition["States"].values() if s["Type"] == "Task"}
+    # A Task names its function in Resource (a function ARN) or, as a lambda:invoke integration, in FunctionName.
+    targets = [json.dumps(s) for s in definition["States"].values() if s["Type"] == "Task"]
+    tasks = {name for target in targets for name in re.findall(r":function:([\w-]+)", target)}
     assert tasks == set(pw.FUNCTIONS.values())
     verdicts = iam_model.evaluate(template, iam_model.state_machine_requests(template, tasks))
     assert len(verdicts) == len(tasks) and all(v.allowed for v in verdicts), iam_model.report(verdicts)

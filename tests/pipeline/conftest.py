@@ -12,6 +12,7 @@ from moto import mock_aws
 
 # --import-mode=importlib keeps test folders off sys.path; the helpers module lives beside this file.
 sys.path.insert(0, str(Path(__file__).parent))
+import iam_model
 import pipeline_world as pw
 
 
@@ -46,3 +47,18 @@ def world(aws_env: None, sim: pw.SageMakerSim, monkeypatch: pytest.MonkeyPatch) 
         world = pw.PipelineWorld(sim, invocations)
         monkeypatch.setenv("NOTIFICATION_TOPIC_ARN", world.topic_arn)
         yield world
+
+
+@pytest.fixture(autouse=True)
+def iam_as_aws_evaluates_it(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every scenario that runs the world: each AWS call its handlers made, and each function the state
+    machine invoked, must be authorized by template.yaml's policies as AWS evaluates them
+    (tests/pipeline/iam_model.py). Per scenario, so a denial names the scenario that needs the call."""
+    if "world" not in request.fixturenames:
+        yield
+        return
+    start = len(pw.AWS_CALL_LOG)
+    world = request.getfixturevalue("world")
+    yield
+    invoked = [function for function, _payload in world.invocations]
+    iam_model.assert_scenario_authorized(pw.AWS_CALL_LOG[start:], invoked)

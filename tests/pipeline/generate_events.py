@@ -34,7 +34,9 @@ def _env(mp: pytest.MonkeyPatch) -> None:
         mp.setenv(name, value)
 
 
-def capture(sim_settings: dict, name: str) -> list[tuple[str, dict]]:
+def capture(sim_settings: dict, name: str) -> tuple[list[tuple[str, dict]], dict]:
+    """The inputs each function got in one execution, and the execution's own input: the S3 event of the
+    manifest upload, carrying the version-id S3 gave the put (the bucket is versioned, as DataBucket)."""
     invocations: list[tuple[str, dict]] = []
     with pytest.MonkeyPatch.context() as mp, mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
         _env(mp)
@@ -43,16 +45,13 @@ def capture(sim_settings: dict, name: str) -> list[tuple[str, dict]]:
         pw.install_inprocess_lambdas(mp, invocations)
         world = pw.PipelineWorld(sim, invocations)
         mp.setenv("NOTIFICATION_TOPIC_ARN", world.topic_arn)
-        world.run(pw.upload_dataset(world.s3), name)
-    return invocations
+        execution = world.run(pw.upload_dataset(world.s3), name)
+    return invocations, json.loads(execution["input"])
 
 
 def main() -> int:
-    files: dict[str, dict] = {
-        "s3_manifest_created.json": pw.s3_event(f"datasets/{pw.DATASET}/manifest.json"),
-        "start_execution.json": pw.s3_event(f"datasets/{pw.DATASET}/manifest.json"),
-    }
-    happy = capture({}, "events-happy")
+    happy, trigger = capture({}, "events-happy")
+    files: dict[str, dict] = {"s3_manifest_created.json": trigger, "start_execution.json": trigger}
     describe_names = {
         "tuning": "describe_job_tuning.json",
         "training": "describe_job_training.json",
@@ -65,7 +64,7 @@ def main() -> int:
             files.setdefault(f"notify_{payload['outcome']}.json", payload)
         else:
             files.setdefault(f"{function}.json", payload)
-    failed = capture({"tuning_outcome": "Failed"}, "events-failed")
+    failed, _ = capture({"tuning_outcome": "Failed"}, "events-failed")
     for function, payload in failed:
         if function == "cleanup":
             files["cleanup.json"] = payload

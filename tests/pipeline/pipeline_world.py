@@ -20,10 +20,11 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import boto3
 from botocore.client import BaseClient
+from botocore.exceptions import ClientError
 from moto.awslambda.models import LambdaFunction
 from moto.sagemaker import models as sm_models
 from moto.sagemaker.exceptions import ResourceInUseException, SagemakerClientError, ValidationError
@@ -40,6 +41,8 @@ ACCOUNT = "123456789012"
 BUCKET = "imgclf-data-example"
 PREFIX = "imgclf"
 ENDPOINT = "imgclf-classifier"
+TOPIC = "imgclf-notifications"
+STATE_MACHINE = "imgclf-pipeline"
 DATASET = "dogImages"
 MODEL_PACKAGE_GROUP = f"{PREFIX}-models"
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/imgclf-sagemaker"
@@ -129,8 +132,17 @@ def substitute(definition: str, substitutions: dict[str, str]) -> str:
     return definition
 
 
-def s3_event(key: str, etag: str = "0123456789abcdef0123456789abcdef", bucket: str = BUCKET) -> dict[str, Any]:
-    """The EventBridge event S3 sends for "Object Created" (the state machine's input)."""
+def s3_event(
+    key: str,
+    etag: str = "0123456789abcdef0123456789abcdef",
+    bucket: str = BUCKET,
+    version_id: str | None = None,
+) -> dict[str, Any]:
+    """The EventBridge event S3 sends for "Object Created" (the state machine's input). A versioned bucket
+    (the template's DataBucket is) puts the version-id S3 returned for the put into every event."""
+    obj: dict[str, Any] = {"key": key, "size": 64, "etag": etag, "sequencer": "0062E99A88DC407460"}
+    if version_id is not None:
+        obj["version-id"] = version_id
     return {
         "version": "0",
         "id": "17793124-05d4-b198-2fde-7ededc63b103",
@@ -143,7 +155,7 @@ def s3_event(key: str, etag: str = "0123456789abcdef0123456789abcdef", bucket: s
         "detail": {
             "version": "0",
             "bucket": {"name": bucket},
-            "object": {"key": key, "size": 64, "etag": etag, "sequencer": "0062E99A88DC407460"},
+            "object": obj,
             "request-id": "N4N7GDK58NMKJ12R",
             "requester": ACCOUNT,
             "source-ip-address": "203.0.113.15",
@@ -355,22 +367,38 @@ class SageMakerSim:
 
 
 _running = threading.local()  # which pipeline function's handler runs on this thread (if any)
-# (function folder, IAM action) of every AWS call a handler made, e.g. ("deploy", "sagemaker:CreateModel"),
-# and the same with the call's parameters (for the resource-level check).
-AWS_CALLS: set[tuple[str, str]] = set()
-AWS_CALL_LOG: list[tuple[str, str, dict[str, Any]]] = []
-# Operations whose IAM action is not named after the operation.
-_IAM_ACTION_OF = {"s3:ListObjectsV2": "s3:ListBucket", "s3:HeadObject": "s3:GetObject"}
+
+
+class RecordedCall(NamedTuple):
+    """An AWS call a handler made; tests/pipeline/iam_model.py derives what AWS authorizes for it."""
+
+    function: str  # folder in functions/
+    service: str  # the client's signing name
+    operation: str
+    params: dict[str, Any]
+    answer: dict[str, str]  # the answer's top-level strings (a created ARN, a described config name)
+    error: str | None  # the error code the world answered with
+
+
+AWS_CALL_LOG: list[RecordedCall] = []
 
 
 def _recording(make_api_call: Any) -> Any:
     def call(client: Any, operation_name: str, api_params: Any) -> Any:
         function = getattr(_running, "function", None)
-        if function is not None:
-            action = f"{client.meta.service_model.signing_name}:{operation_name}"
-            AWS_CALLS.add((function, _IAM_ACTION_OF.get(action, action)))
-            AWS_CALL_LOG.append((function, _IAM_ACTION_OF.get(action, action), dict(api_params)))
-        return make_api_call(client, operation_name, api_params)
+        if function is None:
+            return make_api_call(client, operation_name, api_params)
+        record = RecordedCall(
+            function, client.meta.service_model.signing_name, operation_name, dict(api_params), {}, None
+        )
+        try:
+            response = make_api_call(client, operation_name, api_params)
+        except ClientError as error:
+            AWS_CALL_LOG.append(record._replace(error=error.response.get("Error", {}).get("Code")))
+            raise
+        answer = {k: v for k, v in response.items() if isinstance(v, str)}
+        AWS_CALL_LOG.append(record._replace(answer=answer))
+        return response
 
     return call
 
@@ -378,7 +406,7 @@ def _recording(make_api_call: Any) -> Any:
 def install_inprocess_lambdas(monkeypatch: Any, invocations: list[tuple[str, dict[str, Any]]]) -> None:
     """moto runs Lambda code in Docker; here each function's real handler runs in-process instead, and an
     exception becomes the Lambda runtime's error payload ({"errorType", "errorMessage"}). Every AWS call a
-    handler makes is recorded in AWS_CALLS (for the least-privilege check against template.yaml)."""
+    handler makes is recorded in AWS_CALL_LOG (for the IAM evaluation, tests/pipeline/iam_model.py)."""
     monkeypatch.setattr(BaseClient, "_make_api_call", _recording(BaseClient._make_api_call))
 
     def invoke(self: LambdaFunction, event: Any = None) -> tuple[str, bool, str]:
@@ -436,7 +464,9 @@ class PipelineWorld:
         self.sqs = boto3.client("sqs", region_name=REGION)
         sns = boto3.client("sns", region_name=REGION)
         self.s3.create_bucket(Bucket=BUCKET)
-        self.topic_arn = sns.create_topic(Name="imgclf-notifications")["TopicArn"]
+        # Versioned, as template.yaml's DataBucket: every event then carries the put's version-id.
+        self.s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        self.topic_arn = sns.create_topic(Name=TOPIC)["TopicArn"]
         queue_url = self.sqs.create_queue(QueueName="notifications")["QueueUrl"]
         queue_arn = self.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"
@@ -469,7 +499,7 @@ class PipelineWorld:
             )
         definition = substitute(ASL_PATH.read_text(), resolve_substitutions(poll_seconds=0))
         self.state_machine_arn = self.sfn.create_state_machine(
-            name="imgclf-pipeline", definition=definition, roleArn=role
+            name=STATE_MACHINE, definition=definition, roleArn=role
         )["stateMachineArn"]
 
     def run(
@@ -480,9 +510,13 @@ class PipelineWorld:
         timeout: float = 60,
         event: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Start an execution for an upload of `key` (or with `event` as input) and wait for it to end."""
+        """Start an execution for an upload of `key` (or with `event` as input) and wait for it to end. The
+        event carries the version S3 gave the latest put of `key`, as S3's own event would."""
+        if event is None:
+            version_id = self.s3.head_object(Bucket=BUCKET, Key=key)["VersionId"]
+            event = s3_event(key, etag, version_id=version_id)
         arn = self.sfn.start_execution(
-            stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(event or s3_event(key, etag))
+            stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(event)
         )["executionArn"]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -1,5 +1,6 @@
 """The real statemachine/pipeline.asl.json, run by moto's Step Functions interpreter, with the real
-handlers in-process: every scenario of the issue, end to end."""
+handlers in-process: every scenario of the issue, end to end. conftest.py evaluates each scenario's AWS
+calls as IAM would, against template.yaml's policies (iam_model.py)."""
 
 from __future__ import annotations
 
@@ -194,98 +195,3 @@ def test_missing_split_fails_fast(world: pw.PipelineWorld) -> None:
     error, cause = _failure(world, world.run(key, "no-test-split"))
     assert error == "InvalidDataset" and "test" in cause and "missing splits" in cause
     assert world.sim.calls == []
-
-
-def test_every_aws_call_a_handler_made_is_allowed_by_its_role() -> None:
-    """Least privilege, checked from the other side: every (function, IAM action) recorded across the
-    scenarios above is granted by that function's policies in template.yaml (runs after them)."""
-    assert pw.AWS_CALLS, "run with the scenarios above"
-    resources = pw.template()["Resources"]
-    folder_to_id = {folder: logical_id for logical_id, folder in pw.FUNCTIONS.items()}
-    missing = []
-    for function, action in sorted(pw.AWS_CALLS):
-        granted = set()
-        for policy in resources[folder_to_id[function]]["Properties"]["Policies"]:
-            if "SNSPublishMessagePolicy" in policy:
-                granted.add("sns:Publish")
-            for statement in policy.get("Statement", []):
-                if statement["Effect"] == "Allow":
-                    actions = statement["Action"]
-                    granted.update([actions] if isinstance(actions, str) else actions)
-        if action not in granted:
-            missing.append((function, action))
-    assert missing == []
-
-
-# The SageMaker resource each call acts on, by the parameter that names it (IAM's resource for the action).
-_SAGEMAKER_RESOURCE_PARAMS = (
-    ("HyperParameterTuningJobName", "hyper-parameter-tuning-job"),
-    ("TrainingJobName", "training-job"),
-    ("EndpointName", "endpoint"),
-    ("EndpointConfigName", "endpoint-config"),
-    ("ModelName", "model"),
-)
-
-
-def _resource_arn(action: str, params: dict) -> str | None:
-    service, operation = action.split(":")
-    if service == "sagemaker":
-        if operation == "ListTags":
-            return params["ResourceArn"]
-        if operation == "CreateModelPackage":
-            return f"arn:aws:sagemaker:{pw.REGION}:{pw.ACCOUNT}:model-package/{params['ModelPackageGroupName']}/1"
-        for key, kind in _SAGEMAKER_RESOURCE_PARAMS:
-            if key in params:
-                return f"arn:aws:sagemaker:{pw.REGION}:{pw.ACCOUNT}:{kind}/{params[key].lower()}"
-    if service == "s3":
-        return f"arn:aws:s3:::{params['Bucket']}" + (f"/{params['Key']}" if "Key" in params else "")
-    # Application Auto Scaling has no resource-level permissions; SNS is scoped by SNSPublishMessagePolicy
-    # (a SAM policy template, checked for the action above).
-    return None
-
-
-def _resolve(resource: object) -> list[str]:
-    """A policy Resource from template.yaml as a glob, resolved as CloudFormation would for this world."""
-    values = {"AWS::Partition": "aws", "AWS::Region": pw.REGION, "AWS::AccountId": pw.ACCOUNT,
-              "ResourcePrefix": pw.PREFIX, "EndpointName": pw.ENDPOINT, "DataBucket.Arn": f"arn:aws:s3:::{pw.BUCKET}"}
-    attributes = {("DataBucket", "Arn"): f"arn:aws:s3:::{pw.BUCKET}",
-                  ("ModelPackageGroup", "ModelPackageGroupArn"):
-                      f"arn:aws:sagemaker:{pw.REGION}:{pw.ACCOUNT}:model-package-group/{pw.MODEL_PACKAGE_GROUP}"}
-    if isinstance(resource, list):
-        return [glob for item in resource for glob in _resolve(item)]
-    if isinstance(resource, str):
-        return [resource]
-    assert isinstance(resource, dict), resource
-    if "Fn::Sub" in resource:
-        text = resource["Fn::Sub"]
-        for name, value in values.items():
-            text = text.replace("${" + name + "}", value)
-        assert "${" not in text, text
-        return [text]
-    if "Fn::GetAtt" in resource:
-        return [attributes.get(tuple(resource["Fn::GetAtt"]), "unresolved")]
-    raise AssertionError(f"unexpected resource {resource}")
-
-
-def test_every_aws_call_touches_only_resources_its_role_names() -> None:
-    """The resource-level half of least privilege: the ARN each recorded call acts on matches a Resource
-    of a statement that grants the action (IAM wildcards as globs). Runs after the scenarios above."""
-    import fnmatch
-
-    assert pw.AWS_CALL_LOG, "run with the scenarios above"
-    resources = pw.template()["Resources"]
-    folder_to_id = {folder: logical_id for logical_id, folder in pw.FUNCTIONS.items()}
-    outside = set()
-    for function, action, params in pw.AWS_CALL_LOG:
-        arn = _resource_arn(action, params)
-        if arn is None:
-            continue
-        globs = []
-        for policy in resources[folder_to_id[function]]["Properties"]["Policies"]:
-            for statement in policy.get("Statement", []):
-                actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-                if statement["Effect"] == "Allow" and action in actions:
-                    globs += _resolve(statement["Resource"])
-        if not any(fnmatch.fnmatchcase(arn, glob) for glob in globs):
-            outside.add((function, action, arn))
-    assert outside == set()

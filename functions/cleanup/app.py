@@ -35,6 +35,14 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     endpoint_name = os.environ["ENDPOINT_NAME"]
     started_tuning = "tuning" in state
     started_training = "training" in state
+    target = requests.scalable_target_id(endpoint_name)
+    registered = bool(
+        autoscaling.describe_scalable_targets(
+            ServiceNamespace=target["ServiceNamespace"],
+            ResourceIds=[target["ResourceId"]],
+            ScalableDimension=target["ScalableDimension"],
+        ).get("ScalableTargets")
+    )
     actions = requests.plan_cleanup(
         run,
         tuning=_describe(
@@ -51,7 +59,10 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             sagemaker.describe_endpoint_config, EndpointConfigName=run["endpoint_config_name"]
         )
         is not None,
-        autoscaling_deregistered=bool((state.get("deployment") or {}).get("autoscaling_deregistered")),
+        # The gate passed, so Deploy ran (at least in part): it may have deregistered autoscaling
+        # before it failed, and then never returned its output.
+        deploy_attempted=(state.get("gate") or {}).get("passed") is True,
+        autoscaling_registered=registered,
     )
     for step in actions:
         action, name = step["action"], step["name"]

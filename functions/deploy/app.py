@@ -1,8 +1,10 @@
 """Deploy: CreateModel + CreateEndpointConfig, then CreateEndpoint, or a blue/green UpdateEndpoint with
-automatic rollback for a live endpoint (deregistering autoscaling first when the instance type changes).
+automatic rollback for a live endpoint that keeps its (autoscaled) instance count (deregistering
+autoscaling first when the instance type changes; ConfigureAutoscaling, or Cleanup after a failure,
+registers it again).
 
 Input {"run", "training_job_name", "gate"}; output {"endpoint_name", "endpoint_config_name", "model_name",
-"action", "autoscaling_deregistered", "previous_config"}.
+"action", "autoscaling_deregistered", "exclude_retained", "previous_config"}.
 """
 
 from __future__ import annotations
@@ -13,7 +15,11 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 from mlpipeline import requests
-from mlpipeline.errors import error_code, translate_aws_errors
+from mlpipeline.errors import TransientAwsError, error_code, translate_aws_errors
+
+# What CreateEndpoint/UpdateEndpoint answer for a config they cannot see: also, for a moment, for the
+# config CreateEndpointConfig has just created (eventual consistency), so that one answer is retried.
+CONFIG_NOT_FOUND = "Could not find endpoint configuration"
 
 
 def describe_endpoint_or_none(sagemaker: Any, name: str) -> dict[str, Any] | None:
@@ -33,6 +39,21 @@ def _create_once(call: Any, **request: Any) -> None:
         message = str(error).lower()
         if not (error_code(error) in ("ValidationException", "ResourceInUse") and "exist" in message):
             raise
+
+
+def _using_new_config(call: Any, **request: Any) -> None:
+    """CreateEndpoint / UpdateEndpoint, with "config not found" raised as TransientAwsError: the ASL
+    retries Deploy with backoff (idempotent: the model and config already exist, the plan is made again).
+    Only that message; any other ValidationException is a real error."""
+    try:
+        call(**request)
+    except ClientError as error:
+        if error_code(error) == "ValidationException" and CONFIG_NOT_FOUND in str(error):
+            raise TransientAwsError(
+                f"endpoint config {request['EndpointConfigName']} not visible yet after CreateEndpointConfig "
+                f"(eventual consistency): {error}"
+            ) from error
+        raise
 
 
 @translate_aws_errors
@@ -57,7 +78,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         ).get("ScalableTargets")
     )
     plan = requests.plan_deployment(
-        endpoint, live_type, run["settings"]["endpoint_instance_type"], registered
+        endpoint, live_type, run["settings"]["endpoint_instance_type"], registered, run["endpoint_config_name"]
     )
 
     _create_once(sagemaker.create_model, **requests.model_request(run, os.environ["SAGEMAKER_ROLE_ARN"], job))
@@ -72,16 +93,23 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         sagemaker.get_waiter("endpoint_deleted").wait(
             EndpointName=endpoint_name, WaiterConfig={"Delay": 10, "MaxAttempts": 25}
         )
-    if plan["action"] in ("create", "recreate"):
-        sagemaker.create_endpoint(**requests.create_endpoint_request(endpoint_name, run))
+    if plan["action"] == "resume":
+        pass  # a retry: this run's create or update is already under way
+    elif plan["action"] in ("create", "recreate"):
+        _using_new_config(sagemaker.create_endpoint, **requests.create_endpoint_request(endpoint_name, run))
     else:
         alarms = [os.environ["ERRORS_ALARM_NAME"], os.environ["LATENCY_ALARM_NAME"]]
-        sagemaker.update_endpoint(**requests.update_endpoint_request(endpoint_name, run, alarms))
+        _using_new_config(
+            sagemaker.update_endpoint,
+            **requests.update_endpoint_request(endpoint_name, run, alarms, plan["exclude_retained"]),
+        )
+    previous = endpoint["EndpointConfigName"] if endpoint else None
     return {
         "endpoint_name": endpoint_name,
         "endpoint_config_name": run["endpoint_config_name"],
         "model_name": run["model_name"],
         "action": plan["action"],
         "autoscaling_deregistered": plan["deregister_autoscaling"],
-        "previous_config": endpoint["EndpointConfigName"] if endpoint else None,
+        "exclude_retained": plan["exclude_retained"],
+        "previous_config": previous if previous != run["endpoint_config_name"] else None,
     }

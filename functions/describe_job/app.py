@@ -1,7 +1,14 @@
-"""DescribeJob: the progress of the tuning job, the training job or the endpoint deployment.
+"""DescribeJob: the progress of the tuning job, the training job or the endpoint deployment, and when to
+look again (mlpipeline.polling).
 
-Input {"kind": "tuning" | "training" | "endpoint", "name", "expected_config" (endpoint only)}.
-Output {"done": bool, "status", ...}; raises SageMakerJobFailed / EndpointDeploymentFailed.
+Input {"kind": "tuning" | "training" | "endpoint", "name", "expected_config" (endpoint only),
+       "poll": {"attempt", "wait_seconds"} (the previous answer's), "poll_seconds", "settings"}.
+Output {"done": bool, "status", ..., "poll": {"attempt", "wait_seconds"}}; raises SageMakerJobFailed /
+EndpointDeploymentFailed, or PollLimitExceeded after the phase's last poll.
+
+A status check that AWS throttles or fails transiently is a poll that learnt nothing: it answers "not
+done" and the loop looks again after its back-off. The ASL retries only Lambda's own errors here, which
+keeps each poll's worst-case history small (tests/pipeline/test_history_budget.py).
 """
 
 from __future__ import annotations
@@ -9,13 +16,14 @@ from __future__ import annotations
 from typing import Any
 
 import boto3
-from mlpipeline import requests
-from mlpipeline.errors import translate_aws_errors
+from botocore.exceptions import ClientError, ConnectionError, ReadTimeoutError
+from mlpipeline import polling, requests
+from mlpipeline.errors import THROTTLING_CODES, TRANSIENT_CODES, error_code, translate_aws_errors
+
+KINDS = ("tuning", "training", "endpoint")
 
 
-@translate_aws_errors
-def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    sagemaker = boto3.client("sagemaker")
+def _progress(sagemaker: Any, event: dict[str, Any]) -> dict[str, Any]:
     kind, name = event["kind"], event["name"]
     if kind == "tuning":
         return requests.tuning_progress(
@@ -23,8 +31,23 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         )
     if kind == "training":
         return requests.training_progress(sagemaker.describe_training_job(TrainingJobName=name))
-    if kind == "endpoint":
-        return requests.endpoint_progress(
-            sagemaker.describe_endpoint(EndpointName=name), event["expected_config"]
-        )
-    raise ValueError(f"unknown kind {kind!r}: expected tuning, training or endpoint")
+    return requests.endpoint_progress(sagemaker.describe_endpoint(EndpointName=name), event["expected_config"])
+
+
+@translate_aws_errors
+def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    kind, name = event["kind"], event["name"]
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}: expected tuning, training or endpoint")
+    try:
+        progress = _progress(boto3.client("sagemaker"), event)
+    except ClientError as error:
+        if error_code(error) not in THROTTLING_CODES | TRANSIENT_CODES:
+            raise
+        progress = requests.unknown_progress(error_code(error))
+    except (ConnectionError, ReadTimeoutError) as error:
+        progress = requests.unknown_progress(type(error).__name__)
+    poll = polling.next_poll(
+        kind, name, progress, event["poll"], event["settings"], int(event["poll_seconds"])
+    )
+    return {**progress, "poll": poll}

@@ -1,7 +1,12 @@
-"""StartTuning: CreateHyperParameterTuningJob for the run. Input {"run"}; output {"job_name", "job_arn"}.
+"""StartTuning: CreateHyperParameterTuningJob for the run, tagged with the execution that starts it.
 
-A second execution for the same dataset version collides on the deterministic job name: SageMaker
-answers ResourceInUse, raised as DuplicateRun (ignored by the state machine).
+Input {"run", "execution_arn" ($$.Execution.Id), "poll_seconds"}; output {"job_name", "job_arn"}.
+
+The job name is deterministic per dataset version, so SageMaker answers ResourceInUse both to a retry of
+this task whose first attempt did create the job (the Lambda timed out, or AWS answered 5xx after the job
+was created) and to a second execution for the same version. The job's execution tag tells them apart:
+our own job carries on, another execution's is DuplicateRun (ignored by the state machine).
+Before anything starts, a run whose budget one execution cannot watch is refused (InvalidDataset).
 """
 
 from __future__ import annotations
@@ -11,21 +16,33 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
+from mlpipeline import polling, requests
 from mlpipeline.errors import DuplicateRun, error_code, translate_aws_errors
-from mlpipeline.requests import tuning_job_request
+
+
+def _tags(sagemaker: Any, arn: str) -> list[dict[str, str]]:
+    return [tag for page in sagemaker.get_paginator("list_tags").paginate(ResourceArn=arn) for tag in page["Tags"]]
 
 
 @translate_aws_errors
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     run = event["run"]
-    request = tuning_job_request(run, os.environ["SAGEMAKER_ROLE_ARN"])
+    execution_arn = event["execution_arn"]
+    polling.check_run_fits_one_execution(run["settings"], int(event["poll_seconds"]))
+    request = requests.tuning_job_request(run, os.environ["SAGEMAKER_ROLE_ARN"], execution_arn)
+    sagemaker = boto3.client("sagemaker")
+    name = run["tuning_job_name"]
     try:
-        answer = boto3.client("sagemaker").create_hyper_parameter_tuning_job(**request)
+        arn = sagemaker.create_hyper_parameter_tuning_job(**request)["HyperParameterTuningJobArn"]
     except ClientError as error:
-        if error_code(error) == "ResourceInUse":
+        if error_code(error) != "ResourceInUse":
+            raise
+        arn = sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)[
+            "HyperParameterTuningJobArn"
+        ]
+        if not requests.started_by(_tags(sagemaker, arn), execution_arn):
             raise DuplicateRun(
-                f"tuning job {run['tuning_job_name']} already exists: this dataset version "
+                f"tuning job {name} already exists, started by another execution: this dataset version "
                 "is already being processed"
             ) from error
-        raise
-    return {"job_name": run["tuning_job_name"], "job_arn": answer["HyperParameterTuningJobArn"]}
+    return {"job_name": name, "job_arn": arn}

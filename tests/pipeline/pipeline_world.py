@@ -2,10 +2,14 @@
 
 moto answers SageMaker calls but every job is Completed at once, a tuning job's BestTrainingJob is a
 placeholder, names may be reused, and UpdateEndpoint does not exist. `SageMakerSim` fills exactly those
-gaps the way the real service behaves (jobs stay InProgress for a few polls, then end as the scenario
-says; a duplicate name is ResourceInUse; UpdateEndpoint switches to Updating and then to the new config,
-or rolls back to the old one). Everything else (S3, SNS, SQS, Auto Scaling, Lambda, Step Functions'
-interpreter) is moto's own. The handlers and the ASL are the real files.
+gaps the way the real service behaves, each behaviour citing the AWS doc it models (jobs stay InProgress
+for a few polls, then end as the scenario says; a duplicate name is ResourceInUse; an endpoint being
+created or updated shows the new config in PendingDeploymentSummary while EndpointConfigName still names
+the old one; UpdateEndpoint keeps or resets the instance count as RetainAllVariantProperties says, refuses
+an instance-type change while autoscaling is registered, and ends InService on the new config or, rolled
+back, on the old one; a config just created may be invisible for a moment; failures the scenarios
+need). Everything else (S3, SNS, SQS, Auto Scaling, Lambda, Step Functions' interpreter) is moto's own.
+The handlers and the ASL are the real files.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any, NamedTuple
 import boto3
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
+from moto.applicationautoscaling.models import applicationautoscaling_backends
 from moto.awslambda.models import LambdaFunction
 from moto.sagemaker import models as sm_models
 from moto.sagemaker.exceptions import ResourceInUseException, SagemakerClientError, ValidationError
@@ -35,6 +40,7 @@ REPO = Path(__file__).resolve().parents[2]
 LAYER = REPO / "functions" / "pipeline_layer"
 if str(LAYER) not in sys.path:  # what the Lambda layer's python/ puts on sys.path at run time
     sys.path.insert(0, str(LAYER))
+from mlpipeline import requests as rq  # noqa: E402 (needs the layer on sys.path)
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -172,24 +178,56 @@ class Throttled(SagemakerClientError):
     code = "ThrottlingException"
 
 
+class InternalFailure(SagemakerClientError):
+    """SageMaker's 500 (https://docs.aws.amazon.com/sagemaker/latest/APIReference/CommonErrors.html)."""
+
+    code = "InternalFailure"
+
+
+class ResourceLimitExceeded(SagemakerClientError):
+    """UpdateEndpoint's documented error when the account may not run the new fleet
+    (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_UpdateEndpoint.html#API_UpdateEndpoint_Errors)."""
+
+    code = "ResourceLimitExceeded"
+
+
+# Docs the SageMakerSim behaviours below model.
+UPDATE_ENDPOINT_DOC = "https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_UpdateEndpoint.html"
+DESCRIBE_ENDPOINT_DOC = "https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_DescribeEndpoint.html"
+VARIANT_PROPERTY_DOC = "https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_VariantProperty.html"
+SCALING_UPDATE_DOC = "https://docs.aws.amazon.com/sagemaker/latest/dg/endpoint-scaling-update.html"
+ROLLBACK_DOC = "https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-configuration.html"
+VARIANT_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+
+
 @dataclass
 class SageMakerSim:
     polls: int = 1  # how many Describe calls see InProgress/Creating/Updating before the outcome
+    update_polls: int | None = None  # the same for Updating only (None: `polls`); large = stuck updating
     tuning_outcome: str = "Completed"  # or "Failed"
     tuned: dict[str, str] = field(default_factory=lambda: {"lr": "0.0123", "batch-size": "64"})
     training_outcome: str = "Completed"
     test_accuracy: float | None = 0.91
     endpoint_outcome: str = "InService"  # or "Failed"
-    update_outcome: str = "InService"  # or "RolledBack"
+    update_outcome: str = "InService"  # or "RolledBack", "UpdateRollbackFailed"
     throttle_create_training: int = 0  # throttle this many CreateTrainingJob calls first
+    throttle_describe_tuning: int = 0  # throttle this many DescribeHyperParameterTuningJob calls first
+    # CreateHyperParameterTuningJob creates the job, then answers 500 (the caller cannot know it worked).
+    lose_create_tuning_response: bool = False
+    # Another execution (this ARN) creates the same tuning job just before this one's create arrives.
+    racing_execution: str | None = None
+    # This many CreateEndpoint/UpdateEndpoint calls after CreateEndpointConfig do not see the new config yet.
+    config_not_visible_for: int = 0
+    update_endpoint_error: str | None = None  # e.g. "ResourceLimitExceeded": every UpdateEndpoint fails so
     calls: list[str] = field(default_factory=list)
     _seen: dict[str, int] = field(default_factory=dict)
-    _pending_update: dict[str, str] = field(default_factory=dict)
+    _pending_update: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _invisible_configs: dict[str, int] = field(default_factory=dict)
 
-    def _tick(self, key: str) -> bool:
-        """True once `polls` describes of `key` have seen it in progress."""
+    def _tick(self, key: str, polls: int | None = None) -> bool:
+        """True once `polls` (default self.polls) describes of `key` have seen it in progress."""
         self._seen[key] = self._seen.get(key, 0) + 1
-        return self._seen[key] > self.polls
+        return self._seen[key] > (self.polls if polls is None else polls)
 
     def install(self, monkeypatch: Any) -> None:
         sim = self
@@ -201,6 +239,8 @@ class SageMakerSim:
                 "describe_hyper_parameter_tuning_job",
                 "create_training_job",
                 "describe_training_job",
+                "create_model",
+                "create_endpoint_config",
                 "create_endpoint",
                 "describe_endpoint",
             )
@@ -208,6 +248,17 @@ class SageMakerSim:
 
         def create_tuning(self: Any, hyper_parameter_tuning_job_name: str, **kwargs: Any) -> str:
             sim.calls.append("CreateHyperParameterTuningJob")
+            jobs = self.hyper_parameter_tuning_jobs
+            if sim.racing_execution is not None and hyper_parameter_tuning_job_name not in jobs:
+                # the other execution's StartTuning wins the race: the same request, its own execution tag
+                tags = [t for t in kwargs.get("tags") or [] if t["Key"] != rq.EXECUTION_TAG_KEY]
+                tags.append(rq.execution_tag(sim.racing_execution))
+                original["create_hyper_parameter_tuning_job"](
+                    self, hyper_parameter_tuning_job_name, **{**kwargs, "tags": tags}
+                )
+                self.hyper_parameter_tuning_jobs[
+                    hyper_parameter_tuning_job_name
+                ].hyper_parameter_tuning_job_status = "InProgress"
             if hyper_parameter_tuning_job_name in self.hyper_parameter_tuning_jobs:
                 raise ResourceInUseException(
                     f"Hyperparameter tuning job {hyper_parameter_tuning_job_name} already exists"
@@ -216,9 +267,15 @@ class SageMakerSim:
             self.hyper_parameter_tuning_jobs[
                 hyper_parameter_tuning_job_name
             ].hyper_parameter_tuning_job_status = "InProgress"
+            if sim.lose_create_tuning_response:
+                sim.lose_create_tuning_response = False
+                raise InternalFailure("We encountered an internal error. Please try again.")
             return arn
 
         def describe_tuning(self: Any, hyper_parameter_tuning_job_name: str) -> dict[str, Any]:
+            if sim.throttle_describe_tuning > 0:
+                sim.throttle_describe_tuning -= 1
+                raise Throttled("Rate exceeded")
             job = self.hyper_parameter_tuning_jobs.get(hyper_parameter_tuning_job_name)
             if (
                 job is not None
@@ -272,50 +329,166 @@ class SageMakerSim:
                     ]
             return original["describe_training_job"](self, training_job_name)
 
+        def create_model(self: Any, model_name: str, *args: Any, **kwargs: Any) -> Any:
+            # Names are unique: SageMaker refuses a second CreateModel (moto would overwrite the first).
+            if model_name in self._models:
+                arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model/{model_name}"
+                raise ValidationError(f'Cannot create already existing model "{arn}".')
+            return original["create_model"](self, model_name, *args, **kwargs)
+
+        def create_endpoint_config(self: Any, endpoint_config_name: str, *args: Any, **kwargs: Any) -> Any:
+            if endpoint_config_name in self.endpoint_configs:
+                arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint-config/{endpoint_config_name}"
+                raise ValidationError(f'Cannot create already existing endpoint configuration "{arn}".')
+            config = original["create_endpoint_config"](self, endpoint_config_name, *args, **kwargs)
+            if sim.config_not_visible_for:
+                sim._invisible_configs[endpoint_config_name] = sim.config_not_visible_for
+            return config
+
+        def check_config_visible(self: Any, endpoint_config_name: str) -> None:
+            """A config just created may be invisible to CreateEndpoint/UpdateEndpoint for a moment: they
+            answer as for a missing config (eventual consistency; the answer is DescribeEndpointConfig's
+            "Could not find endpoint configuration")."""
+            if sim._invisible_configs.get(endpoint_config_name, 0) > 0:
+                sim._invisible_configs[endpoint_config_name] -= 1
+                arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint-config/{endpoint_config_name}"
+                raise ValidationError(f"Could not find endpoint configuration '{arn}'.")
+            self.describe_endpoint_config(endpoint_config_name)  # a config that does not exist at all
+
+        def pending_summary(self: Any, config_name: str, variants: list[dict[str, Any]]) -> dict[str, Any]:
+            """PendingDeploymentSummary: "only returned when the endpoint is creating or updating with a
+            new endpoint configuration" (DESCRIBE_ENDPOINT_DOC)."""
+            config = self.endpoint_configs[config_name]
+            types = {v["VariantName"]: v["InstanceType"] for v in config.production_variants}
+            return {
+                "EndpointConfigName": config_name,
+                "StartTime": sm_models.utcnow(),
+                "ProductionVariants": [
+                    {
+                        "VariantName": v["VariantName"],
+                        "InstanceType": types[v["VariantName"]],
+                        "DesiredInstanceCount": v.get("DesiredInstanceCount"),
+                        # InitialVariantWeight defaults to 1.0 (API_ProductionVariant)
+                        "DesiredWeight": v.get("DesiredWeight", 1.0),
+                    }
+                    for v in variants
+                ],
+            }
+
         def create_endpoint(self: Any, endpoint_name: str, endpoint_config_name: str, tags: Any) -> Any:
             sim.calls.append("CreateEndpoint")
             if endpoint_name in self.endpoints:
                 raise ValidationError(f"Cannot create already existing endpoint {endpoint_name}")
+            check_config_visible(self, endpoint_config_name)
             endpoint = original["create_endpoint"](self, endpoint_name, endpoint_config_name, tags)
             endpoint.endpoint_status = "Creating"
+            endpoint.pending_deployment_summary = pending_summary(
+                self, endpoint_config_name, endpoint.production_variants
+            )
             return endpoint
+
+        def variants_after_update(
+            self: Any, endpoint: Any, config_name: str, retain: bool, exclude: set[str]
+        ) -> list[dict[str, Any]]:
+            """The variants an update deploys. Without RetainAllVariantProperties (default false) every
+            variant gets the new config's InitialInstanceCount and InitialVariantWeight; with it, a variant
+            of the same name keeps the endpoint's latest DesiredInstanceCount and DesiredWeight, "regardless
+            of the value of the InitialInstanceCount field in the new EndpointConfig", except the
+            VariantPropertyTypes in ExcludeRetainedVariantProperties, which come from the new config
+            (UPDATE_ENDPOINT_DOC, VARIANT_PROPERTY_DOC, SCALING_UPDATE_DOC)."""
+            live = {v["VariantName"]: v for v in endpoint.production_variants}
+            variants = []
+            for new in self.endpoint_configs[config_name].production_variants:
+                count, weight = new["InitialInstanceCount"], new.get("InitialVariantWeight", 1.0)
+                old = live.get(new["VariantName"])
+                if retain and old is not None:
+                    if "DesiredInstanceCount" not in exclude:
+                        count = old.get("DesiredInstanceCount", count)
+                    if "DesiredWeight" not in exclude:
+                        weight = old.get("DesiredWeight", weight)
+                variants.append(
+                    {
+                        "VariantName": new["VariantName"],
+                        "CurrentInstanceCount": count,
+                        "DesiredInstanceCount": count,
+                        "CurrentWeight": weight,
+                        "DesiredWeight": weight,
+                    }
+                )
+            return variants
 
         def describe_endpoint(self: Any, endpoint_name: str) -> dict[str, Any]:
             endpoint = self.endpoints.get(endpoint_name)
-            if (
-                endpoint is not None
-                and endpoint.endpoint_status in ("Creating", "Updating")
-                and sim._tick(f"endpoint:{endpoint_name}:{endpoint.endpoint_status}:{len(sim.calls)}")
+            status = endpoint.endpoint_status if endpoint is not None else None
+            if status in ("Creating", "Updating") and sim._tick(
+                f"endpoint:{endpoint_name}:{status}:{len(sim.calls)}",
+                sim.update_polls if status == "Updating" else None,
             ):
-                if endpoint.endpoint_status == "Creating":
+                if status == "Creating" or sim.update_outcome != "UpdateRollbackFailed":
+                    endpoint.pending_deployment_summary = None
+                if status == "Creating":
                     endpoint.endpoint_status = sim.endpoint_outcome
                     if sim.endpoint_outcome == "Failed":
                         endpoint.failure_reason = (
                             "The primary container for production variant AllTraffic did "
                             "not pass the ping health check."
                         )
+                elif sim.update_outcome == "UpdateRollbackFailed":
+                    # "Both the rolling deployment and auto-rollback failed. Your endpoint is in service with
+                    # a mix of the old and new endpoint configurations" (DESCRIBE_ENDPOINT_DOC): both stay in
+                    # use, the new one still named by PendingDeploymentSummary.
+                    sim._pending_update.pop(endpoint_name)
+                    endpoint.endpoint_status = "UpdateRollbackFailed"
+                    endpoint.failure_reason = "The rollback of the deployment failed."
                 else:
-                    new_config = sim._pending_update.pop(endpoint_name)
+                    update = sim._pending_update.pop(endpoint_name)
                     endpoint.endpoint_status = "InService"
                     if sim.update_outcome == "InService":
-                        endpoint.endpoint_config_name = new_config
+                        endpoint.endpoint_config_name = update["config"]
+                        endpoint.production_variants = update["variants"]
                     else:
+                        # An alarm tripped during baking: "a complete rollback to the old endpoint"
+                        # (ROLLBACK_DOC): InService again, on the old config and the old fleet.
                         endpoint.failure_reason = (
                             f"Deployment rolled back: alarm {ENDPOINT}-5xx-errors went into "
                             "ALARM during the baking period"
                         )
             return original["describe_endpoint"](self, endpoint_name)
 
-        def update_endpoint(self: Any, endpoint_name: str, endpoint_config_name: str) -> str:
+        def update_endpoint(
+            self: Any, endpoint_name: str, endpoint_config_name: str, retain: bool, exclude: set[str]
+        ) -> str:
             sim.calls.append("UpdateEndpoint")
             endpoint = self.endpoints.get(endpoint_name)
             if endpoint is None:
                 raise ValidationError(f"Could not find endpoint {endpoint_name}")
             if endpoint.endpoint_status != "InService":
                 raise ValidationError(f"Cannot update in-progress endpoint {endpoint_name}")
-            self.describe_endpoint_config(endpoint_config_name)  # must exist
+            check_config_visible(self, endpoint_config_name)
+            live_config = self.endpoint_configs[endpoint.endpoint_config_name]
+            live = {v["VariantName"]: v["InstanceType"] for v in live_config.production_variants}
+            targets = applicationautoscaling_backends[self.account_id][self.region_name]
+            for variant in self.endpoint_configs[endpoint_config_name].production_variants:
+                name = variant["VariantName"]
+                registered = targets.describe_scalable_targets(
+                    "sagemaker", [f"endpoint/{endpoint_name}/variant/{name}"], VARIANT_DIMENSION
+                )
+                if registered and live.get(name, variant["InstanceType"]) != variant["InstanceType"]:
+                    # "If the update would change the instance type for any model that is a target for
+                    # auto scaling, the update fails" (SCALING_UPDATE_DOC).
+                    raise ValidationError(
+                        f"The variant {name} of endpoint {endpoint_name} is registered with Application Auto "
+                        "Scaling: deregister it before changing its instance type."
+                    )
+            if sim.update_endpoint_error == "ResourceLimitExceeded":
+                raise ResourceLimitExceeded(
+                    "The account-level service limit 'ml.c5.xlarge for endpoint usage' is 0 Instances."
+                )
+            variants = variants_after_update(self, endpoint, endpoint_config_name, retain, exclude)
             endpoint.endpoint_status = "Updating"
-            sim._pending_update[endpoint_name] = endpoint_config_name
+            # While updating, EndpointConfigName still names the old config (DESCRIBE_ENDPOINT_DOC).
+            endpoint.pending_deployment_summary = pending_summary(self, endpoint_config_name, variants)
+            sim._pending_update[endpoint_name] = {"config": endpoint_config_name, "variants": variants}
             return endpoint.arn
 
         def stop_tuning(self: Any, hyper_parameter_tuning_job_name: str) -> None:
@@ -348,7 +521,10 @@ class SageMakerSim:
             from moto.core.responses import ActionResult
 
             arn = self.sagemaker_backend.update_endpoint(
-                self._get_param("EndpointName"), self._get_param("EndpointConfigName")
+                self._get_param("EndpointName"),
+                self._get_param("EndpointConfigName"),
+                bool(self._get_param("RetainAllVariantProperties", False)),
+                {p["VariantPropertyType"] for p in self._get_param("ExcludeRetainedVariantProperties") or []},
             )
             return ActionResult({"EndpointArn": arn})
 
@@ -356,6 +532,8 @@ class SageMakerSim:
         monkeypatch.setattr(backend_cls, "describe_hyper_parameter_tuning_job", describe_tuning)
         monkeypatch.setattr(backend_cls, "create_training_job", create_training)
         monkeypatch.setattr(backend_cls, "describe_training_job", describe_training)
+        monkeypatch.setattr(backend_cls, "create_model", create_model)
+        monkeypatch.setattr(backend_cls, "create_endpoint_config", create_endpoint_config)
         monkeypatch.setattr(backend_cls, "create_endpoint", create_endpoint)
         monkeypatch.setattr(backend_cls, "describe_endpoint", describe_endpoint)
         monkeypatch.setattr(backend_cls, "update_endpoint", update_endpoint, raising=False)

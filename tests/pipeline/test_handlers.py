@@ -10,7 +10,7 @@ import boto3
 import pipeline_world as pw
 import pytest
 from botocore.exceptions import ClientError
-from mlpipeline import errors, images
+from mlpipeline import errors, images, polling
 from moto import mock_aws
 
 from imgclf import gate
@@ -37,6 +37,21 @@ def aws(aws_env: None, sim: pw.SageMakerSim) -> Iterator[dict[str, Any]]:
         clients["sagemaker"].create_model_package_group(ModelPackageGroupName=pw.MODEL_PACKAGE_GROUP)
         clients["sim"] = sim
         yield clients
+
+
+EXECUTION = "arn:aws:states:us-east-1:123456789012:execution:imgclf-pipeline:first"
+OTHER_EXECUTION = "arn:aws:states:us-east-1:123456789012:execution:imgclf-pipeline:second"
+
+
+def _start_tuning(run: dict[str, Any], execution: str = EXECUTION, poll_seconds: int = 0) -> dict[str, Any]:
+    return handler("start_tuning")({"run": run, "execution_arn": execution, "poll_seconds": poll_seconds})
+
+
+def _describe(kind: str, name: str, run: dict[str, Any], attempt: int = 0, **extra: Any) -> dict[str, Any]:
+    """DescribeJob's input as the ASL builds it (0 s polling, as in the offline state machine)."""
+    event = {"kind": kind, "name": name, "poll": {"attempt": attempt, "wait_seconds": 0}, "poll_seconds": 0,
+             "settings": run["settings"], **extra}
+    return handler("describe_job")(event)
 
 
 def _validate_event(key: str = f"datasets/{pw.DATASET}/manifest.json") -> dict[str, Any]:
@@ -117,7 +132,7 @@ def test_validate_reports_every_missing_split(aws: dict[str, Any]) -> None:
 def test_validate_raises_duplicate_run_when_the_version_already_ran(aws: dict[str, Any]) -> None:
     key = pw.upload_dataset(aws["s3"])
     run = handler("validate")(_validate_event(key))
-    handler("start_tuning")({"run": run})
+    _start_tuning(run)
     with pytest.raises(errors.DuplicateRun, match="already ran"):
         handler("validate")(_validate_event(key))
 
@@ -125,35 +140,81 @@ def test_validate_raises_duplicate_run_when_the_version_already_ran(aws: dict[st
 # --- tuning, training, describe -------------------------------------------------------------------------
 
 
-def test_start_tuning_creates_the_job_and_a_second_start_is_a_duplicate(aws: dict[str, Any]) -> None:
+def test_start_tuning_creates_the_job_and_a_retry_carries_on(aws: dict[str, Any]) -> None:
     run = _event("start_tuning.json")["run"]
-    answer = handler("start_tuning")({"run": run})
+    answer = _start_tuning(run)
     assert answer["job_name"] == run["tuning_job_name"]
     described = aws["sagemaker"].describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=answer["job_name"])
     assert described["HyperParameterTuningJobConfig"]["Strategy"] == "Bayesian"
     assert described["TrainingJobDefinition"]["RoleArn"] == pw.ROLE_ARN
-    with pytest.raises(errors.DuplicateRun):
-        handler("start_tuning")({"run": run})
+    tags = aws["sagemaker"].list_tags(ResourceArn=answer["job_arn"])["Tags"]
+    assert {"Key": "imgclf:execution", "Value": EXECUTION} in tags
+    # the same execution again (a Lambda retry whose first attempt did create the job): carry on
+    assert _start_tuning(run) == answer
+    assert aws["sim"].calls.count("CreateHyperParameterTuningJob") == 2
+
+
+def test_start_tuning_of_another_execution_is_a_duplicate(aws: dict[str, Any]) -> None:
+    run = _event("start_tuning.json")["run"]
+    _start_tuning(run)
+    with pytest.raises(errors.DuplicateRun, match="started by another execution"):
+        _start_tuning(run, OTHER_EXECUTION)
+
+
+def test_start_tuning_refuses_a_run_one_execution_cannot_watch(aws: dict[str, Any]) -> None:
+    run = _event("start_tuning.json")["run"]
+    run = {**run, "settings": {**run["settings"], "max_jobs": 100, "max_parallel_jobs": 1,
+                               "max_runtime_seconds": 2419200, "use_spot_instances": True}}
+    with pytest.raises(errors.InvalidDataset, match="more than a Step Functions execution's 365 days"):
+        _start_tuning(run, poll_seconds=60)
+    assert aws["sim"].calls == []  # nothing was started
 
 
 def test_describe_job_follows_tuning_to_its_best_job(aws: dict[str, Any]) -> None:
     run = _event("start_tuning.json")["run"]
-    handler("start_tuning")({"run": run})
-    describe = handler("describe_job")
-    assert describe({"kind": "tuning", "name": run["tuning_job_name"]})["done"] is False
-    done = describe({"kind": "tuning", "name": run["tuning_job_name"]})
+    _start_tuning(run)
+    first = _describe("tuning", run["tuning_job_name"], run)
+    assert first["done"] is False and first["poll"] == {"attempt": 1, "wait_seconds": 0}
+    done = _describe("tuning", run["tuning_job_name"], run, attempt=1)
     assert done["best_training_job"]["TunedHyperParameters"] == aws["sim"].tuned
     with pytest.raises(ValueError, match="unknown kind"):
-        describe({"kind": "processing", "name": "x"})
+        _describe("processing", "x", run)
+
+
+def test_describe_job_backs_off_and_gives_up_after_the_last_poll(aws: dict[str, Any]) -> None:
+    aws["sim"].polls = 10_000  # the job never ends
+    run = _event("start_tuning.json")["run"]
+    _start_tuning(run)
+    event = {"kind": "tuning", "name": run["tuning_job_name"], "poll_seconds": 60, "settings": run["settings"]}
+    waits = [handler("describe_job")({**event, "poll": {"attempt": n, "wait_seconds": 0}})["poll"]["wait_seconds"]
+             for n in range(6)]
+    assert waits[:4] == [60, 120, 240, 480] and waits[4] > waits[3] and waits[5] == waits[4]
+    last = polling.poll_plan("tuning", run["settings"], 60).max_polls
+    assert handler("describe_job")({**event, "poll": {"attempt": last - 2, "wait_seconds": 0}})["done"] is False
+    with pytest.raises(errors.PollLimitExceeded, match=f"still InProgress after {last} status checks"):
+        handler("describe_job")({**event, "poll": {"attempt": last - 1, "wait_seconds": 0}})
+
+
+@pytest.mark.filterwarnings("ignore:Exception\\(Throttled\\):UserWarning")
+def test_a_throttled_status_check_is_a_poll_that_saw_no_change(
+    aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore's own retries would hide the throttling
+    run = _event("start_tuning.json")["run"]
+    _start_tuning(run)
+    aws["sim"].throttle_describe_tuning = 1
+    answer = _describe("tuning", run["tuning_job_name"], run)
+    assert answer == {"done": False, "status": "unknown (ThrottlingException)",
+                      "poll": {"attempt": 1, "wait_seconds": 0}}
 
 
 def test_describe_job_raises_on_failed_tuning(aws: dict[str, Any]) -> None:
     aws["sim"].tuning_outcome = "Failed"
     aws["sim"].polls = 0
     run = _event("start_tuning.json")["run"]
-    handler("start_tuning")({"run": run})
+    _start_tuning(run)
     with pytest.raises(errors.SageMakerJobFailed, match="no space left"):
-        handler("describe_job")({"kind": "tuning", "name": run["tuning_job_name"]})
+        _describe("tuning", run["tuning_job_name"], run)
 
 
 def test_start_training_uses_tuned_hyperparameters_and_survives_a_retry(aws: dict[str, Any]) -> None:
@@ -287,7 +348,7 @@ def test_configure_autoscaling_registers_target_and_policy(aws: dict[str, Any]) 
 def test_cleanup_stops_running_jobs(aws: dict[str, Any]) -> None:
     aws["sim"].polls = 100  # jobs stay InProgress
     run = _event("start_tuning.json")["run"]
-    handler("start_tuning")({"run": run})
+    _start_tuning(run)
     state = {"run": run, "tuning": {"job_name": run["tuning_job_name"]}, "error": {"Error": "X", "Cause": "y"}}
     answer = handler("cleanup")({"state": state})
     assert answer["actions"] == [{"action": "stop_tuning_job", "name": run["tuning_job_name"]}]
@@ -328,3 +389,47 @@ def test_notify_publishes_the_outcome(aws: dict[str, Any], monkeypatch: pytest.M
     }
     answer = handler("notify")({"outcome": "failed", "state": state})
     assert len(answer["subject"]) <= 100 and answer["message_id"]
+
+
+def test_a_retried_deploy_carries_on_with_the_update_it_started(aws: dict[str, Any]) -> None:
+    run = _trained(aws, 0.91)
+    event = {"run": run, "training_job_name": run["training_job_name"], "gate": {"test_accuracy": 0.91}}
+    handler("deploy")(event)
+    aws["sim"].polls = 0
+    aws["sagemaker"].describe_endpoint(EndpointName=pw.ENDPOINT)  # Creating -> InService
+    aws["sim"].polls = 5
+    second = {**event, "run": {**run, "model_name": "imgclf-second", "endpoint_config_name": "imgclf-second"}}
+    assert handler("deploy")(second)["action"] == "update"
+    retried = handler("deploy")(second)  # e.g. the first attempt's Lambda timed out after UpdateEndpoint
+    assert retried["action"] == "resume" and retried["previous_config"] == run["endpoint_config_name"]
+    assert aws["sim"].calls.count("UpdateEndpoint") == 1
+
+
+def test_deploy_retries_only_the_config_not_yet_visible_answer(aws: dict[str, Any]) -> None:
+    run = _trained(aws, 0.91)
+    event = {"run": run, "training_job_name": run["training_job_name"], "gate": {"test_accuracy": 0.91}}
+    aws["sim"].config_not_visible_for = 1
+    with pytest.raises(errors.TransientAwsError, match="not visible yet"):
+        handler("deploy")(event)
+    assert handler("deploy")(event)["action"] == "create"  # the ASL's retry
+    aws["sim"].config_not_visible_for = 0
+    aws["sim"].polls = 0
+    aws["sagemaker"].describe_endpoint(EndpointName=pw.ENDPOINT)
+    aws["application-autoscaling"].register_scalable_target(
+        ServiceNamespace="sagemaker", ResourceId=f"endpoint/{pw.ENDPOINT}/variant/AllTraffic",
+        ScalableDimension="sagemaker:variant:DesiredInstanceCount", MinCapacity=1, MaxCapacity=2,
+    )
+    # any other ValidationException is a real error (here: what a type change without deregistering gets)
+    with pytest.raises(ClientError, match="deregister it before changing its instance type"):
+        pw.load_handler("deploy")._using_new_config(
+            aws["sagemaker"].update_endpoint, EndpointName=pw.ENDPOINT, EndpointConfigName=_c5_config(aws, run)
+        )
+
+
+def _c5_config(aws: dict[str, Any], run: dict[str, Any]) -> str:
+    aws["sagemaker"].create_endpoint_config(
+        EndpointConfigName="imgclf-c5",
+        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": run["model_name"], "InitialInstanceCount": 1,
+                             "InstanceType": "ml.c5.xlarge"}],
+    )
+    return "imgclf-c5"

@@ -17,6 +17,7 @@ import pipeline_world as pw
 import pytest
 from mlpipeline import requests
 
+EXECUTION_ARN = f"arn:aws:states:{pw.REGION}:{pw.ACCOUNT}:execution:imgclf-pipeline:run-1"
 RUN = json.loads((pw.REPO / "events" / "deploy.json").read_text())["run"]
 BUCKET_ARN = f"arn:aws:s3:::{pw.BUCKET}"
 ENDPOINT_ARN = f"arn:aws:sagemaker:{pw.REGION}:{pw.ACCOUNT}:endpoint/{pw.ENDPOINT}"
@@ -320,7 +321,7 @@ def test_pass_role_needs_the_service_it_is_passed_to() -> None:
         "StartTuningFunction",
         "sagemaker",
         "CreateHyperParameterTuningJob",
-        requests.tuning_job_request(RUN, pw.ROLE_ARN),
+        requests.tuning_job_request(RUN, pw.ROLE_ARN, EXECUTION_ARN),
     )
     to_lambda = _template(
         {
@@ -347,7 +348,7 @@ def test_pass_role_needs_the_service_it_is_passed_to() -> None:
 def test_the_execution_role_needs_every_location_and_image_a_job_request_names() -> None:
     """Derived from the request's fields, so a field another change adds (here a TensorBoard output under a
     prefix nobody granted) is checked without teaching the model anything."""
-    request = requests.tuning_job_request(RUN, pw.ROLE_ARN)
+    request = requests.tuning_job_request(RUN, pw.ROLE_ARN, EXECUTION_ARN)
     request["TrainingJobDefinition"]["TensorBoardOutputConfig"] = {"S3OutputPath": f"s3://{pw.BUCKET}/somewhere-new/"}
     call = iam_model.Call("StartTuningFunction", "sagemaker", "CreateHyperParameterTuningJob", request)
     template = iam_model.world_template()  # the real SageMakerExecutionRole

@@ -8,6 +8,7 @@ import json
 
 import pipeline_world as pw
 import pytest
+from mlpipeline import polling
 
 
 def _output(execution: dict) -> dict:
@@ -195,3 +196,142 @@ def test_missing_split_fails_fast(world: pw.PipelineWorld) -> None:
     error, cause = _failure(world, world.run(key, "no-test-split"))
     assert error == "InvalidDataset" and "test" in cause and "missing splits" in cause
     assert world.sim.calls == []
+
+
+def _variant(world: pw.PipelineWorld) -> dict:
+    return world.sagemaker.describe_endpoint(EndpointName=pw.ENDPOINT)["ProductionVariants"][0]
+
+
+def _scale_out(world: pw.PipelineWorld, instances: int) -> None:
+    """What Application Auto Scaling does to the live endpoint under load (UpdateEndpointWeightsAndCapacities)."""
+    world.sagemaker.update_endpoint_weights_and_capacities(
+        EndpointName=pw.ENDPOINT,
+        DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": instances}],
+    )
+    assert _variant(world)["CurrentInstanceCount"] == instances
+
+
+def test_an_update_keeps_the_scaled_out_fleet(world: pw.PipelineWorld) -> None:
+    """UpdateEndpoint without RetainAllVariantProperties resets the count to the new config's
+    InitialInstanceCount (1): a deploy at peak load would shrink the fleet to one instance."""
+    assert world.run(pw.upload_dataset(world.s3, manifest={"version": "v1"}), "v1")["status"] == "SUCCEEDED"
+    _scale_out(world, 3)
+    world.sim.test_accuracy = 0.93
+    second = world.run(pw.upload_dataset(world.s3, manifest={"version": "v2"}), "v2")
+    assert second["status"] == "SUCCEEDED", second
+    assert _variant(world)["CurrentInstanceCount"] == 3
+    assert world.sagemaker.describe_endpoint(EndpointName=pw.ENDPOINT)["EndpointConfigName"] == (
+        _output(second)["run"]["endpoint_config_name"]
+    )
+
+
+def test_an_instance_type_change_takes_its_count_from_the_new_config(world: pw.PipelineWorld) -> None:
+    """The instance count autoscaling chose was for the old instance type: it is not retained, and the
+    update succeeds only because Deploy deregistered autoscaling first (the service refuses otherwise)."""
+    assert world.run(pw.upload_dataset(world.s3, manifest={"version": "v1"}), "v1")["status"] == "SUCCEEDED"
+    _scale_out(world, 3)
+    manifest = {"version": "v2", "overrides": {"endpoint_instance_type": "ml.c5.xlarge", "endpoint_instance_count": 2}}
+    second = world.run(pw.upload_dataset(world.s3, manifest=manifest), "v2")
+    assert second["status"] == "SUCCEEDED", second
+    assert _output(second)["deployment"]["exclude_retained"] == ["DesiredInstanceCount"]
+    assert _variant(world)["CurrentInstanceCount"] == 2
+
+
+@pytest.mark.filterwarnings("ignore:Exception\\(InternalFailure\\):UserWarning")
+def test_a_retried_start_tuning_carries_on_with_the_job_it_created(world: pw.PipelineWorld, monkeypatch) -> None:
+    """CreateHyperParameterTuningJob created the job but its answer was a 500: the ASL retries StartTuning,
+    which meets ResourceInUse for its own job (its execution tag) and must carry on, not end as a duplicate."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # let the Lambda fail, not botocore retry inside it
+    world.sim.lose_create_tuning_response = True
+    execution = world.run(pw.upload_dataset(world.s3), "retried-start")
+    assert execution["status"] == "SUCCEEDED", execution
+    states = world.states_entered(execution["executionArn"])
+    assert "DuplicateIgnored" not in states and states[-1] == "Succeeded"
+    assert [name for name, _ in world.invocations].count("start_tuning") == 2
+    assert world.sim.calls.count("CreateHyperParameterTuningJob") == 2
+    assert len(world.sagemaker.list_hyper_parameter_tuning_jobs()["HyperParameterTuningJobSummaries"]) == 1
+
+
+def test_another_execution_that_started_the_same_tuning_job_is_a_duplicate(world: pw.PipelineWorld) -> None:
+    """Two executions for one dataset version (the same event delivered twice) both pass Validate; the
+    other one's StartTuning creates the job first. This one meets ResourceInUse for a job that is not its own."""
+    other = f"arn:aws:states:{pw.REGION}:{pw.ACCOUNT}:execution:imgclf-pipeline:the-other-one"
+    world.sim.racing_execution = other
+    execution = world.run(pw.upload_dataset(world.s3), "second-of-two")
+    assert execution["status"] == "SUCCEEDED"
+    assert world.states_entered(execution["executionArn"])[-2:] == ["StartTuning", "DuplicateIgnored"]
+    assert "started by another execution" in _output(execution)["error"]["Cause"]
+    [job] = world.sagemaker.list_hyper_parameter_tuning_jobs()["HyperParameterTuningJobSummaries"]
+    tags = world.sagemaker.list_tags(ResourceArn=job["HyperParameterTuningJobArn"])["Tags"]
+    assert {"Key": "imgclf:execution", "Value": other} in tags
+    assert world.sim.calls.count("CreateTrainingJob") == 0
+
+
+def test_a_failed_update_after_deregistration_gets_autoscaling_back(world: pw.PipelineWorld) -> None:
+    """Deploy deregisters the scalable target for an instance-type change, then UpdateEndpoint raises
+    (ResourceLimitExceeded): Deploy returns nothing, and Cleanup must register the live endpoint again."""
+    first = world.run(pw.upload_dataset(world.s3, manifest={"version": "v1"}), "v1")
+    live_config = _output(first)["run"]["endpoint_config_name"]
+    world.sim.update_endpoint_error = "ResourceLimitExceeded"
+    manifest = {"version": "v2", "overrides": {"endpoint_instance_type": "ml.c5.xlarge"}}
+    second = world.run(pw.upload_dataset(world.s3, manifest=manifest), "v2")
+    error, cause = _failure(world, second)
+    assert error == "ResourceLimitExceeded" and "0 Instances" in cause
+    targets = world.autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    assert [t["ResourceId"] for t in targets] == [f"endpoint/{pw.ENDPOINT}/variant/AllTraffic"]
+    [cleanup] = [payload for name, payload in world.invocations if name == "cleanup"]
+    assert "deployment" not in cleanup["state"]
+    assert world.sagemaker.describe_endpoint(EndpointName=pw.ENDPOINT)["EndpointConfigName"] == live_config
+    [message] = [m for m in world.notifications() if "FAILED" in m]
+    assert "register_autoscaling" in message
+
+
+def test_an_update_that_outlives_its_poll_budget_fails_into_cleanup_and_keeps_its_config(
+    world: pw.PipelineWorld,
+) -> None:
+    """An update that stays Updating ends at the endpoint phase's last poll (not after 25,000 events), and
+    Cleanup does not delete the config and model the update is still rolling out: DescribeEndpoint names
+    the old config while the new one is only in PendingDeploymentSummary."""
+    first = world.run(pw.upload_dataset(world.s3, manifest={"version": "v1"}), "v1")
+    old = _output(first)["run"]
+    world.sim.update_polls = 10**6
+    world.sim.test_accuracy = 0.93
+    second = world.run(pw.upload_dataset(world.s3, manifest={"version": "v2"}), "v2", timeout=120)
+    error, cause = _failure(world, second)
+    assert error == "PollLimitExceeded" and "still Updating" in cause
+    new = _output(second)["run"] if second.get("output") else None
+    polls = [p for name, p in world.invocations if name == "describe_job" and p["kind"] == "endpoint"]
+    assert len(polls) - 2 == polling.MAX_POLLS["endpoint"]  # (the first run's two polls)
+    described = world.sagemaker.describe_endpoint(EndpointName=pw.ENDPOINT)
+    assert described["EndpointStatus"] == "Updating" and described["EndpointConfigName"] == old["endpoint_config_name"]
+    pending = described["PendingDeploymentSummary"]["EndpointConfigName"]
+    assert pending != old["endpoint_config_name"] and (new is None or pending == new["endpoint_config_name"])
+    configs = {c["EndpointConfigName"] for c in world.sagemaker.list_endpoint_configs()["EndpointConfigs"]}
+    models = {m["ModelName"] for m in world.sagemaker.list_models()["Models"]}
+    assert configs == models == {old["endpoint_config_name"], pending}
+
+
+def test_update_rollback_failed_is_terminal(world: pw.PipelineWorld) -> None:
+    """UpdateRollbackFailed does not pass by itself (an operator must restore the endpoint): the run fails
+    at once instead of polling it, and both configs, which the endpoint now serves, stay."""
+    first = world.run(pw.upload_dataset(world.s3, manifest={"version": "v1"}), "v1")
+    world.sim.update_outcome = "UpdateRollbackFailed"
+    world.sim.test_accuracy = 0.93
+    second = world.run(pw.upload_dataset(world.s3, manifest={"version": "v2"}), "v2")
+    error, cause = _failure(world, second)
+    assert error == "EndpointDeploymentFailed" and "UpdateRollbackFailed" in cause
+    polls = [p for name, p in world.invocations if name == "describe_job" and p["kind"] == "endpoint"]
+    assert len(polls) == 2 + 2  # the first run's two, then Updating once and UpdateRollbackFailed
+    configs = {c["EndpointConfigName"] for c in world.sagemaker.list_endpoint_configs()["EndpointConfigs"]}
+    assert len(configs) == 2 and _output(first)["run"]["endpoint_config_name"] in configs
+
+
+def test_create_endpoint_is_retried_while_the_new_config_is_not_visible(world: pw.PipelineWorld, monkeypatch) -> None:
+    """CreateEndpoint right after CreateEndpointConfig may answer "Could not find endpoint configuration"
+    (eventual consistency): Deploy raises TransientAwsError, which the ASL retries."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    world.sim.config_not_visible_for = 2
+    execution = world.run(pw.upload_dataset(world.s3), "config-lag")
+    assert execution["status"] == "SUCCEEDED", execution
+    assert [name for name, _ in world.invocations].count("deploy") == 3
+    assert world.sim.calls.count("CreateEndpoint") == 3

@@ -4,6 +4,7 @@ the service model, and the pure decisions (job progress, create vs update, clean
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import botocore.session
@@ -22,6 +23,7 @@ from imgclf.manifest import parse_manifest
 
 ROLE = "arn:aws:iam::123456789012:role/imgclf-sagemaker"
 DEBUGGER_IMAGE = "503895931360.dkr.ecr.us-east-1.amazonaws.com/sagemaker-debugger-rules:latest"
+EXECUTION = "arn:aws:states:us-east-1:123456789012:execution:imgclf-pipeline:2f6c1d0e-5b7a-4c1e-9d7b-0a1b2c3d4e5f"
 
 
 def asl_defaults() -> dict[str, str]:
@@ -74,7 +76,7 @@ def assert_valid(service: str, operation: str, params: dict[str, Any]) -> None:
 
 
 def test_validator_does_reject_a_bad_request() -> None:
-    request = rq.tuning_job_request(make_run(), ROLE)
+    request = rq.tuning_job_request(make_run(), ROLE, EXECUTION)
     del request["HyperParameterTuningJobConfig"]["Strategy"]
     with pytest.raises(AssertionError, match="Strategy"):
         assert_valid("sagemaker", "CreateHyperParameterTuningJob", request)
@@ -82,7 +84,7 @@ def test_validator_does_reject_a_bad_request() -> None:
 
 def test_tuning_job_request() -> None:
     run = make_run()
-    request = rq.tuning_job_request(run, ROLE)
+    request = rq.tuning_job_request(run, ROLE, EXECUTION)
     assert_valid("sagemaker", "CreateHyperParameterTuningJob", request)
     config = request["HyperParameterTuningJobConfig"]
     assert config["Strategy"] == "Bayesian" and config["TrainingJobEarlyStoppingType"] == "Auto"
@@ -107,7 +109,7 @@ def test_tuning_job_request() -> None:
 
 
 def test_managed_spot_adds_checkpoints_and_wait_time() -> None:
-    request = rq.tuning_job_request(make_run(use_spot_instances=True), ROLE)
+    request = rq.tuning_job_request(make_run(use_spot_instances=True), ROLE, EXECUTION)
     assert_valid("sagemaker", "CreateHyperParameterTuningJob", request)
     definition = request["TrainingJobDefinition"]
     assert definition["EnableManagedSpotTraining"] is True
@@ -185,7 +187,7 @@ def test_metric_definitions_fit_the_service_limits() -> None:
         assert shape.metadata["max"] == contract.MAX_METRIC_DEFINITIONS
         assert shape.member.members["Name"].metadata["max"] == contract.MAX_METRIC_NAME_LENGTH
         assert shape.member.members["Regex"].metadata["max"] == contract.MAX_METRIC_REGEX_LENGTH
-    tuning = rq.tuning_job_request(make_run(), ROLE)["TrainingJobDefinition"]["AlgorithmSpecification"]
+    tuning = rq.tuning_job_request(make_run(), ROLE, EXECUTION)["TrainingJobDefinition"]["AlgorithmSpecification"]
     assert tuning["MetricDefinitions"] == contract.metric_definitions()
 
 
@@ -327,16 +329,56 @@ def test_endpoint_progress_detects_failure_and_rollback() -> None:
         rq.endpoint_progress({**base, "EndpointStatus": "Failed", "FailureReason": "health check"}, "new")
 
 
+@pytest.mark.parametrize("status", ["OutOfService", "UpdateRollbackFailed", "Deleting", "Failed"])
+def test_endpoint_progress_ends_in_every_terminal_status(status: str) -> None:
+    """DescribeEndpoint's statuses that no waiting ends; polling them would spin until the poll cap."""
+    described = {"EndpointName": "e", "EndpointConfigName": "old", "EndpointStatus": status,
+                 "PendingDeploymentSummary": {"EndpointConfigName": "new"}}
+    expected = re.escape(f"endpoint e {rq.ENDPOINT_TERMINAL_STATUSES[status]}")
+    with pytest.raises(EndpointDeploymentFailed, match=expected):
+        rq.endpoint_progress(described, "new")
+
+
+@pytest.mark.parametrize("status", ["Creating", "Updating", "SystemUpdating", "RollingBack"])
+def test_endpoint_progress_waits_through_passing_statuses(status: str) -> None:
+    described = {"EndpointName": "e", "EndpointConfigName": "old", "EndpointStatus": status,
+                 "PendingDeploymentSummary": {"EndpointConfigName": "new"}}
+    assert rq.endpoint_progress(described, "new") == {"done": False, "status": status, "pending_config": "new"}
+
+
+def test_every_endpoint_status_of_the_service_model_is_classified() -> None:
+    """botocore's EndpointStatus enum: each value is terminal, passing, or InService (a new status would
+    otherwise be polled as if it passed)."""
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    statuses = set(model.shape_for("EndpointStatus").enum)
+    passing = {"Creating", "Updating", "SystemUpdating", "RollingBack"}
+    assert statuses == set(rq.ENDPOINT_TERMINAL_STATUSES) | passing | {"InService"}
+
+
+def test_update_keeps_the_live_instance_count_unless_the_type_changes() -> None:
+    run = make_run()
+    update = rq.update_endpoint_request(pw.ENDPOINT, run, ["a"])
+    assert_valid("sagemaker", "UpdateEndpoint", update)
+    assert update["RetainAllVariantProperties"] is True and "ExcludeRetainedVariantProperties" not in update
+    live = {"EndpointName": "e", "EndpointStatus": "InService"}
+    plan = rq.plan_deployment(live, "ml.m5.large", "ml.c5.large", True)
+    changed = rq.update_endpoint_request(pw.ENDPOINT, run, ["a"], plan["exclude_retained"])
+    assert_valid("sagemaker", "UpdateEndpoint", changed)
+    assert changed["ExcludeRetainedVariantProperties"] == [{"VariantPropertyType": "DesiredInstanceCount"}]
+
+
 def test_plan_deployment() -> None:
     live = {"EndpointName": "e", "EndpointStatus": "InService"}
     assert rq.plan_deployment(None, None, "ml.m5.large", False)["action"] == "create"
     assert rq.plan_deployment(live, "ml.m5.large", "ml.m5.large", True) == {
         "action": "update",
         "deregister_autoscaling": False,
+        "exclude_retained": [],
     }
     assert rq.plan_deployment(live, "ml.m5.large", "ml.c5.large", True) == {
         "action": "update",
         "deregister_autoscaling": True,
+        "exclude_retained": ["DesiredInstanceCount"],
     }
     assert rq.plan_deployment(live, "ml.m5.large", "ml.c5.large", False)["deregister_autoscaling"] is False
     assert rq.plan_deployment({**live, "EndpointStatus": "Failed"}, None, "ml.m5.large", False)["action"] == (
@@ -344,56 +386,81 @@ def test_plan_deployment() -> None:
     )
     with pytest.raises(EndpointDeploymentFailed, match="in progress"):
         rq.plan_deployment({**live, "EndpointStatus": "Updating"}, None, "ml.m5.large", False)
+    for status in ("OutOfService", "UpdateRollbackFailed", "Deleting"):
+        with pytest.raises(EndpointDeploymentFailed, match="needs an operator"):
+            rq.plan_deployment({**live, "EndpointStatus": status}, None, "ml.m5.large", False)
+
+
+def _cleanup(run: dict[str, Any], **kwargs: Any) -> list[str]:
+    arguments = {"tuning": None, "training": None, "endpoint": None, "model_exists": True, "config_exists": True,
+                 "deploy_attempted": True, "autoscaling_registered": True, **kwargs}
+    return [a["action"] for a in rq.plan_cleanup(run, **arguments)]
 
 
 def test_plan_cleanup() -> None:
     run = make_run()
     ours = {"EndpointName": pw.ENDPOINT, "EndpointConfigName": run["endpoint_config_name"]}
-    running = rq.plan_cleanup(
+    running = _cleanup(
         run,
         tuning={"HyperParameterTuningJobStatus": "InProgress"},
         training={"TrainingJobStatus": "InProgress"},
-        endpoint=None,
         model_exists=False,
         config_exists=False,
-        autoscaling_deregistered=False,
+        deploy_attempted=False,
     )
-    assert [a["action"] for a in running] == ["stop_tuning_job", "stop_training_job"]
-    failed_new = rq.plan_cleanup(
-        run,
-        tuning=None,
-        training=None,
-        endpoint={**ours, "EndpointStatus": "Failed"},
-        model_exists=True,
-        config_exists=True,
-        autoscaling_deregistered=False,
-    )
-    assert [a["action"] for a in failed_new] == ["delete_endpoint", "delete_endpoint_config", "delete_model"]
-    serving_ours = rq.plan_cleanup(
-        run,
-        tuning=None,
-        training=None,
-        endpoint={**ours, "EndpointStatus": "InService"},
-        model_exists=True,
-        config_exists=True,
-        autoscaling_deregistered=False,
-    )
-    assert serving_ours == []  # e.g. autoscaling failed: the new model serves, keep it
-    rolled_back = rq.plan_cleanup(
-        run,
-        tuning=None,
-        training=None,
-        endpoint={"EndpointName": pw.ENDPOINT, "EndpointConfigName": "old", "EndpointStatus": "InService"},
-        model_exists=True,
-        config_exists=True,
-        autoscaling_deregistered=True,
-    )
-    assert [a["action"] for a in rolled_back] == ["delete_endpoint_config", "delete_model", "register_autoscaling"]
+    assert running == ["stop_tuning_job", "stop_training_job"]
+    failed_new = _cleanup(run, endpoint={**ours, "EndpointStatus": "Failed"})
+    assert failed_new == ["delete_endpoint", "delete_endpoint_config", "delete_model"]
+    # e.g. autoscaling failed: the new model serves, keep it
+    assert _cleanup(run, endpoint={**ours, "EndpointStatus": "InService"}) == []
+    old = {"EndpointName": pw.ENDPOINT, "EndpointConfigName": "old", "EndpointStatus": "InService"}
+    rolled_back = _cleanup(run, endpoint=old, autoscaling_registered=False)
+    assert rolled_back == ["delete_endpoint_config", "delete_model", "register_autoscaling"]
+    assert _cleanup(run, endpoint=old) == ["delete_endpoint_config", "delete_model"]
+
+
+def test_cleanup_registers_autoscaling_whatever_deploy_returned() -> None:
+    """Deploy deregistered the target, then UpdateEndpoint raised: the state has no deployment output,
+    only the gate that let Deploy run. What AWS says (no target) decides."""
+    run = make_run()
+    old = {"EndpointName": pw.ENDPOINT, "EndpointConfigName": "old", "EndpointStatus": "InService"}
+    assert "register_autoscaling" in _cleanup(run, endpoint=old, autoscaling_registered=False)
+    # a run that never reached Deploy leaves the live endpoint's autoscaling as the operator set it
+    assert "register_autoscaling" not in _cleanup(run, endpoint=old, autoscaling_registered=False,
+                                                  deploy_attempted=False)
+    # an endpoint that is not InService cannot be registered yet
+    updating = {**old, "EndpointStatus": "Updating"}
+    assert "register_autoscaling" not in _cleanup(run, endpoint=updating, autoscaling_registered=False)
+
+
+@pytest.mark.parametrize("status", ["Updating", "Creating", "UpdateRollbackFailed", "OutOfService"])
+def test_cleanup_keeps_the_config_and_model_a_deployment_uses(status: str) -> None:
+    """While updating, EndpointConfigName still names the old config; the new one, this run's, is only in
+    PendingDeploymentSummary. Deleting it would break the deployment in progress."""
+    run = make_run()
+    endpoint = {"EndpointName": pw.ENDPOINT, "EndpointConfigName": "old", "EndpointStatus": status,
+                "PendingDeploymentSummary": {"EndpointConfigName": run["endpoint_config_name"]}}
+    assert _cleanup(run, endpoint=endpoint) == []
+    assert rq.configs_in_use(endpoint) == {"old", run["endpoint_config_name"]}
+
+
+def test_execution_tag_is_a_valid_sagemaker_tag_that_names_one_execution() -> None:
+    run = make_run()
+    tag = rq.execution_tag(EXECUTION)
+    assert tag == {"Key": rq.EXECUTION_TAG_KEY, "Value": EXECUTION}
+    odd = "arn:aws:states:us-east-1:123456789012:execution:imgclf-pipeline:run(1)!"
+    other = "arn:aws:states:us-east-1:123456789012:execution:imgclf-pipeline:run_1__"
+    for arn in (EXECUTION, odd, other):
+        assert_valid("sagemaker", "CreateHyperParameterTuningJob", rq.tuning_job_request(run, ROLE, arn))
+    assert rq.execution_tag(odd)["Value"].startswith("sha256:")
+    assert rq.execution_tag(odd) != rq.execution_tag(other)
+    tags = rq.tuning_job_request(run, ROLE, odd)["Tags"]
+    assert rq.started_by(tags, odd) and not rq.started_by(tags, other) and not rq.started_by(tags, EXECUTION)
 
 
 def test_tags_survive_unusual_dataset_names() -> None:
     run = {**make_run(), "dataset": "dogs (2026) #1 ü"}
-    tags = rq.tuning_job_request(run, ROLE)["Tags"]
+    tags = rq.tuning_job_request(run, ROLE, EXECUTION)["Tags"]
     assert tags[1] == {"Key": "imgclf:dataset", "Value": "dogs _2026_ _1 _"}
 
 
@@ -402,3 +469,15 @@ def test_pattern_check_catches_what_the_service_would_refuse() -> None:
     request["Tags"].append({"Key": "note", "Value": "it's > 0.9"})
     with pytest.raises(AssertionError, match="does not match"):
         assert_valid("sagemaker", "CreateEndpointConfig", request)
+
+
+def test_a_retried_deploy_resumes_the_deployment_its_first_attempt_started() -> None:
+    """Deploy's first attempt called UpdateEndpoint (or CreateEndpoint), then the Lambda failed: the retry
+    finds the endpoint Updating with this run's config pending and carries on instead of failing."""
+    updating = {"EndpointName": "e", "EndpointConfigName": "old", "EndpointStatus": "Updating",
+                "PendingDeploymentSummary": {"EndpointConfigName": "new"}}
+    assert rq.plan_deployment(updating, None, "ml.m5.large", False, "new")["action"] == "resume"
+    creating = {"EndpointName": "e", "EndpointConfigName": "new", "EndpointStatus": "Creating"}
+    assert rq.plan_deployment(creating, None, "ml.m5.large", False, "new")["action"] == "resume"
+    with pytest.raises(EndpointDeploymentFailed, match="another deployment is in progress"):
+        rq.plan_deployment(updating, None, "ml.m5.large", False, "someone-elses")

@@ -276,3 +276,54 @@ def test_samconfig_overrides_are_valid_parameters(environment: str) -> None:
         if spec["Type"] == "Number":
             assert float(spec.get("MinValue", float("-inf"))) <= float(value) <= float(
                 spec.get("MaxValue", float("inf"))), override
+
+
+def test_every_function_has_a_log_group_with_a_retention() -> None:
+    """Left to Lambda, /aws/lambda/<function> is created on first use without a retention and kept forever;
+    each function's group is a resource with RetentionInDays, named as Lambda names it."""
+    resources = pw.template()["Resources"]
+    groups = {
+        json.dumps(r["Properties"]["LogGroupName"]): r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::Logs::LogGroup"
+    }
+    for name, resource in resources.items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        # Lambda's group is /aws/lambda/<function name>: the generated name, or the one the template sets.
+        function_name = resource["Properties"].get("FunctionName", {"Fn::Sub": f"${{{name}}}"})
+        group = groups.get(json.dumps({"Fn::Sub": f"/aws/lambda/{function_name['Fn::Sub']}"}))
+        assert group is not None, f"{name} has no log group"
+        assert group["RetentionInDays"] in (30, 90), name
+
+
+def test_failed_executions_alarm_counts_failed_timed_out_and_aborted_executions() -> None:
+    """A timed-out or aborted execution never reaches NotifyFailure; the Step Functions execution metrics
+    (https://docs.aws.amazon.com/step-functions/latest/dg/procedure-cw-metrics.html) are summed."""
+    alarm = pw.template()["Resources"]["FailedExecutionsAlarm"]["Properties"]
+    metrics = {m["Id"]: m for m in alarm["Metrics"]}
+    stats = {m["MetricStat"]["Metric"]["MetricName"]: m["Id"] for m in alarm["Metrics"] if "MetricStat" in m}
+    assert set(stats) == {"ExecutionsFailed", "ExecutionsTimedOut", "ExecutionsAborted"}
+    for metric_id in stats.values():
+        stat = metrics[metric_id]["MetricStat"]
+        assert stat["Metric"]["Namespace"] == "AWS/States" and stat["Stat"] == "Sum"
+        assert stat["Metric"]["Dimensions"] == [{"Name": "StateMachineArn", "Value": {"Ref": "PipelineStateMachine"}}]
+        assert metrics[metric_id]["ReturnData"] is False
+    [expression] = [m for m in alarm["Metrics"] if "Expression" in m]
+    assert expression["ReturnData"] is True
+    assert set(re.findall(r"[a-z_]+", expression["Expression"].replace("SUM", ""))) == set(stats.values())
+    assert alarm["Threshold"] == 1 and alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert alarm["AlarmActions"] == [{"Ref": "NotificationTopic"}]
+
+
+def test_every_lambda_retrier_retries_client_execution_timeouts() -> None:
+    """AWS's list of Lambda service errors to retry includes Lambda.ClientExecutionTimeoutException
+    (https://docs.aws.amazon.com/step-functions/latest/dg/bp-lambda-serviceexception.html)."""
+    asl = json.loads(pw.ASL_PATH.read_text())
+    retriers = [
+        r for s in asl["States"].values() for r in s.get("Retry", []) if "Lambda.ServiceException" in r["ErrorEquals"]
+    ]
+    assert len(retriers) == sum(s["Type"] == "Task" for s in asl["States"].values())
+    for retrier in retriers:
+        assert {"Lambda.ClientExecutionTimeoutException", "Lambda.AWSLambdaException",
+                "Lambda.SdkClientException", "Lambda.TooManyRequestsException"} <= set(retrier["ErrorEquals"])

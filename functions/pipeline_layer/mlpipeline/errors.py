@@ -2,6 +2,8 @@
 
 - ThrottlingError, TransientAwsError: retried with backoff by every Task (see the ASL's Retry).
 - DuplicateRun: this dataset version already ran; caught into the DuplicateIgnored state.
+- PollLimitExceeded: a job or the endpoint outlived its poll budget (mlpipeline.polling); like every
+  other error it goes to Cleanup, which stops what still runs.
 - everything else: caught into Cleanup -> NotifyFailure -> Fail.
 """
 
@@ -69,6 +71,10 @@ class SageMakerJobFailed(PipelineError):
 
 class EndpointDeploymentFailed(PipelineError):
     """The endpoint failed to create/update, or a blue/green update rolled back."""
+
+
+class PollLimitExceeded(PipelineError):
+    """A job or the endpoint was still not done after the last status check its phase may use."""
 
 
 def error_code(error: ClientError) -> str:

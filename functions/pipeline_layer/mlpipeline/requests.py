@@ -11,6 +11,7 @@ images and the run's Settings as a dict.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -52,6 +53,11 @@ PROFILING_INTERVAL_MS = 500
 BAKING_PERIOD_SECONDS = 600
 TERMINATION_WAIT_SECONDS = 120
 MAX_DEPLOYMENT_SECONDS = 3600
+# Managed spot: a job may wait for capacity up to this many times its run time (MaxWaitTimeInSeconds).
+SPOT_WAIT_FACTOR = 2
+# The tag on the tuning job naming the Step Functions execution that created it: a retried StartTuning
+# tells its own job (carry on) from another execution's (DuplicateRun) by it.
+EXECUTION_TAG_KEY = "imgclf:execution"
 # SageMaker's PyTorch framework containers find the user code through these (what the SDK sets).
 PROGRAM_HYPERPARAMETER = "sagemaker_program"
 SUBMIT_DIRECTORY_HYPERPARAMETER = "sagemaker_submit_directory"
@@ -122,7 +128,7 @@ def _spot(run: Mapping[str, Any], job_name: str) -> dict[str, Any]:
     out: dict[str, Any] = {"StoppingCondition": stopping}
     if s["use_spot_instances"]:
         # Spot capacity may vanish: wait up to twice the run time for it, resume from checkpoints.
-        stopping["MaxWaitTimeInSeconds"] = 2 * s["max_runtime_seconds"]
+        stopping["MaxWaitTimeInSeconds"] = SPOT_WAIT_FACTOR * s["max_runtime_seconds"]
         out["EnableManagedSpotTraining"] = True
         out["CheckpointConfig"] = {
             "S3Uri": f"{run['checkpoint_s3_uri']}{job_name}/",
@@ -159,8 +165,25 @@ def parameter_ranges(settings: Mapping[str, Any]) -> dict[str, list[dict[str, An
     }
 
 
-def tuning_job_request(run: Mapping[str, Any], role_arn: str) -> dict[str, Any]:
-    """CreateHyperParameterTuningJob: Bayesian search minimizing 'average test loss' from the training log."""
+def execution_tag(execution_arn: str) -> dict[str, str]:
+    """The tag naming the execution that starts the tuning job. An ARN within the tag value's pattern and
+    length (letters, digits, _.:/=+-@ and spaces, at most 256) is the value itself; any other (an execution
+    name may hold characters such as ! or ( ) is its sha256, so that two executions never share a value."""
+    if len(execution_arn) <= 256 and re.fullmatch(r"[\w.:/=+\-@ ]*", execution_arn, flags=re.ASCII):
+        value = execution_arn
+    else:
+        value = "sha256:" + hashlib.sha256(execution_arn.encode()).hexdigest()
+    return {"Key": EXECUTION_TAG_KEY, "Value": value}
+
+
+def started_by(tags: list[Mapping[str, str]], execution_arn: str) -> bool:
+    """Whether a resource's tags (ListTags) say that this execution created it."""
+    return execution_tag(execution_arn) in [{"Key": t["Key"], "Value": t["Value"]} for t in tags]
+
+
+def tuning_job_request(run: Mapping[str, Any], role_arn: str, execution_arn: str) -> dict[str, Any]:
+    """CreateHyperParameterTuningJob: Bayesian search minimizing 'average test loss' from the training log,
+    tagged with the execution that starts it."""
     s = run["settings"]
     name = run["tuning_job_name"]
     definition: dict[str, Any] = {
@@ -196,7 +219,7 @@ def tuning_job_request(run: Mapping[str, Any], role_arn: str) -> dict[str, Any]:
             "TrainingJobEarlyStoppingType": "Auto",
         },
         "TrainingJobDefinition": definition,
-        "Tags": _tags(run),
+        "Tags": [*_tags(run), execution_tag(execution_arn)],
     }
 
 
@@ -344,14 +367,47 @@ def training_progress(description: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+# DescribeEndpoint's EndpointStatus values
+# (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_DescribeEndpoint.html#sagemaker-DescribeEndpoint-response-EndpointStatus).
+# These end a deployment: Failed (DeleteEndpoint is the only operation left), OutOfService (not available
+# to take requests), UpdateRollbackFailed (both the deployment and its rollback failed: the endpoint serves
+# a mix of the old and new configs until an operator remedies it) and Deleting. Creating, Updating,
+# SystemUpdating and RollingBack pass by themselves; only InService is ready.
+ENDPOINT_TERMINAL_STATUSES = {
+    "Failed": "failed",
+    "OutOfService": "is out of service (not available to take requests)",
+    "UpdateRollbackFailed": (
+        "is UpdateRollbackFailed: both the deployment and its automatic rollback failed, and it serves a mix "
+        "of the old and new endpoint configs until an operator restores it (see Rolling Deployments)"
+    ),
+    "Deleting": "is being deleted",
+}
+
+
+def configs_in_use(endpoint: Mapping[str, Any] | None) -> set[str]:
+    """The endpoint configs an endpoint serves or is deploying. While an update is in progress,
+    EndpointConfigName still names the old config and the new one is PendingDeploymentSummary's
+    (returned "only when the endpoint is creating or updating with a new endpoint configuration":
+    https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_DescribeEndpoint.html)."""
+    if endpoint is None:
+        return set()
+    pending = endpoint.get("PendingDeploymentSummary") or {}
+    return {name for name in (endpoint.get("EndpointConfigName"), pending.get("EndpointConfigName")) if name}
+
+
+def _terminal_reason(description: Mapping[str, Any]) -> str:
+    status = description["EndpointStatus"]
+    reason = description.get("FailureReason") or "no reason given"
+    return f"endpoint {description['EndpointName']} {ENDPOINT_TERMINAL_STATUSES[status]}: {reason}"
+
+
 def endpoint_progress(description: Mapping[str, Any], expected_config: str) -> dict[str, Any]:
-    """Done when InService with `expected_config`; raises EndpointDeploymentFailed on failure or rollback."""
+    """Done when InService with `expected_config`; raises EndpointDeploymentFailed when the endpoint reached
+    a terminal status or a blue/green update rolled back."""
     status = description["EndpointStatus"]
     name = description["EndpointName"]
-    if status == "Failed":
-        raise EndpointDeploymentFailed(
-            f"endpoint {name} failed: {description.get('FailureReason') or 'no reason'}"
-        )
+    if status in ENDPOINT_TERMINAL_STATUSES:
+        raise EndpointDeploymentFailed(_terminal_reason(description))
     if status == "InService" and description.get("EndpointConfigName") != expected_config:
         # UpdateEndpoint switches the status to Updating synchronously, so InService on the old config
         # after our update means the blue/green deployment rolled back (an alarm fired or it failed).
@@ -359,7 +415,17 @@ def endpoint_progress(description: Mapping[str, Any], expected_config: str) -> d
         raise EndpointDeploymentFailed(
             f"endpoint {name} rolled back to {description.get('EndpointConfigName')}: {reason}"
         )
-    return {"done": status == "InService", "status": status}
+    return {
+        "done": status == "InService",
+        "status": status,
+        "pending_config": (description.get("PendingDeploymentSummary") or {}).get("EndpointConfigName"),
+    }
+
+
+def unknown_progress(reason: str) -> dict[str, Any]:
+    """A status check AWS throttled or failed transiently: not done as far as we know, poll again (it
+    counts against the phase's poll cap, so a lasting outage still ends in Cleanup)."""
+    return {"done": False, "status": f"unknown ({reason})"}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -448,13 +514,27 @@ def create_endpoint_request(endpoint_name: str, run: Mapping[str, Any]) -> dict[
 
 
 def update_endpoint_request(
-    endpoint_name: str, run: Mapping[str, Any], alarm_names: list[str]
+    endpoint_name: str,
+    run: Mapping[str, Any],
+    alarm_names: list[str],
+    exclude_retained: list[str] | tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Zero-downtime blue/green update: the new fleet takes all traffic, the old one stays for the baking
-    period, and either endpoint alarm firing in that time rolls back to the old config automatically."""
-    return {
+    period, and either endpoint alarm firing in that time rolls back to the old config automatically.
+
+    RetainAllVariantProperties keeps the live variant's instance count (which autoscaling may have scaled
+    out) and weight; without it UpdateEndpoint resets them to the new config's InitialInstanceCount /
+    InitialVariantWeight ("The default is false"). `exclude_retained` (VariantPropertyType values) takes
+    those from the new config instead. The instance type is not a retained property (VariantPropertyType
+    has DesiredInstanceCount, DesiredWeight, DataCaptureConfig), so a new type always takes effect.
+    https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_UpdateEndpoint.html,
+    https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_VariantProperty.html,
+    https://docs.aws.amazon.com/sagemaker/latest/dg/endpoint-scaling-update.html
+    """
+    request: dict[str, Any] = {
         "EndpointName": endpoint_name,
         "EndpointConfigName": run["endpoint_config_name"],
+        "RetainAllVariantProperties": True,
         "DeploymentConfig": {
             "BlueGreenUpdatePolicy": {
                 "TrafficRoutingConfiguration": {
@@ -467,6 +547,11 @@ def update_endpoint_request(
             "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": name} for name in alarm_names]},
         },
     }
+    if exclude_retained:
+        request["ExcludeRetainedVariantProperties"] = [
+            {"VariantPropertyType": prop} for prop in exclude_retained
+        ]
+    return request
 
 
 def plan_deployment(
@@ -474,25 +559,39 @@ def plan_deployment(
     live_instance_type: str | None,
     new_instance_type: str,
     autoscaling_registered: bool,
+    new_config: str | None = None,
 ) -> dict[str, Any]:
-    """create or update; whether autoscaling must be deregistered first.
+    """create, recreate, update, or resume (a retried Deploy whose first attempt got as far as creating or
+    updating the endpoint with `new_config`: nothing to call again); whether autoscaling must be
+    deregistered first; which retained variant properties the update must take from the new config.
 
     AWS documents that an endpoint whose variant is registered with Application Auto Scaling cannot be
     updated to a different instance type: deregister the scalable target first, register again after
-    (ConfigureAutoscaling does, once the endpoint is InService).
+    (ConfigureAutoscaling does once the endpoint is InService, Cleanup if the run fails). On a type change
+    the live instance count is not retained either: autoscaling sized it for the old instance type.
     """
     if endpoint is None:
-        return {"action": "create", "deregister_autoscaling": False}
+        return {"action": "create", "deregister_autoscaling": False, "exclude_retained": []}
     status = endpoint["EndpointStatus"]
     if status == "Failed":
         # A failed endpoint serves nothing and cannot be updated: delete it and create it anew.
-        return {"action": "recreate", "deregister_autoscaling": autoscaling_registered}
+        return {"action": "recreate", "deregister_autoscaling": autoscaling_registered, "exclude_retained": []}
+    if status in ENDPOINT_TERMINAL_STATUSES:
+        raise EndpointDeploymentFailed(
+            f"{_terminal_reason(endpoint)}; it needs an operator before the pipeline can deploy to it"
+        )
+    if status in ("Creating", "Updating") and new_config is not None and new_config in configs_in_use(endpoint):
+        return {"action": "resume", "deregister_autoscaling": False, "exclude_retained": []}
     if status != "InService":
         raise EndpointDeploymentFailed(
             f"endpoint {endpoint['EndpointName']} is {status}: another deployment is in progress; retry later"
         )
     changes_type = live_instance_type is not None and live_instance_type != new_instance_type
-    return {"action": "update", "deregister_autoscaling": autoscaling_registered and changes_type}
+    return {
+        "action": "update",
+        "deregister_autoscaling": autoscaling_registered and changes_type,
+        "exclude_retained": ["DesiredInstanceCount"] if changes_type else [],
+    }
 
 
 def scalable_target_id(endpoint_name: str) -> dict[str, str]:
@@ -540,14 +639,18 @@ def plan_cleanup(
     endpoint: Mapping[str, Any] | None,
     model_exists: bool,
     config_exists: bool,
-    autoscaling_deregistered: bool,
+    deploy_attempted: bool,
+    autoscaling_registered: bool,
 ) -> list[dict[str, str]]:
     """What to undo after a failure, in order, as [{"action", "name"}].
 
-    Stops this run's running jobs; deletes a new endpoint that failed; deletes this run's endpoint config
-    and model unless the endpoint serves them; and when the deployment had deregistered autoscaling but
-    the endpoint still serves the previous config (rollback), registers autoscaling again for it.
-    The live endpoint serving another config is never deleted.
+    Stops this run's running jobs; deletes a new endpoint of this run that failed; deletes this run's
+    endpoint config and model unless the endpoint serves them or is deploying them (an update in progress
+    names the new config only in PendingDeploymentSummary, and SageMaker says never to delete a config
+    while UpdateEndpoint or CreateEndpoint runs on it); and, when this run got as far as Deploy and the
+    endpoint is InService without a scalable target, registers autoscaling again: Deploy may have
+    deregistered it before an UpdateEndpoint that failed or rolled back, whatever Deploy managed to
+    return. The live endpoint serving another config is never deleted.
     """
     actions: list[dict[str, str]] = []
     running = ("InProgress",)
@@ -555,8 +658,12 @@ def plan_cleanup(
         actions.append({"action": "stop_tuning_job", "name": run["tuning_job_name"]})
     if training is not None and training.get("TrainingJobStatus") in running:
         actions.append({"action": "stop_training_job", "name": run["training_job_name"]})
-    ours = endpoint is not None and endpoint.get("EndpointConfigName") == run["endpoint_config_name"]
-    if ours and endpoint is not None and endpoint["EndpointStatus"] == "Failed":
+    ours = run["endpoint_config_name"] in configs_in_use(endpoint)
+    if (
+        endpoint is not None
+        and endpoint["EndpointStatus"] == "Failed"
+        and endpoint.get("EndpointConfigName") == run["endpoint_config_name"]
+    ):
         actions.append({"action": "delete_endpoint", "name": endpoint["EndpointName"]})
         ours = False
     if not ours:
@@ -565,10 +672,10 @@ def plan_cleanup(
         if model_exists:
             actions.append({"action": "delete_model", "name": run["model_name"]})
     if (
-        autoscaling_deregistered
+        deploy_attempted
         and endpoint is not None
         and endpoint["EndpointStatus"] == "InService"
-        and not ours
+        and not autoscaling_registered
     ):
         actions.append({"action": "register_autoscaling", "name": endpoint["EndpointName"]})
     return actions

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from imgclf.contract import BUNDLE_SERVING_WHEELS_HYPERPARAMETER
 from imgclf.models import BACKBONES, DEFAULT_BACKBONE
 
 logger = logging.getLogger(__name__)
@@ -131,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     dbg.add_argument("--system-monitor-interval-ms", type=POSITIVE_INT, default=500)
     out = p.add_argument_group("artifacts and directories")
     _add_bool(out, "export", True, "export ONNX/OpenVINO variants for serving (imgclf.export)")
+    _add_bool(out, BUNDLE_SERVING_WHEELS_HYPERPARAMETER, False, "download the serving dependencies' wheels for the "
+              "inference image into code/wheels/ (needs PyPI; falls back to a PyPI code/requirements.txt)")
     out.add_argument("--model-dir", type=TEXT, default=None, help="default SM_MODEL_DIR, else ./model")
     out.add_argument("--output-data-dir", type=TEXT, default=None,
                      help="default SM_OUTPUT_DATA_DIR, else ./output")
@@ -166,6 +169,7 @@ class TrainConfig:
     checkpoint_dir: Path | None
     data_dir: Path | None
     unknown_args: tuple[str, ...] = ()
+    bundle_serving_wheels: bool = False
 
     def hyperparameters(self) -> dict[str, Any]:
         """What goes into metadata.json."""
@@ -206,4 +210,5 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
         stop_on_rule=args.stop_on_rule, profile_steps=args.profile_steps,
         system_monitor_interval_ms=args.system_monitor_interval_ms, export=args.export, model_dir=model_dir,
         output_data_dir=output_data_dir, checkpoint_dir=checkpoint_dir,
-        data_dir=Path(args.data_dir) if args.data_dir else None, unknown_args=tuple(unknown))
+        data_dir=Path(args.data_dir) if args.data_dir else None, unknown_args=tuple(unknown),
+        bundle_serving_wheels=args.bundle_serving_wheels)

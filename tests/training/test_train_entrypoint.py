@@ -83,7 +83,7 @@ def test_sagemaker_contract(tmp_path: Path, dataset_factory) -> None:
     assert (model_dir / "model.onnx").is_file()
     assert (model_dir / "code" / "imgclf" / "models.py").is_file()
     assert (model_dir / "code" / "requirements.txt").read_text() == (TRAIN_PY.parent / "requirements.txt").read_text()
-    assert metadata["serving_requirements"]["source"] == "pypi" and not (model_dir / "code" / "wheels").exists()
+    assert metadata["serving_requirements"]["source"] == "pypi" and not (model_dir / "code" / ".wheels").exists()
     assert "installs from PyPI instead" in proc.stderr
     assert (model_dir / "code" / "inference.py").is_file() == (TRAIN_PY.parent / "inference.py").is_file()
 

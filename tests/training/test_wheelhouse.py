@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import zipfile
 from importlib.metadata import version
 from pathlib import Path
 
@@ -127,9 +128,9 @@ def test_bundle_installs_offline_from_code_wheels(tiny_index: Path, tmp_path: Pa
     assert result.source == "wheels", result.reason
     # What the requirements need, minus the image's framework and what only the framework needs.
     assert sorted(w.split("-")[0] for w in result.wheels) == ["tinydep", "tinymodel", "tinyruntime"]
-    assert sorted(p.name for p in (code / "wheels").iterdir()) == sorted(result.wheels)
+    assert sorted(p.name for p in (code / wheelhouse.WHEELS_DIR).iterdir()) == sorted(result.wheels)
     text = (code / "requirements.txt").read_text()
-    assert text.splitlines()[2:4] == ["--no-index", "--find-links wheels"]
+    assert text.splitlines()[2:4] == ["--no-index", "--find-links .wheels"]
     assert text.endswith(requirements.read_text())  # the original lines, unchanged: one list
 
     # The inference "image": a fresh interpreter that already has the framework (and its dependency).
@@ -159,8 +160,8 @@ def test_without_an_index_the_requirements_fall_back_to_pypi(tmp_path: Path, mon
     empty.mkdir()
     _use_isolated_pip(monkeypatch, PIP_NO_INDEX="1", PIP_FIND_LINKS=str(empty))
     code = tmp_path / "code"
-    (code / "wheels").mkdir(parents=True)
-    (code / "wheels" / "stale.whl").write_bytes(b"from an earlier run")
+    (code / wheelhouse.WHEELS_DIR).mkdir(parents=True)
+    (code / wheelhouse.WHEELS_DIR / "stale.whl").write_bytes(b"from an earlier run")
     requirements = _requirements_file(tmp_path)
 
     with caplog.at_level(logging.WARNING, logger="imgclf.wheelhouse"):
@@ -170,7 +171,7 @@ def test_without_an_index_the_requirements_fall_back_to_pypi(tmp_path: Path, mon
     assert result.source == "pypi"
     assert "tinyruntime" in result.reason  # pip's own words: no matching distribution
     assert (code / "requirements.txt").read_text() == requirements.read_text()
-    assert not (code / "wheels").exists()
+    assert not (code / wheelhouse.WHEELS_DIR).exists()
     assert any("installs from PyPI instead" in r.getMessage() for r in caplog.records)
 
 
@@ -214,3 +215,26 @@ def test_the_target_accepts_only_wheels_the_oldest_inference_image_installs() ->
     platforms = set(target.platforms)
     assert {"manylinux_2_28_x86_64", "manylinux_2_31_x86_64", "manylinux2014_x86_64"} <= platforms
     assert "manylinux_2_34_x86_64" not in platforms and not any("aarch64" in p for p in platforms)
+
+
+def test_the_model_archiver_leaves_the_wheels_out_of_model_mar(tmp_path: Path) -> None:
+    """At every start the toolkit archives /opt/ml/model with torch-model-archiver (torchserve.py
+    `_adapt_to_ts_format`: --extra-files the model dir, default format = deflated .mar) before it installs
+    code/requirements.txt; the hidden code/.wheels/ stays out of model.mar, the code it serves does not."""
+    model = tmp_path / "model"
+    (model / "code" / wheelhouse.WHEELS_DIR).mkdir(parents=True)
+    (model / "code" / wheelhouse.WHEELS_DIR / "big-1.0-py3-none-any.whl").write_bytes(os.urandom(1 << 20))
+    (model / "code" / "requirements.txt").write_text("--no-index\n")
+    (model / "code" / "inference.py").write_text("")
+    (model / "model.pt").write_bytes(b"weights")
+    handler = tmp_path / "handler_service.py"
+    handler.write_text("def handle(data, context):\n    return data\n")
+    export = tmp_path / "ts"
+    export.mkdir()
+    archiver = Path(sys.executable).with_name("torch-model-archiver")
+    subprocess.run([str(archiver), "--model-name", "model", "--handler", str(handler), "--export-path", str(export),
+                    "--version", "1", "--extra-files", str(model)], check=True, cwd=tmp_path, timeout=120)
+    with zipfile.ZipFile(export / "model.mar") as mar:
+        names = set(mar.namelist())
+    assert {"model.pt", "code/requirements.txt", "code/inference.py"} <= names
+    assert not [n for n in names if wheelhouse.WHEELS_DIR in n]

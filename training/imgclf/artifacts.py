@@ -8,7 +8,7 @@ SageMaker tars it into model.tar.gz; its PyTorch inference container expects thi
     code/inference.py       the serving entry point (written by the serving area)
     code/imgclf/            this package
     code/requirements.txt   installed by the container before inference.py is imported (on every instance)
-    code/wheels/            with bundle_serving_wheels: every serving dependency as a wheel for the inference
+    code/.wheels/           with bundle_serving_wheels: every serving dependency as a wheel for the inference
                             image, which code/requirements.txt then installs with no index (imgclf.wheelhouse)
 """
 

@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     out = p.add_argument_group("artifacts and directories")
     _add_bool(out, "export", True, "export ONNX/OpenVINO variants for serving (imgclf.export)")
     _add_bool(out, BUNDLE_SERVING_WHEELS_HYPERPARAMETER, False, "download the serving dependencies' wheels for the "
-              "inference image into code/wheels/ (needs PyPI; falls back to a PyPI code/requirements.txt)")
+              "inference image into code/.wheels/ (needs PyPI; falls back to a PyPI code/requirements.txt)")
     out.add_argument("--model-dir", type=TEXT, default=None, help="default SM_MODEL_DIR, else ./model")
     out.add_argument("--output-data-dir", type=TEXT, default=None,
                      help="default SM_OUTPUT_DATA_DIR, else ./output")

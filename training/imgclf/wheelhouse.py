@@ -53,8 +53,8 @@ logger = logging.getLogger(__name__)
 # code/.wheels/, next to code/requirements.txt. Hidden on purpose: at every start, before the pip install, the
 # toolkit runs torch-model-archiver with `--extra-files /opt/ml/model` (torchserve.py `_adapt_to_ts_format`),
 # which copies the whole model dir and deflates it into model.mar, but leaves out folders whose name starts with
-# "." (pytorch/serve, model-archiver/model_archiver/model_packaging_utils.py, `directory_filter`). Deflating
-# ~140 MB of already-compressed wheels took 3.7 s here (benchmarks/bench_serving_install.py).
+# "." (pytorch/serve, model-archiver/model_archiver/model_packaging_utils.py, `directory_filter`). With the
+# wheels visible, archiving + unpacking took 6.6 s instead of 0.3 s here (benchmarks/bench_serving_install.py).
 WHEELS_DIR = ".wheels"
 REQUIREMENTS_FILE = "requirements.txt"
 # The framework of the AWS PyTorch inference images: never bundled (nor what only it depends on).
@@ -66,8 +66,8 @@ PROVIDED_BY_IMAGE: frozenset[str] = frozenset({"torch"})
 # Accepting manylinux tags up to the oldest of them keeps the bundle installable on every one.
 SERVING_ARCH = "x86_64"
 SERVING_GLIBC_MAX_MINOR = 31  # manylinux_2_31 = glibc 2.31 (Ubuntu 20.04)
-# End-of-training budget for both pip calls together: they normally take well under a minute; a network that
-# drops packets (a VPC without egress) must not hold a billed instance for long.
+# End-of-training budget for both pip calls together: they took 35-56 s here; a network that drops packets (a
+# VPC without egress) must not hold a billed instance for long.
 DEFAULT_TIMEOUT_S = 600.0
 PIP_NETWORK_OPTIONS = ("--timeout", "20", "--retries", "2")
 

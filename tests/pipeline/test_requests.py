@@ -105,6 +105,8 @@ def test_tuning_job_request() -> None:
     )
     assert "EnableManagedSpotTraining" not in definition
     assert json.loads(definition["StaticHyperParameters"]["sagemaker_submit_directory"]) == run["source_s3_uri"]
+    # Trials' models are never deployed: they do not bundle the serving wheels (imgclf.wheelhouse).
+    assert contract.BUNDLE_SERVING_WHEELS_HYPERPARAMETER not in definition["StaticHyperParameters"]
     assert len(request["HyperParameterTuningJobName"]) <= 32
 
 
@@ -211,6 +213,7 @@ def test_hyperparameters_are_understood_by_train_py() -> None:
         3,
     )
     assert config.unknown_args == ()
+    assert config.bundle_serving_wheels is True  # the deployed model carries its serving wheels
 
 
 def test_data_parallel_launcher_depends_on_the_processor() -> None:

@@ -76,10 +76,15 @@ def test_sagemaker_contract(tmp_path: Path, dataset_factory) -> None:
     dataset = dataset_factory(num_classes=3)
     opt_ml = tmp_path / "opt" / "ml"
     env = sagemaker_env(opt_ml, SM_CHANNEL_TRAINING=str(dataset))
+    # The final job's request to bundle the serving wheels, on a job that cannot reach any index (as with
+    # network isolation): the job still succeeds, and code/requirements.txt falls back to PyPI.
+    (tmp_path / "no-index").mkdir()
+    env = {k: v for k, v in env.items() if not k.startswith("PIP_")}
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1", PIP_FIND_LINKS=str(tmp_path / "no-index"))
     # Hyperparameters exactly as SageMaker passes them, tuned values JSON-quoted.
     # fp32 so the recomputation below can be exact (auto runs bf16 features; the other tests use it).
-    proc = run_train(["--lr", '"0.01"', "--batch-size", '"16"', "--epochs", "2", "--precision", "fp32", *FAST_ARGS],
-                     env, cwd=tmp_path)
+    proc = run_train(["--lr", '"0.01"', "--batch-size", '"16"', "--epochs", "2", "--precision", "fp32", *FAST_ARGS,
+                      f"--{contract.BUNDLE_SERVING_WHEELS_HYPERPARAMETER}", "true"], env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     metrics = contract.parse_metrics(proc.stdout)
@@ -99,7 +104,9 @@ def test_sagemaker_contract(tmp_path: Path, dataset_factory) -> None:
     assert metadata["best_epoch"] in (1, 2) and "serving" in metadata  # exported for serving
     assert (model_dir / "model.onnx").is_file()
     assert (model_dir / "code" / "imgclf" / "models.py").is_file()
-    assert (model_dir / "code" / "requirements.txt").is_file()
+    assert (model_dir / "code" / "requirements.txt").read_text() == (TRAIN_PY.parent / "requirements.txt").read_text()
+    assert metadata["serving_requirements"]["source"] == "pypi" and not (model_dir / "code" / ".wheels").exists()
+    assert "installs from PyPI instead" in proc.stderr
     assert (model_dir / "code" / "inference.py").is_file() == (TRAIN_PY.parent / "inference.py").is_file()
 
     # The objective is the per-sample mean cross-entropy of the saved model on the test split.

@@ -7,7 +7,9 @@ SageMaker tars it into model.tar.gz; its PyTorch inference container expects thi
     model.onnx, ...         serving variants (imgclf.export, when --export)
     code/inference.py       the serving entry point (written by the serving area)
     code/imgclf/            this package
-    code/requirements.txt   installed by the container before inference.py is imported
+    code/requirements.txt   installed by the container before inference.py is imported (on every instance)
+    code/.wheels/           with bundle_serving_wheels: every serving dependency as a wheel for the inference
+                            image, which code/requirements.txt then installs with no index (imgclf.wheelhouse)
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from imgclf import wheelhouse
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +50,9 @@ def build_metadata(*, backbone: str, class_names: list[str], class_folders: list
     }
 
 
-def write_code_dir(model_dir: Path) -> Path:
-    """code/: inference.py (if the serving area's file exists), the imgclf package, requirements.txt."""
+def write_code_dir(model_dir: Path, bundle_serving_wheels: bool = False) -> wheelhouse.ServingRequirements:
+    """code/: inference.py (if the serving area's file exists), the imgclf package, requirements.txt (and the
+    wheels it installs from, when bundle_serving_wheels). Returns where requirements.txt installs from."""
     code = model_dir / "code"
     if code.exists():
         shutil.rmtree(code)
@@ -58,15 +63,18 @@ def write_code_dir(model_dir: Path) -> Path:
     else:
         logger.warning("no %s yet: code/ has no inference.py", inference)
     shutil.copytree(PACKAGE_DIR, code / "imgclf", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    requirements = TRAINING_DIR / "requirements.txt"
-    if requirements.is_file():
-        shutil.copy2(requirements, code / "requirements.txt")
-    return code
+    requirements = TRAINING_DIR / wheelhouse.REQUIREMENTS_FILE
+    if not requirements.is_file():
+        logger.warning("no %s: code/ has no requirements.txt", requirements)
+        return wheelhouse.ServingRequirements(source="pypi", reason=f"no {requirements}")
+    return wheelhouse.write_serving_requirements(code, requirements, bundle=bundle_serving_wheels)
 
 
 def write_model_artifacts(model_dir: Path, model: nn.Module, metadata: dict[str, Any], export: bool = True,
-                          validation_samples: Any = None, calibration_samples: Any = None) -> dict[str, Any]:
-    """model.pt, the serving exports (recorded in metadata["serving"]), metadata.json and code/."""
+                          validation_samples: Any = None, calibration_samples: Any = None,
+                          bundle_serving_wheels: bool = False) -> dict[str, Any]:
+    """model.pt, the serving exports (recorded in metadata["serving"]), code/ (where its requirements install
+    from: metadata["serving_requirements"]) and metadata.json."""
     model_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     torch.save(state, model_dir / "model.pt")
@@ -80,8 +88,8 @@ def write_model_artifacts(model_dir: Path, model: nn.Module, metadata: dict[str,
         else:
             export_model = _plain_copy(model)
             export_for_serving(export_model, metadata, model_dir, validation_samples, calibration_samples)
+    metadata["serving_requirements"] = write_code_dir(model_dir, bundle_serving_wheels).as_metadata()
     (model_dir / "metadata.json").write_text(json.dumps(metadata, indent=2))
-    write_code_dir(model_dir)
     return metadata
 
 

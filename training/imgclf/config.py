@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     dbg.add_argument("--system-monitor-interval-ms", type=POSITIVE_INT, default=500)
     out = p.add_argument_group("artifacts and directories")
     _add_bool(out, "export", True, "export ONNX/OpenVINO variants for serving (imgclf.export)")
+    _add_bool(out, contract.BUNDLE_SERVING_WHEELS_HYPERPARAMETER, False,
+              "download the serving dependencies' wheels for the inference image into code/.wheels/ "
+              "(needs PyPI; falls back to a PyPI code/requirements.txt)")
     out.add_argument("--model-dir", type=TEXT, default=None, help="default SM_MODEL_DIR, else ./model")
     out.add_argument("--output-data-dir", type=TEXT, default=None,
                      help="default SM_OUTPUT_DATA_DIR, else ./output")
@@ -178,6 +181,7 @@ class TrainConfig:
     tensorboard_dir: Path
     job_name: str | None = None  # TRAINING_JOB_NAME: this job's checkpoint identity (imgclf.checkpoint)
     unknown_args: tuple[str, ...] = ()
+    bundle_serving_wheels: bool = False
 
     @property
     def tensorboard_run(self) -> str:
@@ -236,4 +240,4 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
         system_monitor_interval_ms=args.system_monitor_interval_ms, export=args.export, model_dir=model_dir,
         output_data_dir=output_data_dir, checkpoint_dir=checkpoint_dir,
         data_dir=Path(args.data_dir) if args.data_dir else None, tensorboard_dir=tensorboard_dir,
-        job_name=job_name, unknown_args=tuple(unknown))
+        job_name=job_name, unknown_args=tuple(unknown), bundle_serving_wheels=args.bundle_serving_wheels)

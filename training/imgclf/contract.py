@@ -153,6 +153,13 @@ SEARCH_SPACE: tuple[ContinuousParameter | CategoricalParameter, ...] = (
 )
 
 # --------------------------------------------------------------------------------------------------
+# Serving dependencies in model.tar.gz: the final training job (its model is the one deployed) bundles them
+# as wheels (imgclf.wheelhouse); tuning trials do not (their models are never served). train.py's flag and
+# the pipeline's final CreateTrainingJob hyperparameter.
+
+BUNDLE_SERVING_WHEELS_HYPERPARAMETER = "bundle-serving-wheels"
+
+# --------------------------------------------------------------------------------------------------
 # Content types and payloads (endpoint, inference Lambda, local endpoint).
 
 JSON_CONTENT_TYPE = "application/json"

@@ -468,7 +468,8 @@ def _write_outputs(cfg: TrainConfig, model: nn.Module, splits: data.DatasetSplit
                                          batch_size=batch, shuffle=True,
                                          generator=torch.Generator().manual_seed(cfg.seed))
     artifacts.write_model_artifacts(cfg.model_dir, model, metadata, export=cfg.export,
-                                    validation_samples=validation_samples, calibration_samples=calibration_samples)
+                                    validation_samples=validation_samples, calibration_samples=calibration_samples,
+                                    bundle_serving_wheels=cfg.bundle_serving_wheels)
     logger.info("artifacts written to %s, reports to %s", cfg.model_dir, out)
 
 

@@ -289,6 +289,8 @@ def training_job_request(
     s = run["settings"]
     name = run["training_job_name"]
     hyperparameters = {**static_hyperparameters(run, name), **{k: str(v) for k, v in tuned.items()}}
+    # The deployed model's code/ carries its serving wheels, so endpoint instances install without PyPI.
+    hyperparameters[contract.BUNDLE_SERVING_WHEELS_HYPERPARAMETER] = _hp(True)
     if s["training_instance_count"] > 1 and images.processor_for(s["training_instance_type"]) == "gpu":
         hyperparameters[DISTRIBUTED_HYPERPARAMETER] = _hp(True)
     return {

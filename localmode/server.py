@@ -312,6 +312,7 @@ def serve(model: str | os.PathLike[str], host: str = DEFAULT_HOST, port: int = D
             # A shared CPU: workers x threads never exceeds the cores (oversubscription costs latency).
             os.environ[runtimes.THREADS_ENV] = str(max(1, runtimes.default_threads() // workers))
         LOGGER.info(json.dumps({"event": "serve", "model": str(model), "host": host, "port": port,
+                                "page": f"http://{host}:{port}/",
                                 "workers": workers, "threads_per_worker": os.environ[runtimes.THREADS_ENV],
                                 "runtime": os.environ.get(runtimes.RUNTIME_ENV, runtimes.AUTO)}))
         # uvicorn drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal it caught; with

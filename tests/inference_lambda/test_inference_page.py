@@ -14,7 +14,11 @@ import base64
 import hashlib
 import io
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 import urllib.parse
 from collections.abc import Callable
 from html.parser import HTMLParser
@@ -245,3 +249,42 @@ def test_a_model_that_times_out_is_a_human_message(load_app, fake_runtime, open_
     _choose(page, "photo.jpg", _jpeg(64, 48))
     page.get_by_role("alert").wait_for(timeout=10_000)
     assert page.locator(MESSAGE_SELECTOR).text_content() == "The model took too long to answer. Please try again."
+
+
+SAM = REPO / ".venv-sam" / "bin" / "sam"
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="sam build's makefile builder (the layer) needs make")
+def test_sam_build_ships_the_page_and_the_built_function_serves_it(tmp_path):
+    """What Lambda runs: the function's built code at /var/task and the layer's python/ at /opt/python
+    are all of sys.path that matters; the page must come from there, with no path trick."""
+    assert SAM.exists(), "run `make aws-tools` first (the SAM CLI lives in .venv-sam)"
+    env = {**os.environ, "PATH": f"{SAM.parent}:{os.environ['PATH']}", "AWS_DEFAULT_REGION": "us-east-1",
+           "SAM_CLI_TELEMETRY": "0"}
+    build = tmp_path / "build"
+    result = subprocess.run([str(SAM), "build", "InferenceFunction", "--template-file", str(REPO / "template.yaml"),
+                             "--build-dir", str(build), "--cache-dir", str(tmp_path / "cache")],
+                            cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    task, layer = build / "InferenceFunction", build / "PipelineLayer" / "python"
+    assert (task / "imgclf_page" / "index.html").read_bytes() == PAGE_FILE.read_bytes()
+    probe = (
+        "import json, sys\n"
+        f"sys.path[:0] = [{str(task)!r}, {str(layer)!r}]\n"
+        "import app, imgclf_page\n"
+        f"assert imgclf_page.__file__.startswith({str(task)!r}), imgclf_page.__file__\n"
+        f"event = json.load(open({str(REPO / 'events' / 'inference_page.json')!r}))\n"
+        "class Context:\n"
+        "    function_name = 'inference'; memory_limit_in_mb = 256; aws_request_id = 'r'\n"
+        "    invoked_function_arn = 'arn:aws:lambda:us-east-1:123456789012:function:inference'\n"
+        "response = app.handler(event, Context())\n"
+        "print(json.dumps({'status': response['statusCode'], 'type': response['headers']['Content-Type'],\n"
+        "                  'size': len(response['body'])}))\n"
+    )
+    run_env = {**os.environ, "ENDPOINT_NAME": "imgclf-classifier", "AWS_DEFAULT_REGION": "us-east-1",
+               "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "POWERTOOLS_LOG_LEVEL": "ERROR"}
+    served = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120, env=run_env)
+    assert served.returncode == 0, served.stderr[-3000:]
+    assert json.loads(served.stdout.strip().splitlines()[-1]) == {
+        "status": 200, "type": "text/html; charset=utf-8", "size": len(PAGE_FILE.read_text(encoding="utf-8"))}

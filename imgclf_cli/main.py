@@ -54,9 +54,10 @@ def _predict(args: argparse.Namespace) -> ExitCode:
     else:
         from localmode.endpoint import read_record
         from localmode.pipeline import RunOptions
+        from localmode.server import DEFAULT_HOST, DEFAULT_PORT
 
         record = read_record(args.runs_dir or RunOptions().runs_dir)
-        url = record.url if record else predict.DEFAULT_LOCAL_URL
+        url = record.url if record else f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
     return predict.run(args.images, url, top_k=args.top_k, as_json=args.json, timeout=args.timeout,
                        sign=predict.sigv4_signer(session) if args.sign else None)
 

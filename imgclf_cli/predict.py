@@ -23,7 +23,6 @@ from typing import IO, Any
 from imgclf import contract
 from imgclf_cli.errors import CliError, ExitCode
 
-DEFAULT_LOCAL_URL = "http://127.0.0.1:8080"
 DEFAULT_TIMEOUT_S = 30.0
 
 

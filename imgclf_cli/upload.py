@@ -292,7 +292,9 @@ def _input_names(document: Any, bucket: str, key: str, version_id: str | None) -
 def find_execution(sfn: Any, state_machine_arn: str, bucket: str, key: str, version_id: str | None,
                    not_before: datetime, wait_s: float, poll_s: float = 2.0) -> str | None:
     """The ARN of the execution started for this upload, waiting up to `wait_s`; None if none appeared.
-    ListExecutions answers newest first; only executions started after `not_before` are read."""
+    ListExecutions answers newest first ("sorted by time, with the most recent execution first",
+    https://docs.aws.amazon.com/step-functions/latest/apireference/API_ListExecutions.html): only
+    executions started after `not_before` are read."""
     deadline = time.monotonic() + wait_s
     looked_at: set[str] = set()
     while True:

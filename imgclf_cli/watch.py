@@ -59,11 +59,26 @@ def resolve_execution(sfn: Any, execution: str | None, state_machine_arn: str | 
     return str(latest[0]["executionArn"])
 
 
-def execution_history(sfn: Any, arn: str) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    for page in sfn.get_paginator("get_execution_history").paginate(executionArn=arn, includeExecutionData=True):
-        events.extend(page["events"])
-    return events
+@dataclass
+class _History:
+    """The execution's events, read incrementally: history events never change once written, so each
+    look fetches newest first (reverseOrder) only down to the last event already known."""
+
+    sfn: Any
+    arn: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def refresh(self) -> list[dict[str, Any]]:
+        known = self.events[-1]["id"] if self.events else 0
+        new: list[dict[str, Any]] = []
+        pages = self.sfn.get_paginator("get_execution_history").paginate(
+            executionArn=self.arn, reverseOrder=True, includeExecutionData=True)
+        for page in pages:
+            new += [event for event in page["events"] if event["id"] > known]
+            if any(event["id"] <= known for event in page["events"]):
+                break
+        self.events += sorted(new, key=lambda event: event["id"])
+        return self.events
 
 
 def current_state(events: list[dict[str, Any]]) -> str | None:
@@ -171,8 +186,10 @@ class _TrainingLog:
             while True:
                 page = self.logs.filter_log_events(**kwargs)
                 for event in page.get("events", []):
-                    if event["eventId"] not in self._seen:
-                        self._seen.add(event["eventId"])
+                    # startTime is inclusive: the last millisecond's events come again, so skip what was read.
+                    seen_key = f"{event.get('logStreamName')}/{event['eventId']}"
+                    if seen_key not in self._seen:
+                        self._seen.add(seen_key)
                         lines.append((int(event["timestamp"]), event["message"]))
                 if not page.get("nextToken"):
                     break
@@ -219,11 +236,12 @@ def follow(session: Any, arn: str, *, endpoint_name: str | None = None, interval
     sfn, sagemaker, logs = session.client("stepfunctions"), session.client("sagemaker"), session.client("logs")
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     training_log: _TrainingLog | None = None
+    history = _History(sfn, arn)
     last_line = ""
     out.write(f"following {arn}\n")
     while True:
         execution = sfn.describe_execution(executionArn=arn)
-        events = execution_history(sfn, arn)
+        events = history.refresh()
         data = state_data(events)
         state = current_state(events) or "(starting)"
         phase, names = _phase(data), _names(data, endpoint_name)

@@ -163,3 +163,16 @@ def test_tuning_shows_the_best_objective_so_far():
 def test_an_execution_needs_an_arn_or_the_stack(execution, capsys):
     assert main(["aws", "watch", *([execution] if execution else []), "--region", pw.REGION]) == ExitCode.BAD_INPUT
     assert "give an execution ARN" in capsys.readouterr().err
+
+
+def test_the_history_is_read_incrementally_and_in_order(world):
+    arn = _start(world)
+    history = watch._History(world.sfn, arn)
+    first = list(history.refresh())
+    while world.sfn.describe_execution(executionArn=arn)["status"] == "RUNNING":
+        time.sleep(0.05)
+    events = history.refresh()
+    assert events[: len(first)] == first  # what was read stays; only newer events are added
+    full = world.sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    assert [e["id"] for e in events] == [e["id"] for e in full] == sorted(e["id"] for e in full)
+    assert history.refresh() == events

@@ -67,9 +67,11 @@ def artifacts_dir() -> Path:
     return ARTIFACTS
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """A headless Chromium browser (Playwright's Browser)."""
+    """A headless Chromium browser (Playwright's Browser). Per module, not per session: Playwright's sync
+    API runs an asyncio loop on the main thread while it is started, and a later test's asyncio.run()
+    would find it running."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make test`, which installs Debian's chromium package")
     from playwright.sync_api import sync_playwright

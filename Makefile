@@ -21,8 +21,14 @@ NPM_STAMP := node_modules/.installed
 CHECKOV_VERSION := 3.3.30
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+# The browser tests (tests/web, tests/inference_lambda) drive Debian's chromium through Playwright for
+# Python (requirements/dev.txt): Playwright's own browser download needs the internet. apt-get runs only
+# when the browser is missing.
+CHROMIUM := /usr/bin/chromium
+CHROMIUM_STAMP := $(VENV)/.installed-chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: local stop test lint setup benchmarks clean aws-tools image-uris
+.PHONY: local stop test lint setup benchmarks clean aws-tools browser image-uris
 
 setup: $(DEV_STAMP)
 
@@ -49,8 +55,13 @@ stop: $(LOCAL_STAMP)
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(DEV_STAMP) $(SAM_STAMP) $(NPM_STAMP) $(CHECKOV_STAMP) lint
+test: $(DEV_STAMP) $(SAM_STAMP) $(NPM_STAMP) $(CHECKOV_STAMP) $(CHROMIUM_STAMP) lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+$(CHROMIUM_STAMP): | $(VENV)/bin/python
+	test -x $(CHROMIUM) || { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium; }
+	$(CHROMIUM) --headless --no-sandbox --disable-gpu --version
+	touch $@
 
 $(SAM_STAMP):
 	test -n "$(SAM_PYTHON)" || { echo "python3.12 is needed for the SAM CLI and sam build" >&2; exit 1; }
@@ -68,6 +79,8 @@ $(NPM_STAMP): package.json package-lock.json
 	touch $@
 
 aws-tools: $(SAM_STAMP) $(NPM_STAMP) $(CHECKOV_STAMP)
+
+browser: $(CHROMIUM_STAMP)
 
 # Regenerate functions/pipeline_layer/mlpipeline/image_uris.json with the sagemaker SDK (by hand, when
 # AWS publishes new PyTorch containers; the SDK is far too big for a Lambda, see generate_image_uris.py).

@@ -83,6 +83,7 @@ def print_summary(summary: RunSummary) -> None:
     if summary.endpoint:
         out.write(f"endpoint             : {summary.endpoint['url']} (pid {summary.endpoint['pid']}, "
                   f"log {summary.endpoint['log_path']})\n")
+        out.write(f"  try it in a browser : {summary.endpoint['url']}/\n")
         out.write("  try it              : curl -s -H 'Content-Type: image/png' --data-binary "
                   f"@{summary.predictions[0]['image'] if summary.predictions else 'IMAGE.png'} "
                   f"{summary.endpoint['url']}/invocations\n")
@@ -97,13 +98,13 @@ def _stop_jobs_and_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m localmode") -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["serve"]:  # the server has its own arguments (and --help): hand them over whole
         from localmode import server
 
-        return server.main(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m localmode", description=__doc__,
+        return server.main(argv[1:], prog=f"{prog} serve")
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 

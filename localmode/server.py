@@ -2,6 +2,8 @@
 
     python -m localmode.server MODEL_DIR_OR_MODEL_TAR_GZ [--port 8080] [--workers 2] [--runtime auto]
 
+- `GET /`: the web page to try the model in a browser (imgclf_page, the same file and headers as the
+  inference Function URL's); it POSTs the photo to `POST /`, which is `POST /invocations`.
 - `GET /ping`: 200 once this worker's model is loaded (503 before), like SageMaker's health check.
 - `POST /invocations`: image bytes in (image/jpeg, image/png, application/x-image,
   application/octet-stream), the JSON answer out; what SageMaker sends to a container.
@@ -46,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import imgclf_page
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -202,6 +205,9 @@ def create_app(model_dir: str | os.PathLike[str] | None = None, *, request_timeo
         state.model = await anyio.to_thread.run_sync(serving.load_model, state.model_dir)
         yield
 
+    async def page(request: Request) -> Response:
+        return Response(imgclf_page.HTML, headers=imgclf_page.HEADERS)
+
     async def ping(request: Request) -> Response:
         if state.model is None:
             return JSONResponse({"status": "loading"}, status_code=503)
@@ -247,6 +253,8 @@ def create_app(model_dir: str | os.PathLike[str] | None = None, *, request_timeo
             }))
 
     return Starlette(routes=[
+        Route("/", page, methods=["GET"]),
+        Route("/", invocations, methods=["POST"]),  # where the page posts (as it does to the Function URL)
         Route("/ping", ping, methods=["GET"]),
         Route("/invocations", invocations, methods=["POST"]),
         Route("/endpoints/{endpoint_name}/invocations", invocations, methods=["POST"]),
@@ -304,6 +312,7 @@ def serve(model: str | os.PathLike[str], host: str = DEFAULT_HOST, port: int = D
             # A shared CPU: workers x threads never exceeds the cores (oversubscription costs latency).
             os.environ[runtimes.THREADS_ENV] = str(max(1, runtimes.default_threads() // workers))
         LOGGER.info(json.dumps({"event": "serve", "model": str(model), "host": host, "port": port,
+                                "page": f"http://{host}:{port}/",
                                 "workers": workers, "threads_per_worker": os.environ[runtimes.THREADS_ENV],
                                 "runtime": os.environ.get(runtimes.RUNTIME_ENV, runtimes.AUTO)}))
         # uvicorn drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal it caught; with
@@ -397,8 +406,8 @@ def start_background(model: str | os.PathLike[str], host: str = DEFAULT_HOST, po
     return server
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m localmode.server", description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str = "python -m localmode.server") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="a model directory (metadata.json, model.pt, ...) or a model.tar.gz")
     parser.add_argument("--host", default=DEFAULT_HOST, help="interface (default: loopback only)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)

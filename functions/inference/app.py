@@ -1,4 +1,5 @@
-"""The public inference Lambda behind a Function URL: `POST /` with JPEG/PNG bytes -> top-k classes as JSON.
+"""The public inference Lambda behind a Function URL: `POST /` with JPEG/PNG bytes -> top-k classes as JSON,
+and `GET /`: the web page a person uses to try the model (imgclf_page, which POSTs back here).
 
 Thin on purpose: parse and validate (inference_request, pure), invoke the endpoint (inference_endpoint),
 shape the answer. The SageMaker client is built once per execution environment, at init, from:
@@ -27,7 +28,14 @@ if _HERE not in sys.path:
 
 from aws_lambda_powertools import Logger  # noqa: E402
 from inference_endpoint import Settings, invoke, make_runtime_client  # noqa: E402
-from inference_request import HttpError, error_response, http_response, parse_request  # noqa: E402
+from inference_request import (  # noqa: E402
+    HttpError,
+    error_response,
+    http_response,
+    is_page_request,
+    page_response,
+    parse_request,
+)
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "inference")
 SETTINGS = Settings.from_environ(os.environ)
@@ -36,6 +44,8 @@ RUNTIME = make_runtime_client(SETTINGS)
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    if is_page_request(event):
+        return page_response()  # static: no endpoint call, nothing to log per request
     try:
         request = parse_request(event)
         logger.append_keys(image_bytes=len(request.image), content_type=request.content_type, top_k=request.top_k)

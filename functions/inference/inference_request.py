@@ -1,8 +1,10 @@
 """Pure request and answer handling for the inference Lambda: no AWS client, no I/O.
 
-`parse_request` turns a Lambda Function URL event (payload format 2.0) into an `ImageRequest` or raises
-`HttpError` with a status a client can act on; `read_endpoint_answer` checks what the endpoint sent back;
-`http_response` shapes what the Function URL returns. Everything is decided before any money is spent.
+`is_page_request` tells the web page's `GET /` (answered with `page_response`, imgclf_page) from a
+prediction; `parse_request` turns a Lambda Function URL event (payload format 2.0) into an `ImageRequest`
+or raises `HttpError` with a status a client can act on; `read_endpoint_answer` checks what the endpoint
+sent back; `http_response` shapes what the Function URL returns. Everything is decided before any money
+is spent.
 
 Limits and content types come from imgclf.contract (shipped to this function in the pipeline's layer).
 """
@@ -16,6 +18,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import imgclf_page
 
 from imgclf import contract
 
@@ -59,6 +63,16 @@ def http_response(status: int, payload: Mapping[str, Any], headers: Mapping[str,
 
 def error_response(error: HttpError) -> dict[str, Any]:
     return http_response(error.status, {"error": error.code, "message": error.message}, error.headers)
+
+
+def page_response() -> dict[str, Any]:
+    """The web page (imgclf_page/index.html) with its security headers, as a Function URL response."""
+    return {
+        "statusCode": 200,
+        "headers": dict(imgclf_page.HEADERS),
+        "body": imgclf_page.HTML,
+        "isBase64Encoded": False,
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -161,16 +175,27 @@ def _parse_json_body(body: bytes) -> tuple[bytes, str | None, object]:
     return _decode_base64(encoded, '"image"'), declared, document.get("top_k")
 
 
+def _method_and_path(event: Mapping[str, Any]) -> tuple[str, str]:
+    http = (event.get("requestContext") or {}).get("http") or {}
+    return str(http.get("method", "")).upper(), event.get("rawPath") or http.get("path") or "/"
+
+
+def is_page_request(event: Mapping[str, Any]) -> bool:
+    """`GET /` (query string or not): a browser asking for the page. A Function URL GET carries no body
+    (https://docs.aws.amazon.com/lambda/latest/dg/urls-invocation.html#urls-request-payload)."""
+    return _method_and_path(event) == ("GET", "/")
+
+
 def parse_request(event: Mapping[str, Any]) -> ImageRequest:
     """Validate a Function URL event: `POST /` with raw JPEG/PNG bytes (top_k in the query string) or a
     JSON body {"image": "<base64>", "top_k": 5}. Raises HttpError (4xx) for anything else."""
-    http = (event.get("requestContext") or {}).get("http") or {}
-    method = str(http.get("method", "")).upper()
-    if method != "POST":
-        raise HttpError(405, "method_not_allowed", "use POST with an image body", {"Allow": "POST"})
-    path = event.get("rawPath") or http.get("path") or "/"
+    method, path = _method_and_path(event)
     if path != "/":
-        raise HttpError(404, "not_found", "the only route is POST /")
+        raise HttpError(404, "not_found", "the only route is /: POST an image, or GET the web page")
+    if method != "POST":
+        raise HttpError(
+            405, "method_not_allowed", "use POST with an image body (GET / is the web page)", {"Allow": "GET, POST"}
+        )
 
     headers = event.get("headers") or {}
     encoding = (_header(headers, "content-encoding") or "identity").strip().lower()

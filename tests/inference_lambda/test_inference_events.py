@@ -30,6 +30,7 @@ EXPECTED: dict[str, tuple[int, int | str]] = {
     "inference_bad_json_not_base64.json": (400, "malformed_body"),
     "inference_bad_top_k.json": (400, "bad_top_k"),
     "inference_bad_method.json": (405, "method_not_allowed"),
+    "inference_page.json": (200, "page"),  # a browser opening the Function URL: the web page
     "inference_bad_content_type.json": (415, "unsupported_media_type"),
 }
 
@@ -54,7 +55,7 @@ def moto_app(load_app, monkeypatch):
 @pytest.mark.parametrize("path", EVENT_FILES, ids=lambda path: path.name)
 def test_event_file_through_the_handler(moto_app, context, answer, response_body, path):
     status, detail = EXPECTED[path.name]
-    if status == 200:
+    if status == 200 and detail != "page":
         results = [{"Body": json.dumps(answer(10)), "ContentType": "application/json"}]
         requests.post(
             "http://motoapi.amazonaws.com/moto-api/static/sagemaker/endpoint-results",
@@ -63,6 +64,10 @@ def test_event_file_through_the_handler(moto_app, context, answer, response_body
         ).raise_for_status()
     response = moto_app.handler(json.loads(path.read_text()), context)
     assert response["statusCode"] == status, response["body"]
+    if detail == "page":
+        assert response["headers"]["Content-Type"] == "text/html; charset=utf-8"
+        assert response["body"].startswith("<!doctype html>")
+        return
     body = response_body(response)
     if status == 200:
         assert len(body["predictions"]) == detail

@@ -2,6 +2,7 @@
 
 Whatever a client sends, the answer is either 200 (and then exactly one JPEG/PNG reached the endpoint)
 or a 4xx with a JSON error message (and nothing reached the endpoint): never a 5xx, never an exception.
+The one exception is `GET /`, the web page: 200 with the page, and nothing reached the endpoint.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import base64
 import json
 from typing import Any
 
+import imgclf_page
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -163,6 +165,11 @@ def test_client_errors_are_4xx_json_and_never_reach_the_endpoint(warm_local_app,
     before = len(fake_runtime.requests)
     response = app.handler(url_event, context)
     status = response["statusCode"]
+    if url_event["requestContext"]["http"]["method"].upper() == "GET" and (url_event["rawPath"] or "/") == "/":
+        # The web page, whatever else the request carries: static, and nothing reaches the endpoint.
+        assert (status, response["headers"]["Content-Type"]) == (200, imgclf_page.CONTENT_TYPE)
+        assert response["body"] == imgclf_page.HTML and fake_runtime.requests[before:] == []
+        return
     body = json.loads(response["body"])
     event(f"{status} {body.get('error', '')}")  # shown by --hypothesis-show-statistics
     sent = fake_runtime.requests[before:]

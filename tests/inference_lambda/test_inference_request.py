@@ -14,7 +14,13 @@ from botocore.exceptions import (
     IncompleteReadError,
     ReadTimeoutError,
 )
-from inference_request import MAX_JSON_BODY_BYTES, HttpError, parse_request, read_endpoint_answer
+from inference_request import (
+    MAX_JSON_BODY_BYTES,
+    HttpError,
+    is_page_request,
+    parse_request,
+    read_endpoint_answer,
+)
 
 from imgclf import contract
 
@@ -65,13 +71,22 @@ def test_header_names_are_case_insensitive(make_event, jpeg_bytes):
 
 
 @pytest.mark.parametrize(
-    ("method", "path", "status"), [("GET", "/", 405), ("PUT", "/", 405), ("POST", "/predict", 404)]
+    ("method", "path", "status"),
+    [("PUT", "/", 405), ("DELETE", "/", 405), ("HEAD", "/", 405), ("POST", "/predict", 404), ("GET", "/x", 404)],
 )
 def test_method_and_route(make_event, jpeg_bytes, method, path, status):
     error = _refused(make_event(jpeg_bytes, "image/jpeg", method=method, path=path))
     assert error.status == status
     if status == 405:
-        assert error.headers == {"Allow": "POST"}
+        assert error.headers == {"Allow": "GET, POST"}  # GET / is the web page
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "is_page"),
+    [("GET", "/", True), ("get", "/", True), ("GET", "/x", False), ("POST", "/", False), ("HEAD", "/", False)],
+)
+def test_only_get_slash_is_the_page(make_event, method, path, is_page):
+    assert is_page_request(make_event(None, None, method=method, path=path)) is is_page
 
 
 @pytest.mark.parametrize("body", [None, b"", ""])

@@ -1,0 +1,5 @@
+import sys
+
+from imgclf_cli.main import main
+
+sys.exit(main())

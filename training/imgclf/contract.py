@@ -160,6 +160,14 @@ SEARCH_SPACE: tuple[ContinuousParameter | CategoricalParameter, ...] = (
 BUNDLE_SERVING_WHEELS_HYPERPARAMETER = "bundle-serving-wheels"
 
 # --------------------------------------------------------------------------------------------------
+# Cached backbone features (imgclf.features): with a frozen backbone the pipeline runs train.py once with
+# EXTRACT_FEATURES_HYPERPARAMETER (on the training instance type), then every tuning trial reads the feature
+# set as the FEATURES_CHANNEL channel (SM_CHANNEL_FEATURES) and trains only the head, on a CPU instance.
+
+FEATURES_CHANNEL = "features"
+EXTRACT_FEATURES_HYPERPARAMETER = "extract-features-only"
+
+# --------------------------------------------------------------------------------------------------
 # Content types and payloads (endpoint, inference Lambda, local endpoint).
 
 JSON_CONTENT_TYPE = "application/json"

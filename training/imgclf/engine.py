@@ -13,12 +13,14 @@ across processes), not the course starter code's sum / number-of-batches.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -191,9 +193,51 @@ class _LazyBackbone:
         return self._backbone(images)
 
 
+def _splits_of_feature_set(feature_set: Path) -> data.DatasetSplits:
+    """The splits as the feature set describes them (class folders, each sample's path and label): what
+    the run reports and saves in metadata.json, without the images."""
+    classes = features.feature_set_classes(feature_set)
+    scans = {}
+    for split in data.SPLITS:
+        description = features.feature_set_description(feature_set, split)
+        samples = [(feature_set / row[0], label) for row, label in zip(description["files"],
+                                                                       description["labels"], strict=True)]
+        scans[split] = data.SplitScan(split, feature_set, list(classes), samples)
+    return data.DatasetSplits(scans, list(classes))
+
+
+def _extract_feature_set(cfg: TrainConfig, ctx: distributed.DistContext, model: nn.Module,
+                         splits: data.DatasetSplits, preprocessing: Preprocessing, plan: PrecisionPlan,
+                         started: float) -> dict[str, Any]:
+    """The extraction job: eval-transform features of every split into cfg.feature_cache_dir (on SageMaker
+    /opt/ml/checkpoints/feature-cache, which the job's CheckpointConfig uploads to S3), then the manifest.
+    Images decode in DataLoader worker processes (num-workers auto: one per core but one) while the
+    backbone runs in the main process."""
+    info: dict[str, Any] = {}
+    if ctx.is_main:
+        digest = features.backbone_digest(model)
+        workers = resolve_num_workers(cfg.num_workers, ctx, cached=False)
+        backbone = plan.frozen_backbone(model)
+        for split in data.SPLITS:
+            _, _, info[split] = features.load_or_extract(
+                cfg.feature_cache_dir, backbone, cfg.backbone, digest, splits.splits[split], preprocessing, plan,
+                max(cfg.batch_size, 64), workers, ctx.device)
+        manifest = features.write_feature_set_manifest(cfg.feature_cache_dir, info, cfg.backbone, digest,
+                                                       preprocessing, plan)
+        logger.info("feature set complete in %.1f s: %s", time.perf_counter() - started, manifest)
+    distributed.barrier(ctx)
+    return {"extracted": info}
+
+
 def _build_datasets(cfg: TrainConfig, ctx: distributed.DistContext, model: nn.Module,
                     backbone: FrozenBackbone | None, splits: data.DatasetSplits, preprocessing: Preprocessing,
                     plan: PrecisionPlan, num_workers: int) -> tuple[dict[str, Dataset], dict[str, Any]]:
+    if cfg.features_dir is not None:
+        digest = features.backbone_digest(model)
+        loaded = {split: features.load_from_feature_set(cfg.features_dir, split, cfg.backbone, digest, preprocessing)
+                  for split in data.SPLITS}
+        return ({split: TensorDataset(f, lbl) for split, (f, lbl, _) in loaded.items()},
+                {split: {"hit": True, "path": str(cfg.features_dir), "seconds": 0.0} for split in data.SPLITS})
     if not cfg.feature_cache:
         eval_tf = preprocessing.eval_transform()
         return ({"train": data.ImageFolderDataset(splits.splits["train"].samples, preprocessing.train_transform()),
@@ -235,7 +279,13 @@ def _run(cfg: TrainConfig, ctx: distributed.DistContext, env: dict[str, str]) ->
     seed_everything(cfg.seed)
     stop_on = debugger.parse_stop_on_rule(cfg.stop_on_rule)
 
-    splits = data.discover(cfg.data_dir, env)
+    if cfg.features_dir is not None:
+        if cfg.export and ctx.is_main:
+            logger.info("features channel: no serving export (it validates on images; a trial is never served)")
+        cfg = dataclasses.replace(cfg, export=False)
+        splits = _splits_of_feature_set(cfg.features_dir)
+    else:
+        splits = data.discover(cfg.data_dir, env)
     summary = splits.summary()
     if ctx.is_main:
         counts = [f"{k} {v['images']} images ({v['skipped']} skipped)" for k, v in summary["splits"].items()]
@@ -256,6 +306,8 @@ def _run(cfg: TrainConfig, ctx: distributed.DistContext, env: dict[str, str]) ->
         logger.info("%s on %s, %d process(es), %d data worker(s), weights %s", plan.describe(), ctx.device,
                     ctx.world_size, num_workers, model.weights_identity)
 
+    if cfg.extract_features_only:
+        return _extract_feature_set(cfg, ctx, model, splits, preprocessing, plan, started)
     datasets, cache_info = _build_datasets(cfg, ctx, model, backbone, splits, preprocessing, plan, num_workers)
     torch.manual_seed(cfg.seed + ctx.rank)  # distinct augmentation streams per rank
     loaders = _Loaders(datasets, cfg, ctx, num_workers)

@@ -243,7 +243,7 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
     if args.feature_cache_dir:
         cache_dir = Path(args.feature_cache_dir)
     elif checkpoint_dir is not None:
-        cache_dir = checkpoint_dir / "feature-cache"
+        cache_dir = checkpoint_dir / contract.FEATURE_CACHE_FOLDER
     else:
         cache_dir = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "imgclf" / "feature-cache"
     return TrainConfig(

@@ -166,6 +166,10 @@ BUNDLE_SERVING_WHEELS_HYPERPARAMETER = "bundle-serving-wheels"
 
 FEATURES_CHANNEL = "features"
 EXTRACT_FEATURES_HYPERPARAMETER = "extract-features-only"
+# The feature cache's folder under the checkpoint dir (/opt/ml/checkpoints/feature-cache, which the
+# extraction job's CheckpointConfig syncs to S3), and the file an extraction job writes last.
+FEATURE_CACHE_FOLDER = "feature-cache"
+FEATURE_SET_MANIFEST = "feature-set.json"
 
 # --------------------------------------------------------------------------------------------------
 # Content types and payloads (endpoint, inference Lambda, local endpoint).

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from imgclf import contract
 from imgclf.checkpoint import atomic_torch_save
 from imgclf.data import ImageFolderDataset, SplitScan
 from imgclf.precision import PrecisionPlan
@@ -47,7 +48,7 @@ CACHE_FORMAT = 2
 # The code whose behaviour the features depend on (besides the backbone's tensors): part of the key.
 _CODE_FILES = (Path(__file__), Path(__file__).with_name("presets.py"))
 # Written last by an extraction job: the feature set is complete (the pipeline looks for it in S3).
-FEATURE_SET_MANIFEST = "feature-set.json"
+FEATURE_SET_MANIFEST = contract.FEATURE_SET_MANIFEST
 
 
 class FeatureSetError(ValueError):

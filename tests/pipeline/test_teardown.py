@@ -926,8 +926,8 @@ def _sub_refs(text: str) -> list[str]:
 def test_the_teardown_is_deleted_before_everything_it_needs(aws_env: None) -> None:
     """CloudFormation deletes a resource before the resources it references: everything the teardown calls
     or must outlive is among StackTeardown's (transitive) dependencies in the SAM-transformed template."""
-    from samtranslator.translator.transform import transform
     from iam_model import NoManagedPolicyLookups, packaged_template
+    from samtranslator.translator.transform import transform
 
     resources = transform(packaged_template(), {}, NoManagedPolicyLookups())["Resources"]
     needed = {

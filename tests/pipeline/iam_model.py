@@ -980,13 +980,29 @@ class Verdict:
 def evaluate(template: WorldTemplate, requests: Sequence[AuthRequest]) -> list[Verdict]:
     """Every request through iam-simulate, in one node process: the principal's identity policies, and
     the bucket policy for S3 resources. Answers are kept per template (scenarios repeat most requests)."""
-    todo = list({r.key: r for r in requests if r.key not in template.verdicts}.values())
-    if todo:
+    [verdicts] = evaluate_many([(template, requests)])
+    return verdicts
+
+
+def evaluate_many(jobs: Sequence[tuple[WorldTemplate, Sequence[AuthRequest]]]) -> list[list[Verdict]]:
+    """evaluate() for several templates (variants of one, say) in a single node process: each template's
+    policies are keyed by its place in `jobs`, so no request sees another template's policies."""
+    batch: list[dict[str, Any]] = []
+    policies: dict[str, Any] = {}
+    resource_policies: dict[str, Any] = {}
+    pending: list[tuple[WorldTemplate, AuthRequest]] = []
+    for index, (template, requests) in enumerate(jobs):
+        todo = list({r.key: r for r in requests if r.key not in template.verdicts}.values())
+        if not todo:
+            continue
         bucket_policies = template.bucket_policies()
-        batch = []
+        for name, document in bucket_policies.items():
+            resource_policies[f"{index}/{name}"] = document
+        for principal in sorted({r.principal for r in todo}):
+            policies[f"{index}/{principal}"] = template.policies(principal)
         for r in todo:
             entry: dict[str, Any] = {
-                "principal": r.principal,
+                "principal": f"{index}/{r.principal}",
                 "principalArn": template.role_arn(r.principal),
                 "action": r.action,
                 "resource": r.resource,
@@ -998,19 +1014,19 @@ def evaluate(template: WorldTemplate, requests: Sequence[AuthRequest]) -> list[V
             if r.resource.startswith(f"arn:{PARTITION}:s3:::"):
                 bucket = r.resource.removeprefix(f"arn:{PARTITION}:s3:::").split("/", 1)[0]
                 if bucket in bucket_policies:
-                    entry["resourcePolicy"] = bucket
+                    entry["resourcePolicy"] = f"{index}/{bucket}"
             batch.append(entry)
+            pending.append((template, r))
+    if batch:
         answer = _node(
-            {
-                "command": "simulate",
-                "policies": {p: template.policies(p) for p in sorted({r.principal for r in todo})},
-                "resourcePolicies": bucket_policies,
-                "requests": batch,
-            }
+            {"command": "simulate", "policies": policies, "resourcePolicies": resource_policies, "requests": batch}
         )
-        for r, result in zip(todo, answer["results"], strict=True):
+        for (template, r), result in zip(pending, answer["results"], strict=True):
             template.verdicts[r.key] = result
-    return [Verdict(r, template.verdicts[r.key]["result"], template.verdicts[r.key]) for r in requests]
+    return [
+        [Verdict(r, template.verdicts[r.key]["result"], template.verdicts[r.key]) for r in requests]
+        for template, requests in jobs
+    ]
 
 
 def _statement_text(statement: Mapping[str, Any]) -> str:

@@ -80,8 +80,8 @@ def test_locally_and_aws_extracted_features_are_interchangeable(tmp_path: Path, 
         bf16 = torch.load(next(aws.glob(f"*-{split}-*.pt")), weights_only=True)["features"]
         # bf16 keeps 8 significand bits (a relative rounding error of up to 2^-9 per value), and the errors
         # of a 60-odd-layer network's activations add up: 5-10 % in norm is what bf16 autocast gives on
-        # this backbone (measured: 6.8-9.2 %, cosine >= 0.992), while the direction of each feature vector, which is what a
-        # linear head reads, stays put.
+        # this backbone (measured: 6.8-9.2 %, cosine >= 0.992), while the direction of each feature
+        # vector, which is what a linear head reads, stays put.
         assert f32.shape == bf16.shape
         relative = ((f32 - bf16).norm() / f32.norm()).item()
         cosine = torch.nn.functional.cosine_similarity(f32, bf16, dim=1)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from statistics import NormalDist, fmean, pstdev
+from statistics import NormalDist, fmean
 from typing import Any
 
 from imgclf import contract
@@ -98,34 +98,44 @@ def prediction_stats(probabilities: Sequence[float]) -> PredictionStats:
     return PredictionStats(min(ranked[0], 1.0), entropy)
 
 
-def baseline(stats: Iterable[PredictionStats]) -> dict[str, Any]:
-    """The validation split's statistics, as metadata.json["prediction_baseline"] records them."""
-    items = list(stats)
-    if not items:
+@dataclass(frozen=True)
+class StatSums:
+    """Count, sum and sum of squares of one statistic: what training all-reduces over its processes."""
+
+    count: int = 0
+    total: float = 0.0
+    squares: float = 0.0
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> StatSums:
+        items = [float(v) for v in values]
+        return cls(len(items), math.fsum(items), math.fsum(v * v for v in items))
+
+    def summary(self) -> dict[str, float] | None:
+        if self.count == 0:
+            return None
+        mean = self.total / self.count
+        variance = max(0.0, self.squares / self.count - mean * mean)
+        return {"mean": round(mean, 6), "std": round(math.sqrt(variance), 6)}
+
+
+def baseline(top1: StatSums, entropy: StatSums, split: str = "valid") -> dict[str, Any]:
+    """The statistics of a split's predictions, as metadata.json["prediction_baseline"] records them."""
+    if top1.count == 0:
         raise ValueError("no predictions to build a baseline from")
-    top1 = [s.top1_probability for s in items]
-    entropies = [s.entropy for s in items if s.entropy is not None]
     return {
-        "split": "valid",
-        "count": len(items),
+        "split": split,
+        "count": top1.count,
         "entropy_top_k": ENTROPY_TOP_K,
-        TOP1_PROBABILITY.name: _summary(top1),
-        PREDICTION_ENTROPY.name: _summary(entropies) if entropies else None,
+        TOP1_PROBABILITY.name: top1.summary(),
+        PREDICTION_ENTROPY.name: entropy.summary(),
     }
 
 
-def _summary(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    return {"mean": round(fmean(values), 6), "std": round(pstdev(values), 6),
-            "p10": round(_quantile(ordered, 0.1), 6), "p50": round(_quantile(ordered, 0.5), 6),
-            "p90": round(_quantile(ordered, 0.9), 6)}
-
-
-def _quantile(ordered: list[float], q: float) -> float:
-    position = q * (len(ordered) - 1)
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+def baseline_of(stats: Iterable[PredictionStats], split: str = "valid") -> dict[str, Any]:
+    items = list(stats)
+    return baseline(StatSums.of(s.top1_probability for s in items),
+                    StatSums.of(s.entropy for s in items if s.entropy is not None), split)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -104,7 +104,8 @@ def test_the_dashboard_shows_every_prediction_metric_with_its_dimensions(resourc
                 shown.add(spec.name)
     alarms = {a for w in widgets for a in w["properties"].get("annotations", {}).get("alarms", [])}
     assert "1" in alarms  # the drift alarm: the mean top-1 probability against the deployed model's threshold
-    assert "${ConfidenceDriftAlarm.Arn}" in resources["MonitoringDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"][0]
+    body = resources["MonitoringDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"][0]
+    assert "${ConfidenceDriftAlarm.Arn}" in body
     assert shown >= {monitoring.PREDICTION_ENTROPY.name, monitoring.ENDPOINT_LATENCY.name,
                      monitoring.IMAGE_SIZE.name, monitoring.REQUESTS.name}
     titles = " ".join(w["properties"]["title"] for w in widgets)

@@ -38,6 +38,7 @@ from imgclf import (
     debugger,
     distributed,
     features,
+    monitoring,
     optim,
     profiling,
     tensorboard_log,
@@ -78,6 +79,7 @@ class SplitResult:
     correct: int
     total: int
     confusion: torch.Tensor | None = None
+    prediction_baseline: dict[str, Any] | None = None
 
     def line(self, split: str) -> str:
         return contract.format_split_line(split, self.loss, self.accuracy, self.correct, self.total)  # type: ignore[arg-type]
@@ -112,9 +114,12 @@ def _unwrap(module: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def evaluate(forward: Forward, loader: Iterable, num_classes: int, ctx: distributed.DistContext,
-             confusion: bool = False) -> SplitResult:
+             confusion: bool = False, baseline_split: str | None = None) -> SplitResult:
+    """Loss and accuracy of a split; its confusion matrix and its prediction-monitoring baseline
+    (imgclf.monitoring: the statistics the inference Lambda emits) when asked."""
     forward.model.eval()
     sums = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
+    moments = torch.zeros(6, dtype=torch.float64)  # top-1: n, sum, squares; entropy: n, sum, squares
     matrix = torch.zeros(num_classes * num_classes, dtype=torch.int64)
     for inputs, targets in loader:
         inputs, targets = inputs.to(ctx.device, non_blocking=True), targets.to(ctx.device)
@@ -124,13 +129,35 @@ def evaluate(forward: Forward, loader: Iterable, num_classes: int, ctx: distribu
                               (predictions == targets).sum().item(), targets.numel()], dtype=torch.float64)
         if confusion:
             matrix += torch.bincount((targets * num_classes + predictions).cpu(), minlength=num_classes ** 2)
+        if baseline_split is not None:
+            moments += prediction_moments(logits)
     sums = distributed.all_reduce_sum(sums, ctx)
     if confusion:
         matrix = distributed.all_reduce_sum(matrix, ctx)
     loss_sum, correct, total = sums.tolist()
     total = int(total)
+    prediction_baseline = None
+    if baseline_split is not None and total:
+        n1, s1, q1, ne, se, qe = distributed.all_reduce_sum(moments, ctx).tolist()
+        prediction_baseline = monitoring.baseline(monitoring.StatSums(int(n1), s1, q1),
+                                                  monitoring.StatSums(int(ne), se, qe), baseline_split)
     return SplitResult(loss_sum / total if total else float("nan"), correct / total if total else 0.0,
-                       int(correct), total, matrix.view(num_classes, num_classes) if confusion else None)
+                       int(correct), total, matrix.view(num_classes, num_classes) if confusion else None,
+                       prediction_baseline)
+
+
+def prediction_moments(logits: torch.Tensor) -> torch.Tensor:
+    """[n, sum, sum of squares] of the top-1 probability and of the top-k entropy of a batch: the same
+    statistics as monitoring.prediction_stats on the endpoint's answer (vectorized; a test checks they agree)."""
+    probabilities = logits.float().softmax(1).double()
+    head = probabilities.topk(min(monitoring.ENTROPY_TOP_K, probabilities.shape[1]), dim=1).values
+    rest = (1.0 - head.sum(1, keepdim=True)).clamp_min(0.0)
+    buckets = torch.cat([head, rest], 1)
+    entropy = -torch.where(buckets > 0, buckets * buckets.clamp_min(1e-300).log(), torch.zeros_like(buckets)).sum(1)
+    top1 = head[:, 0]
+    n = float(top1.numel())
+    return torch.tensor([n, top1.sum().item(), (top1 * top1).sum().item(),
+                         n, entropy.sum().item(), (entropy * entropy).sum().item()], dtype=torch.float64)
 
 
 def _rule_scalars(results: list[debugger.RuleResult]) -> dict[str, float]:
@@ -397,7 +424,7 @@ def _run(cfg: TrainConfig, ctx: distributed.DistContext, env: dict[str, str]) ->
             sums = distributed.all_reduce_sum(sums, ctx)
             train = SplitResult(sums[0].item() / sums[2].item(), sums[1].item() / sums[2].item(),
                                 int(sums[1].item()), int(sums[2].item()))
-            valid = evaluate(forward, loaders.eval["valid"], splits.num_classes, ctx)
+            valid = evaluate(forward, loaders.eval["valid"], splits.num_classes, ctx, baseline_split="valid")
             test = evaluate(forward, loaders.eval["test"], splits.num_classes, ctx)
             epoch += 1
             seconds = time.perf_counter() - epoch_start
@@ -455,7 +482,7 @@ def _run(cfg: TrainConfig, ctx: distributed.DistContext, env: dict[str, str]) ->
 
     # The best epoch's weights are the ones evaluated last and saved.
     _unwrap(trainable).load_state_dict(best["state"])
-    valid = evaluate(forward, loaders.eval["valid"], splits.num_classes, ctx)
+    valid = evaluate(forward, loaders.eval["valid"], splits.num_classes, ctx, baseline_split="valid")
     test = evaluate(forward, loaders.eval["test"], splits.num_classes, ctx, confusion=True)
     loaders.close()
     outcome: dict[str, Any] = {"best_epoch": best["epoch"], "epochs_run": len(history), "stopped": stopped,
@@ -465,6 +492,9 @@ def _run(cfg: TrainConfig, ctx: distributed.DistContext, env: dict[str, str]) ->
                     best["loss"])
         emit(valid.line("Valid"))
         emit(test.line("Test"))
+        if valid.prediction_baseline is not None:
+            top1 = valid.prediction_baseline[monitoring.TOP1_PROBABILITY.name]
+            emit(contract.format_baseline_line(valid.prediction_baseline["count"], top1["mean"], top1["std"]))
         results = recorder.evaluate()
         for result in results:
             emit(result.log_line())
@@ -474,8 +504,10 @@ def _run(cfg: TrainConfig, ctx: distributed.DistContext, env: dict[str, str]) ->
             metrics.update({"train loss": history[-1]["train_loss"],
                             "train accuracy": history[-1]["train_accuracy"]})
         outcome["metrics"] = metrics
+        outcome["prediction_baseline"] = valid.prediction_baseline
         _write_outputs(cfg, model, splits, preprocessing, plan, metrics, best["epoch"], history, test, results,
-                       stop_on, stopped, timer, monitor, profiler, summary, cache_info, ctx, started)
+                       stop_on, stopped, timer, monitor, profiler, summary, cache_info, ctx, started,
+                       valid.prediction_baseline)
     distributed.barrier(ctx)
     return outcome
 
@@ -486,7 +518,7 @@ def _write_outputs(cfg: TrainConfig, model: nn.Module, splits: data.DatasetSplit
                    stopped: dict[str, Any] | None, timer: profiling.StepTimer,
                    monitor: profiling.SystemMonitor | None, profiler: profiling.StepProfiler,
                    summary: dict[str, Any], cache_info: dict[str, Any], ctx: distributed.DistContext,
-                   started: float) -> None:
+                   started: float, prediction_baseline: dict[str, Any] | None = None) -> None:
     out = cfg.output_data_dir
     artifacts.write_json(out / "training-history.json", {"epochs": history, "best_epoch": best_epoch,
                                                          "stopped": stopped, "data": summary})
@@ -509,7 +541,9 @@ def _write_outputs(cfg: TrainConfig, model: nn.Module, splits: data.DatasetSplit
         preprocessing=preprocessing.to_metadata(), hyperparameters=cfg.hyperparameters(), metrics=metrics,
         best_epoch=best_epoch, weights=model.weights_identity,
         extra={"training": {"world_size": ctx.world_size, "precision": plan.describe(),
-                            "seconds": round(time.perf_counter() - started, 2), "stopped": stopped}})
+                            "seconds": round(time.perf_counter() - started, 2), "stopped": stopped},
+               # What the live model is compared with: the inference Lambda's metrics and the drift alarm.
+               "prediction_baseline": prediction_baseline})
     validation_samples = calibration_samples = None
     if cfg.export:
         eval_tf = preprocessing.eval_transform()

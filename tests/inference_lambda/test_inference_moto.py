@@ -47,6 +47,10 @@ def raw_image_bodies(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     return received
 
 
+# The caller's logical id in template.yaml -> its code folder, for the IAM evaluation.
+INFERENCE_FUNCTION = {"InferenceFunction": "inference"}
+
+
 @pytest.fixture
 def recorded_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[pw.RecordedCall]]:
     """Records the handler's AWS calls; after the test, each must be authorized by InferenceFunction's role
@@ -68,7 +72,7 @@ def recorded_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[pw.Recorded
 
     monkeypatch.setattr(BaseClient, "_make_api_call", recording)
     yield recorded
-    iam_model.assert_calls_authorized(iam_model.world_template(), recorded)
+    iam_model.assert_calls_authorized(iam_model.world_template(), recorded, INFERENCE_FUNCTION)
 
 
 @pytest.fixture
@@ -113,7 +117,7 @@ def test_the_invocation_is_authorized_as_aws_evaluates_it(
     [call] = recorded_calls
     assert (call.service, call.operation, call.params["EndpointName"]) == ("sagemaker", "InvokeEndpoint", pw.ENDPOINT)
     template = iam_model.world_template()
-    [verdict] = iam_model.assert_calls_authorized(template, recorded_calls)
+    [verdict] = iam_model.assert_calls_authorized(template, recorded_calls, INFERENCE_FUNCTION)
     assert verdict.request.principal == template.role_of("InferenceFunction")
     assert (verdict.request.action, verdict.request.resource) == (
         "sagemaker:InvokeEndpoint",
@@ -123,7 +127,7 @@ def test_the_invocation_is_authorized_as_aws_evaluates_it(
     with pytest.raises(
         AssertionError, match=r"is ImplicitlyDenied: sagemaker:InvokeEndpoint on .*endpoint/other-endpoint"
     ):
-        iam_model.assert_calls_authorized(template, [elsewhere])
+        iam_model.assert_calls_authorized(template, [elsewhere], INFERENCE_FUNCTION)
 
 
 def test_json_png_request(moto_app, context, make_event, png_bytes, answer, response_body, raw_image_bodies):

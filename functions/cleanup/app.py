@@ -10,18 +10,8 @@ import os
 from typing import Any
 
 import boto3
-from botocore.exceptions import ClientError
-from mlpipeline import requests
-from mlpipeline.errors import error_code, translate_aws_errors
-
-
-def _describe(call: Any, **kwargs: Any) -> dict[str, Any] | None:
-    try:
-        return call(**kwargs)
-    except ClientError as error:
-        if error_code(error) in ("ValidationException", "ResourceNotFound"):
-            return None
-        raise
+from mlpipeline import aws, requests
+from mlpipeline.errors import translate_aws_errors
 
 
 @translate_aws_errors
@@ -35,14 +25,8 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     endpoint_name = os.environ["ENDPOINT_NAME"]
     started_tuning = "tuning" in state
     started_training = "training" in state
-    target = requests.scalable_target_id(endpoint_name)
-    registered = bool(
-        autoscaling.describe_scalable_targets(
-            ServiceNamespace=target["ServiceNamespace"],
-            ResourceIds=[target["ResourceId"]],
-            ScalableDimension=target["ScalableDimension"],
-        ).get("ScalableTargets")
-    )
+    registered = aws.scalable_target_registered(autoscaling, endpoint_name)
+    _describe = aws.describe_or_none
     actions = requests.plan_cleanup(
         run,
         tuning=_describe(
@@ -55,9 +39,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         else None,
         endpoint=_describe(sagemaker.describe_endpoint, EndpointName=endpoint_name),
         model_exists=_describe(sagemaker.describe_model, ModelName=run["model_name"]) is not None,
-        config_exists=_describe(
-            sagemaker.describe_endpoint_config, EndpointConfigName=run["endpoint_config_name"]
-        )
+        config_exists=_describe(sagemaker.describe_endpoint_config, EndpointConfigName=run["endpoint_config_name"])
         is not None,
         # The gate passed, so Deploy ran (at least in part): it may have deregistered autoscaling
         # before it failed, and then never returned its output.
@@ -66,19 +48,9 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     )
     for step in actions:
         action, name = step["action"], step["name"]
-        if action == "stop_tuning_job":
-            sagemaker.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
-        elif action == "stop_training_job":
-            sagemaker.stop_training_job(TrainingJobName=name)
-        elif action == "delete_endpoint":
-            sagemaker.delete_endpoint(EndpointName=name)
-        elif action == "delete_endpoint_config":
-            sagemaker.delete_endpoint_config(EndpointConfigName=name)
-        elif action == "delete_model":
-            sagemaker.delete_model(ModelName=name)
-        elif action == "register_autoscaling":
-            autoscaling.register_scalable_target(
-                **requests.register_scalable_target_request(name, run["settings"])
-            )
+        if aws.sagemaker_action(sagemaker, action, name):
+            continue
+        if action == "register_autoscaling":
+            autoscaling.register_scalable_target(**requests.register_scalable_target_request(name, run["settings"]))
             autoscaling.put_scaling_policy(**requests.scaling_policy_request(name, run["settings"]))
     return {"actions": actions}

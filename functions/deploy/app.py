@@ -15,31 +15,12 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
-from mlpipeline import requests
+from mlpipeline import aws, requests
 from mlpipeline.errors import TransientAwsError, error_code, translate_aws_errors
 
 # What CreateEndpoint/UpdateEndpoint answer for a config they cannot see: also, for a moment, for the
 # config CreateEndpointConfig has just created (eventual consistency), so that one answer is retried.
 CONFIG_NOT_FOUND = "Could not find endpoint configuration"
-
-
-def describe_endpoint_or_none(sagemaker: Any, name: str) -> dict[str, Any] | None:
-    try:
-        return sagemaker.describe_endpoint(EndpointName=name)
-    except ClientError as error:
-        if error_code(error) == "ValidationException":  # "Could not find endpoint"
-            return None
-        raise
-
-
-def _create_once(call: Any, **request: Any) -> None:
-    """Create, tolerating 'already exists' from a retried attempt (names are deterministic per run)."""
-    try:
-        call(**request)
-    except ClientError as error:
-        message = str(error).lower()
-        if not (error_code(error) in ("ValidationException", "ResourceInUse") and "exist" in message):
-            raise
 
 
 def _using_new_config(call: Any, **request: Any) -> None:
@@ -65,19 +46,12 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     autoscaling = boto3.client("application-autoscaling")
 
     job = sagemaker.describe_training_job(TrainingJobName=event["training_job_name"])
-    endpoint = describe_endpoint_or_none(sagemaker, endpoint_name)
+    endpoint = aws.describe_or_none(sagemaker.describe_endpoint, EndpointName=endpoint_name)
     live_type = None
     if endpoint is not None and endpoint["EndpointStatus"] == "InService":
         live_config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
         live_type = live_config["ProductionVariants"][0]["InstanceType"]
-    target = requests.scalable_target_id(endpoint_name)
-    registered = bool(
-        autoscaling.describe_scalable_targets(
-            ServiceNamespace=target["ServiceNamespace"],
-            ResourceIds=[target["ResourceId"]],
-            ScalableDimension=target["ScalableDimension"],
-        ).get("ScalableTargets")
-    )
+    registered = aws.scalable_target_registered(autoscaling, endpoint_name)
     plan = requests.plan_deployment(
         endpoint,
         live_type,
@@ -87,13 +61,13 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         run["settings"],
     )
 
-    _create_once(sagemaker.create_model, **requests.model_request(run, os.environ["SAGEMAKER_ROLE_ARN"], job))
-    _create_once(
+    aws.create_once(sagemaker.create_model, **requests.model_request(run, os.environ["SAGEMAKER_ROLE_ARN"], job))
+    aws.create_once(
         sagemaker.create_endpoint_config,
         **requests.endpoint_config_request(run, event["gate"]["test_accuracy"]),
     )
     if plan["deregister_autoscaling"]:
-        autoscaling.deregister_scalable_target(**target)
+        autoscaling.deregister_scalable_target(**requests.scalable_target_id(endpoint_name))
     if plan["action"] == "recreate":
         sagemaker.delete_endpoint(EndpointName=endpoint_name)
         sagemaker.get_waiter("endpoint_deleted").wait(
@@ -105,9 +79,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         _using_new_config(sagemaker.create_endpoint, **requests.create_endpoint_request(endpoint_name, run))
     else:
         alarms = [os.environ["ERRORS_ALARM_NAME"], os.environ["LATENCY_ALARM_NAME"]]
-        update = requests.update_endpoint_request(
-            endpoint_name, run, alarms, plan["exclude_retained"], plan["fleet"]
-        )
+        update = requests.update_endpoint_request(endpoint_name, run, alarms, plan["exclude_retained"], plan["fleet"])
         _using_new_config(sagemaker.update_endpoint, **update)
     previous = endpoint["EndpointConfigName"] if endpoint else None
     return {

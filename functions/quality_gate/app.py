@@ -10,22 +10,16 @@ import os
 from typing import Any
 
 import boto3
-from botocore.exceptions import ClientError
-from mlpipeline import drift_alarm
-from mlpipeline.errors import error_code, translate_aws_errors
+from mlpipeline import aws, drift_alarm
+from mlpipeline.errors import translate_aws_errors
 from mlpipeline.requests import model_package_request
 
 from imgclf import gate
 
 
 def live_accuracy(sagemaker: Any, endpoint_name: str) -> float | None:
-    try:
-        endpoint = sagemaker.describe_endpoint(EndpointName=endpoint_name)
-    except ClientError as error:
-        if error_code(error) == "ValidationException":  # SageMaker's answer for "no such endpoint"
-            return None
-        raise
-    if endpoint["EndpointStatus"] == "Failed":
+    endpoint = aws.describe_or_none(sagemaker.describe_endpoint, EndpointName=endpoint_name)
+    if endpoint is None or endpoint["EndpointStatus"] == "Failed":
         return None
     region_arn = endpoint["EndpointArn"].rsplit(":endpoint/", 1)[0]
     config_arn = f"{region_arn}:endpoint-config/{endpoint['EndpointConfigName'].lower()}"

@@ -29,7 +29,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from mlpipeline import custom_resource, teardown
+from mlpipeline import aws, custom_resource, teardown
 from mlpipeline.errors import error_code
 
 logger = logging.getLogger()
@@ -84,15 +84,6 @@ def _listed(client: Any, operation: str, key: str, **request: Any) -> list[dict[
     return [item for page in client.get_paginator(operation).paginate(**request) for item in page.get(key, [])]
 
 
-def _describe_endpoint(sagemaker: Any, name: str) -> dict[str, Any] | None:
-    try:
-        return sagemaker.describe_endpoint(EndpointName=name)
-    except ClientError as error:
-        if _gone(error):
-            return None
-        raise
-
-
 def _bucket_has_data(s3: Any, bucket: str) -> bool:
     versions = s3.list_object_versions(Bucket=bucket, MaxKeys=1)
     uploads = s3.list_multipart_uploads(Bucket=bucket, MaxUploads=1)
@@ -122,18 +113,12 @@ def observe(clients: Clients, stack: teardown.StackResources) -> teardown.Observ
             sagemaker, "list_training_jobs", "TrainingJobSummaries", NameContains=prefix, StatusEquals=status
         )
     ]
-    target = stack.scalable_target
-    registered = clients.autoscaling.describe_scalable_targets(
-        ServiceNamespace=target["ServiceNamespace"],
-        ResourceIds=[target["ResourceId"]],
-        ScalableDimension=target["ScalableDimension"],
-    ).get("ScalableTargets")
     return teardown.Observation(
         running_executions=tuple(e["executionArn"] for e in executions),
         tuning_jobs=tuple(tuning),
         training_jobs=tuple(training),
-        endpoint=_describe_endpoint(sagemaker, stack.endpoint_name),
-        scalable_target_registered=bool(registered),
+        endpoint=aws.describe_or_none(sagemaker.describe_endpoint, EndpointName=stack.endpoint_name),
+        scalable_target_registered=aws.scalable_target_registered(clients.autoscaling, stack.endpoint_name),
         endpoint_configs=tuple(
             c["EndpointConfigName"]
             for c in _listed(sagemaker, "list_endpoint_configs", "EndpointConfigs", NameContains=prefix)
@@ -155,16 +140,6 @@ def observe(clients: Clients, stack: teardown.StackResources) -> teardown.Observ
 
 # ---------------------------------------------------------------------------------------------------
 # Act.
-
-
-def _gone(error: ClientError) -> bool:
-    """The resource no longer exists (each service says so its own way)."""
-    code = error_code(error)
-    if code in ("ResourceNotFound", "ObjectNotFoundException", "ExecutionDoesNotExist"):
-        return True
-    message = str(error).lower()
-    not_found = ("could not find", "not found", "does not exist")
-    return code == "ValidationException" and any(words in message for words in not_found)
 
 
 def empty_bucket(s3: Any, bucket: str, time_left: Callable[[], float]) -> None:
@@ -197,22 +172,12 @@ def act(
     kind, target = action.kind, action.target
     sagemaker = clients.sagemaker
     try:
-        if kind == "stop_execution":
+        if aws.sagemaker_action(sagemaker, kind, target):
+            pass
+        elif kind == "stop_execution":
             clients.sfn.stop_execution(executionArn=target, error=STOP_ERROR, cause=STOP_CAUSE)
-        elif kind == "stop_tuning_job":
-            sagemaker.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=target)
-        elif kind == "stop_training_job":
-            sagemaker.stop_training_job(TrainingJobName=target)
         elif kind == "deregister_scalable_target":
             clients.autoscaling.deregister_scalable_target(**stack.scalable_target)
-        elif kind == "delete_endpoint":
-            sagemaker.delete_endpoint(EndpointName=target)
-        elif kind == "delete_endpoint_config":
-            sagemaker.delete_endpoint_config(EndpointConfigName=target)
-        elif kind == "delete_model":
-            sagemaker.delete_model(ModelName=target)
-        elif kind == "delete_model_package":
-            sagemaker.delete_model_package(ModelPackageName=target)
         elif kind == "empty_bucket":
             empty_bucket(clients.s3, target, time_left)
         else:
@@ -220,7 +185,7 @@ def act(
     except ClientError as error:
         # Gone already (a race with its own end), or a job that left InProgress between the look and the
         # stop: the next pass observes what is really there.
-        if _gone(error) or (kind.startswith("stop_") and error_code(error) == "ValidationException"):
+        if aws.is_not_found(error) or (kind.startswith("stop_") and error_code(error) == "ValidationException"):
             logger.info("%s %s: %s (left to the next pass)", kind, target, error)
             return
         raise

@@ -17,7 +17,8 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
-from mlpipeline.errors import DuplicateRun, InvalidDataset, error_code, translate_aws_errors
+from mlpipeline import aws
+from mlpipeline.errors import DuplicateRun, InvalidDataset, translate_aws_errors
 from mlpipeline.runs import plan_run
 from mlpipeline.settings import SettingsError, build_settings
 from mlpipeline.sourcedir import build_sourcedir_tarball, sourcedir_key
@@ -40,26 +41,19 @@ def _missing_splits(s3: Any, bucket: str, dataset: str, splits: dict[str, str]) 
 
 
 def _already_ran(sagemaker: Any, tuning_job_name: str) -> str | None:
-    try:
-        return sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=tuning_job_name)[
-            "HyperParameterTuningJobStatus"
-        ]
-    except ClientError as error:
-        if error_code(error) in ("ResourceNotFound", "ValidationException"):
-            return None
-        raise
+    job = aws.describe_or_none(
+        sagemaker.describe_hyper_parameter_tuning_job, HyperParameterTuningJobName=tuning_job_name
+    )
+    return job["HyperParameterTuningJobStatus"] if job else None
 
 
 def upload_source_once(s3: Any, bucket: str, source_dir: Path) -> str:
     """Tar the training source deterministically and upload it under its sha256, unless already there."""
     tarball = build_sourcedir_tarball(source_dir)
     key = sourcedir_key(tarball)
-    try:
-        s3.head_object(Bucket=bucket, Key=key)
+    if aws.describe_or_none(s3.head_object, Bucket=bucket, Key=key) is not None:
         logger.info("training source already at s3://%s/%s", bucket, key)
-    except ClientError as error:
-        if error_code(error) not in ("404", "NoSuchKey", "NotFound"):
-            raise
+    else:
         s3.put_object(Bucket=bucket, Key=key, Body=tarball, ContentType="application/gzip")
         logger.info("uploaded training source to s3://%s/%s (%d bytes)", bucket, key, len(tarball))
     return key
@@ -84,7 +78,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             extra = {"VersionId": version_id} if version_id and version_id != "null" else {}
             obj = s3.get_object(Bucket=bucket, Key=key, **extra)
         except ClientError as error:
-            if error_code(error) in ("NoSuchKey", "NoSuchVersion", "404"):
+            if aws.is_not_found(error):
                 raise InvalidDataset(f"s3://{bucket}/{key} does not exist (deleted after upload?)") from error
             raise
         manifest = manifest_mod.parse_manifest(obj["Body"].read(), dataset)

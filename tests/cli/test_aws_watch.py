@@ -62,7 +62,7 @@ def test_every_phase_is_shown_live_until_the_model_is_live(world, sim):
     arn = _start(world, _watched_machine(world))
     # Each SageMaker job runs until the watcher has shown it, then ends as SageMakerSim says.
     shown: set[str] = set()
-    sim._tick = lambda key: key.split(":")[0] in shown
+    sim._tick = lambda key, polls=None: key.split(":")[0] in shown
     out = io.StringIO()
     log_written: list[str] = []
 
@@ -120,7 +120,7 @@ def test_a_failed_run_by_name_exits_1(world, sim, stack, capsys):
 
 
 def test_a_run_that_outlasts_the_timeout_exits_5(world, sim, capsys):
-    sim._tick = lambda key: False  # the tuning job never ends
+    sim._tick = lambda key, polls=None: False  # the tuning job never ends
     arn = _start(world, _watched_machine(world))
     assert main(["aws", "watch", arn, "--interval", "0.1", "--timeout", "1", "--region", pw.REGION]) == \
         ExitCode.TIMED_OUT

@@ -926,10 +926,10 @@ def _sub_refs(text: str) -> list[str]:
 def test_the_teardown_is_deleted_before_everything_it_needs(aws_env: None) -> None:
     """CloudFormation deletes a resource before the resources it references: everything the teardown calls
     or must outlive is among StackTeardown's (transitive) dependencies in the SAM-transformed template."""
+    from iam_model import NoManagedPolicyLookups, packaged_template
     from samtranslator.translator.transform import transform
-    from test_template import _NoManagedPolicyLookups, packaged_template
 
-    resources = transform(packaged_template(), {}, _NoManagedPolicyLookups())["Resources"]
+    resources = transform(packaged_template(), {}, NoManagedPolicyLookups())["Resources"]
     needed = {
         "TeardownFunction",
         "TeardownRole",

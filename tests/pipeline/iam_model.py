@@ -84,18 +84,35 @@ def _arn(service: str, resource: str, region: str = pw.REGION, account: str = pw
     return f"arn:{PARTITION}:{service}:{region}:{account}:{resource}"
 
 
-class WorldTemplate:
-    """The transformed template with every intrinsic function resolved for the test world."""
+# The stack's id in the test world unless a scenario names its own (the teardown's world, whose moto stack
+# has a generated id): AWS::StackId as CloudFormation gives it, arn:...:stack/<name>/<uuid>.
+STACK_ID = f"arn:{PARTITION}:cloudformation:{pw.REGION}:{pw.ACCOUNT}:stack/imgclf/00000000-0000-0000-0000-000000000000"
 
-    def __init__(self, transformed: Mapping[str, Any]):
+
+class WorldTemplate:
+    """The transformed template with every intrinsic function resolved for the test world: parameter
+    defaults, or the values a scenario deploys with (`parameters`), conditions resolved from them."""
+
+    def __init__(
+        self, transformed: Mapping[str, Any], parameters: Mapping[str, str] | None = None, stack_id: str = STACK_ID
+    ):
         self.resources: Mapping[str, Any] = transformed["Resources"]
+        self.stack_id = stack_id
         self.parameters: dict[str, Any] = {}
-        for name, spec in transformed.get("Parameters", {}).items():
-            default = spec.get("Default", "")
+        specs = transformed.get("Parameters", {})
+        given = dict(parameters or {})
+        for name, value in given.items():
+            if name not in specs:
+                raise DerivationError(f"the template has no parameter {name}")
+            allowed = specs[name].get("AllowedValues")
+            if allowed is not None and str(value) not in [str(a) for a in allowed]:
+                raise DerivationError(f"CloudFormation refuses {name}={value!r}: AllowedValues are {allowed}")
+        for name, spec in specs.items():
+            value = given.get(name, spec.get("Default", ""))
             self.parameters[name] = (
-                [item.strip() for item in str(default).split(",")]
+                [item.strip() for item in str(value).split(",")]
                 if spec.get("Type") == "CommaDelimitedList"
-                else str(default)
+                else str(value)
             )
         self._conditions = transformed.get("Conditions", {})
         self._attributes: dict[str, dict[str, Any]] = {}
@@ -169,7 +186,8 @@ class WorldTemplate:
             "AWS::Region": pw.REGION,
             "AWS::AccountId": pw.ACCOUNT,
             "AWS::Partition": PARTITION,
-            "AWS::StackName": "imgclf",
+            "AWS::StackName": self.stack_id.split(":stack/", 1)[1].split("/", 1)[0],
+            "AWS::StackId": self.stack_id,
             "AWS::URLSuffix": "amazonaws.com",
             "AWS::NoValue": _NO_VALUE,
         }
@@ -197,7 +215,8 @@ class WorldTemplate:
             name = pw.BUCKET if logical_id == "DataBucket" else logical_id.lower()
             return {"Ref": name, "Arn": f"arn:{PARTITION}:s3:::{name}", "DomainName": f"{name}.s3.amazonaws.com"}
         if kind == "AWS::Lambda::Function":
-            name = pw.FUNCTIONS.get(logical_id, logical_id)
+            name = self.resolve(properties["FunctionName"]) if "FunctionName" in properties else None
+            name = name or pw.FUNCTIONS.get(logical_id, logical_id)
             return {"Ref": name, "Arn": _arn("lambda", f"function:{name}")}
         if kind == "AWS::IAM::Role":
             name = pw.ROLE_ARN.rsplit("/", 1)[1] if logical_id == "SageMakerExecutionRole" else logical_id
@@ -247,13 +266,17 @@ class WorldTemplate:
         raise DerivationError(f"{arn} is no role of this template")
 
     def policies(self, role: str) -> list[dict[str, Any]]:
-        """The role's inline policies and every AWS::IAM::Policy attached to it, resolved. (AWS-managed
-        policies, e.g. AWSLambdaBasicExecutionRole, are not in the template; no recorded call relies on one.)"""
+        """The role's inline policies and every AWS::IAM::Policy attached to it, resolved; a policy under a
+        Condition only where the condition holds for this template's parameters (CloudFormation creates
+        no resource whose condition is false). (AWS-managed policies, e.g. AWSLambdaBasicExecutionRole,
+        are not in the template; no recorded call relies on one.)"""
         found = [
             {"name": p["PolicyName"], "policy": self.resolve(p["PolicyDocument"])}
             for p in self.resources[role]["Properties"].get("Policies", [])
         ]
         for name, resource in self.resources.items():
+            if "Condition" in resource and not self.condition(resource["Condition"]):
+                continue
             attached = {"Ref": role} in resource.get("Properties", {}).get("Roles", [])
             if resource["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy") and attached:
                 found.append({"name": name, "policy": self.resolve(resource["Properties"]["PolicyDocument"])})
@@ -272,14 +295,24 @@ class WorldTemplate:
         return {k: str(v) for k, v in self.resolve(variables).items()}
 
 
-@functools.lru_cache(maxsize=4)
-def _world_template(template_text: str, asl_text: str) -> WorldTemplate:
-    return WorldTemplate(sam_transform(packaged_template()))
+@functools.lru_cache(maxsize=2)
+def _transformed(template_text: str, asl_text: str) -> Mapping[str, Any]:
+    return sam_transform(packaged_template())
 
 
-def world_template() -> WorldTemplate:
-    """The current template.yaml (and ASL), transformed once per content."""
-    return _world_template(pw.TEMPLATE_PATH.read_text(), pw.ASL_PATH.read_text())
+@functools.lru_cache(maxsize=16)
+def _world_template(
+    template_text: str, asl_text: str, parameters: tuple[tuple[str, str], ...], stack_id: str
+) -> WorldTemplate:
+    return WorldTemplate(_transformed(template_text, asl_text), dict(parameters), stack_id)
+
+
+def world_template(parameters: Mapping[str, str] | None = None, stack_id: str = STACK_ID) -> WorldTemplate:
+    """The current template.yaml (and ASL), transformed once per content, resolved for the parameter values
+    a scenario deploys with (defaults otherwise) and the stack's id; one per combination, with its
+    verdicts (scenarios of the same combination repeat most requests)."""
+    frozen = tuple(sorted((parameters or {}).items()))
+    return _world_template(pw.TEMPLATE_PATH.read_text(), pw.ASL_PATH.read_text(), frozen, stack_id)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -391,7 +424,15 @@ _ACTION_OF_OPERATION = {
     "s3:UploadPart": "s3:PutObject",
     "s3:CompleteMultipartUpload": "s3:PutObject",
     "s3:DeleteObjects": "s3:DeleteObject",
+    "s3:ListMultipartUploads": "s3:ListBucketMultipartUploads",
+    # https://docs.aws.amazon.com/service-authorization/latest/reference/list_awslambda.html: Invoke
+    "lambda:Invoke": "lambda:InvokeFunction",
 }
+# Actions whose reference lists resource types as required that the API takes as alternatives (one
+# parameter or the other): AWS authorizes the one the call names. ListExecutions: "You can specify
+# either a mapRunArn or a stateMachineArn, but not both"
+# (https://docs.aws.amazon.com/step-functions/latest/apireference/API_ListExecutions.html).
+_ALTERNATIVE_RESOURCE_TYPES = {"states:ListExecutions": {"statemachine", "maprun"}}
 # An S3 object operation that names a version is authorized as the *Version action ("To get a specific
 # version of an object, you must have the s3:GetObjectVersion permission": API_GetObject.html,
 # API_HeadObject.html, API_DeleteObject.html in https://docs.aws.amazon.com/AmazonS3/latest/API/).
@@ -452,6 +493,7 @@ class Deriver:
         self.config_models: dict[str, list[str]] = {}  # endpoint config -> its models
         self.model_roles: dict[str, str] = {}  # model -> its execution role's ARN
         self.live_config: dict[str, str] = {}  # endpoint -> the config it was last seen serving or given
+        self.absent_endpoints: set[str] = set()  # endpoints a DescribeEndpoint last found not to exist
 
     def requests(self) -> list[AuthRequest]:
         self.reference.prefetch([self._base_action(c, c.params) for c in self.calls] + list(_RULE_ACTIONS))
@@ -464,9 +506,19 @@ class Deriver:
         return list(found.values())
 
     def _learn(self, call: Call) -> None:
-        if call.service != "sagemaker" or call.error:
+        if call.service != "sagemaker":
             return
         p, answer = call.params, call.answer
+        if call.operation == "DescribeEndpoint":
+            # SageMaker answers a missing endpoint with ValidationException "Could not find endpoint"
+            # (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_DescribeEndpoint.html).
+            if call.error == "ValidationException":
+                self.absent_endpoints.add(p["EndpointName"])
+                self.live_config.pop(p["EndpointName"], None)
+            elif not call.error:
+                self.absent_endpoints.discard(p["EndpointName"])
+        if call.error:
+            return
         if call.operation == "CreateEndpointConfig":
             self.config_models[p["EndpointConfigName"]] = [v["ModelName"] for v in p.get("ProductionVariants", [])]
         elif call.operation == "CreateModel":
@@ -529,8 +581,11 @@ class Deriver:
         service = action.split(":", 1)[0]
         resources: list[str] = []
         required = [t for t in details["resourceTypes"] if t["required"]]
+        alternatives = _ALTERNATIVE_RESOURCE_TYPES.get(action, set())
         for resource_type in required or details["resourceTypes"]:
             arns = self._arns(service, resource_type, params, returned_arns)
+            if not arns and resource_type["name"] in alternatives:
+                continue  # checked below: exactly one alternative is named
             if not arns and resource_type["required"]:
                 raise DerivationError(
                     f"{why}: cannot build the ARN of {action}'s required resource type "
@@ -538,6 +593,12 @@ class Deriver:
                     f"{sorted(params)}; teach iam_model which parameter names it"
                 )
             resources += arns
+        named = [t for t in required if t["name"] in alternatives and self._arns(service, t, params, returned_arns)]
+        if alternatives and len(named) != 1:
+            raise DerivationError(
+                f"{why}: {action} names exactly one of {sorted(alternatives)}; the call's parameters "
+                f"{sorted(params)} name {[t['name'] for t in named]}"
+            )
         values = dict(_GLOBAL_CONTEXT)
         for key in details["conditionKeys"]:
             local = key.split(":", 1)[1].lower().replace("-", "").replace("_", "")
@@ -660,14 +721,19 @@ class Deriver:
         for action in ("sagemaker:DescribeEndpoint", "sagemaker:UpdateEndpointWeightsAndCapacities"):
             yield from self.authorize(principal, call.caller, action, {"EndpointName": endpoint}, why)
         config = self.live_config.get(endpoint)
-        if config is None:
+        if config is None and endpoint in self.absent_endpoints:
+            # A target left behind by an endpoint that no longer exists (the teardown deregisters it):
+            # there is no endpoint config for Application Auto Scaling to describe; the rest is checked.
+            pass
+        elif config is None:
             raise DerivationError(
                 f"{call.show()}: no earlier call created, updated or described {endpoint}, so the endpoint "
                 "config Application Auto Scaling describes is unknown"
             )
-        yield from self.authorize(
-            principal, call.caller, "sagemaker:DescribeEndpointConfig", {"EndpointConfigName": config}, why
-        )
+        if config is not None:
+            yield from self.authorize(
+                principal, call.caller, "sagemaker:DescribeEndpointConfig", {"EndpointConfigName": config}, why
+            )
         # Target tracking names its alarms TargetTracking-<ResourceId>-AlarmHigh|AlarmLow-<uuid>.
         alarms = [f"TargetTracking-{resource_id}-Alarm{side}-{SERVICE_ASSIGNED_ID}" for side in ("High", "Low")]
         for action in ("cloudwatch:DescribeAlarms", "cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms"):
@@ -914,13 +980,29 @@ class Verdict:
 def evaluate(template: WorldTemplate, requests: Sequence[AuthRequest]) -> list[Verdict]:
     """Every request through iam-simulate, in one node process: the principal's identity policies, and
     the bucket policy for S3 resources. Answers are kept per template (scenarios repeat most requests)."""
-    todo = list({r.key: r for r in requests if r.key not in template.verdicts}.values())
-    if todo:
+    [verdicts] = evaluate_many([(template, requests)])
+    return verdicts
+
+
+def evaluate_many(jobs: Sequence[tuple[WorldTemplate, Sequence[AuthRequest]]]) -> list[list[Verdict]]:
+    """evaluate() for several templates (variants of one, say) in a single node process: each template's
+    policies are keyed by its place in `jobs`, so no request sees another template's policies."""
+    batch: list[dict[str, Any]] = []
+    policies: dict[str, Any] = {}
+    resource_policies: dict[str, Any] = {}
+    pending: list[tuple[WorldTemplate, AuthRequest]] = []
+    for index, (template, requests) in enumerate(jobs):
+        todo = list({r.key: r for r in requests if r.key not in template.verdicts}.values())
+        if not todo:
+            continue
         bucket_policies = template.bucket_policies()
-        batch = []
+        for name, document in bucket_policies.items():
+            resource_policies[f"{index}/{name}"] = document
+        for principal in sorted({r.principal for r in todo}):
+            policies[f"{index}/{principal}"] = template.policies(principal)
         for r in todo:
             entry: dict[str, Any] = {
-                "principal": r.principal,
+                "principal": f"{index}/{r.principal}",
                 "principalArn": template.role_arn(r.principal),
                 "action": r.action,
                 "resource": r.resource,
@@ -932,19 +1014,19 @@ def evaluate(template: WorldTemplate, requests: Sequence[AuthRequest]) -> list[V
             if r.resource.startswith(f"arn:{PARTITION}:s3:::"):
                 bucket = r.resource.removeprefix(f"arn:{PARTITION}:s3:::").split("/", 1)[0]
                 if bucket in bucket_policies:
-                    entry["resourcePolicy"] = bucket
+                    entry["resourcePolicy"] = f"{index}/{bucket}"
             batch.append(entry)
+            pending.append((template, r))
+    if batch:
         answer = _node(
-            {
-                "command": "simulate",
-                "policies": {p: template.policies(p) for p in sorted({r.principal for r in todo})},
-                "resourcePolicies": bucket_policies,
-                "requests": batch,
-            }
+            {"command": "simulate", "policies": policies, "resourcePolicies": resource_policies, "requests": batch}
         )
-        for r, result in zip(todo, answer["results"], strict=True):
+        for (template, r), result in zip(pending, answer["results"], strict=True):
             template.verdicts[r.key] = result
-    return [Verdict(r, template.verdicts[r.key]["result"], template.verdicts[r.key]) for r in requests]
+    return [
+        [Verdict(r, template.verdicts[r.key]["result"], template.verdicts[r.key]) for r in requests]
+        for template, requests in jobs
+    ]
 
 
 def _statement_text(statement: Mapping[str, Any]) -> str:
@@ -997,12 +1079,13 @@ def report(verdicts: Sequence[Verdict]) -> str:
     return "\n".join([head, *(explain(v) for v in denied)])
 
 
-def calls_from_log(log: Iterable[pw.RecordedCall]) -> list[Call]:
-    folder_to_id = {folder: logical_id for logical_id, folder in pw.FUNCTIONS.items()}
+def calls_from_log(log: Iterable[pw.RecordedCall], functions: Mapping[str, str] = pw.FUNCTIONS) -> list[Call]:
+    """The recorded calls with their callers as template ids (`functions`: logical id -> code folder)."""
+    folder_to_id = {folder: logical_id for logical_id, folder in functions.items()}
     calls = []
     for c in log:
         if c.function not in folder_to_id:
-            raise DerivationError(f"functions/{c.function} made AWS calls but is not in pipeline_world.FUNCTIONS")
+            raise DerivationError(f"functions/{c.function} made AWS calls but is not in {sorted(functions)}")
         service = signing_name_to_prefix(c.service)
         calls.append(Call(folder_to_id[c.function], service, c.operation, c.params, c.answer, c.error))
     return calls
@@ -1037,6 +1120,10 @@ def assert_scenario_authorized(log: Sequence[pw.RecordedCall], invoked: Sequence
     if invoked:
         assert log, "the state machine invoked handlers but no AWS call was recorded: is the recording installed?"
     template, requests = scenario_requests(log, invoked)
+    return assert_authorized(template, requests)
+
+
+def assert_authorized(template: WorldTemplate, requests: Sequence[AuthRequest]) -> list[Verdict]:
     verdicts = evaluate(template, requests)
     denied = [v for v in verdicts if not v.allowed]
     assert not denied, report(verdicts)

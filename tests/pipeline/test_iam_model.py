@@ -516,3 +516,63 @@ def test_the_inference_function_may_invoke_the_endpoint() -> None:
     )
     [verdict] = _verdicts(template, [call])
     assert verdict.allowed and verdict.request.resource == ENDPOINT_ARN
+
+
+# --- conditional policies, parameter values, alternative resource types -------------------------------
+
+
+def _conditional_template(parameters: dict[str, str]) -> iam_model.WorldTemplate:
+    """A role whose S3 grant is an AWS::IAM::Policy that exists only when Mode=Open (as TeardownDataBucketPolicy)."""
+    transformed = {
+        "Parameters": {"Mode": {"Type": "String", "Default": "Closed", "AllowedValues": ["Closed", "Open"]}},
+        "Conditions": {"IsOpen": {"Fn::Equals": [{"Ref": "Mode"}, "Open"]}},
+        "Resources": {
+            "WorkerRole": {"Type": "AWS::IAM::Role", "Properties": {"Policies": []}},
+            "Worker": {"Type": "AWS::Lambda::Function", "Properties": {"Role": {"Fn::GetAtt": ["WorkerRole", "Arn"]}}},
+            "OpenPolicy": {
+                "Type": "AWS::IAM::Policy",
+                "Condition": "IsOpen",
+                "Properties": {
+                    "PolicyName": "open",
+                    "Roles": [{"Ref": "WorkerRole"}],
+                    "PolicyDocument": {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            _allow(["s3:ListBucketVersions", "s3:DeleteObjectVersion"], [BUCKET_ARN, f"{BUCKET_ARN}/*"])
+                        ],
+                    },
+                },
+            },
+        },
+    }
+    return iam_model.WorldTemplate(transformed, parameters)
+
+
+def test_a_policy_under_a_condition_applies_only_where_the_parameters_make_it_true() -> None:
+    calls = [
+        iam_model.Call("Worker", "s3", "ListObjectVersions", {"Bucket": pw.BUCKET}),
+        iam_model.Call(
+            "Worker",
+            "s3",
+            "DeleteObjects",
+            {"Bucket": pw.BUCKET, "Delete": {"Objects": [{"Key": "a.jpg", "VersionId": "v1"}]}},
+        ),
+    ]
+    assert _denied(_conditional_template({"Mode": "Open"}), calls) == set()
+    assert _denied(_conditional_template({}), calls) == {  # the default, Closed: CloudFormation creates no policy
+        ("WorkerRole", "s3:ListBucketVersions", BUCKET_ARN),
+        ("WorkerRole", "s3:DeleteObjectVersion", f"{BUCKET_ARN}/a.jpg"),
+    }
+    with pytest.raises(iam_model.DerivationError, match="AllowedValues"):
+        _conditional_template({"Mode": "Ajar"})
+
+
+def test_list_executions_is_authorized_on_the_state_machine_it_names() -> None:
+    """The reference marks both stateMachine and mapRun required; the API takes one or the other."""
+    machine = f"arn:aws:states:{pw.REGION}:{pw.ACCOUNT}:stateMachine:{pw.STATE_MACHINE}"
+    template = _template({"Worker": [_allow("states:ListExecutions", machine)]})
+    listing = iam_model.Call("Worker", "states", "ListExecutions", {"stateMachineArn": machine})
+    [verdict] = _verdicts(template, [listing])
+    assert verdict.allowed and verdict.request.resource == machine
+    with pytest.raises(iam_model.DerivationError, match="exactly one of"):
+        iam_model.Deriver(template, [iam_model.Call("Worker", "states", "ListExecutions", {})]).requests()

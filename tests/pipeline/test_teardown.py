@@ -16,7 +16,7 @@ deletes with the scalable target, and the Lambda asynchronous self-invocation (q
 
 from __future__ import annotations
 
-import fnmatch
+import copy
 import http.server
 import io
 import json
@@ -27,11 +27,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
+import iam_model
 import pipeline_world as pw
 import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 from mlpipeline import custom_resource, requests, teardown
+from mlpipeline.errors import error_code
 from moto import mock_aws
 from moto.applicationautoscaling import models as aas_models
 from moto.awslambda.models import LambdaFunction
@@ -308,7 +310,11 @@ class World:
     other_state_machine_arn: str
     function_arn: str
     calls: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    # The same calls with their answers, each with the custom resource properties of the invocation that
+    # made it (the parameter values the stack was deployed with): what the IAM evaluation reads.
+    recorded: list[tuple[dict[str, Any], pw.RecordedCall]] = field(default_factory=list)
     recording: bool = False
+    properties: dict[str, Any] = field(default_factory=dict)  # of the invocation running now
 
     def __post_init__(self) -> None:
         region = pw.REGION
@@ -354,9 +360,11 @@ class World:
             count += 1
             assert count <= max_invocations, "the teardown keeps handing over"
             context = LambdaContext(self.clock, timeout_s, self.function_arn)
+            current = queue.pop(0)
+            self.properties = dict(current.get("ResourceProperties", {}))
             self.recording = True
             try:
-                app.handler(queue.pop(0), context)
+                app.handler(current, context)
             finally:
                 self.recording = False
             queue += self.sim.handed_over
@@ -551,9 +559,19 @@ def world(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
 
         def recording(make_api_call: Any) -> Any:
             def call(client: Any, operation_name: str, api_params: Any) -> Any:
-                if world.recording:
-                    world.calls.append((client.meta.service_model.signing_name, operation_name, dict(api_params)))
-                return make_api_call(client, operation_name, api_params)
+                if not world.recording:
+                    return make_api_call(client, operation_name, api_params)
+                service = client.meta.service_model.signing_name
+                world.calls.append((service, operation_name, dict(api_params)))
+                record = pw.RecordedCall("teardown", service, operation_name, dict(api_params), {}, None)
+                try:
+                    response = make_api_call(client, operation_name, api_params)
+                except ClientError as error:
+                    world.recorded.append((world.properties, record._replace(error=error_code(error))))
+                    raise
+                answer = {k: v for k, v in response.items() if isinstance(v, str)}
+                world.recorded.append((world.properties, record._replace(answer=answer)))
+                return response
 
             return call
 
@@ -562,6 +580,9 @@ def world(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
             yield world
         finally:
             response.close()
+    # Every scenario: each call the teardown made must be authorized by its role as AWS evaluates it
+    # (iam_model, as conftest.py does for the pipeline's scenarios).
+    assert_teardown_authorized(world)
 
 
 def _is_ours(item: Any) -> bool:
@@ -926,10 +947,7 @@ def _sub_refs(text: str) -> list[str]:
 def test_the_teardown_is_deleted_before_everything_it_needs(aws_env: None) -> None:
     """CloudFormation deletes a resource before the resources it references: everything the teardown calls
     or must outlive is among StackTeardown's (transitive) dependencies in the SAM-transformed template."""
-    from iam_model import NoManagedPolicyLookups, packaged_template
-    from samtranslator.translator.transform import transform
-
-    resources = transform(packaged_template(), {}, NoManagedPolicyLookups())["Resources"]
+    resources = iam_model.sam_transform(iam_model.packaged_template())["Resources"]
     needed = {
         "TeardownFunction",
         "TeardownRole",
@@ -1003,126 +1021,162 @@ def test_the_in_flight_wait_covers_every_pipeline_task_timeout() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Least privilege: every call the teardown made in the scenarios above is allowed by its own policies.
+# IAM as AWS evaluates it (iam_model): every call the teardown made, in every scenario above (the `world`
+# fixture), is authorized by TeardownRole and, where DataBucketOnDelete=Empty, TeardownDataBucketPolicy.
 
-_IAM_ACTION = {
-    ("states", "ListExecutions"): "states:ListExecutions",
-    ("s3", "ListObjectVersions"): "s3:ListBucketVersions",
-    ("s3", "ListMultipartUploads"): "s3:ListBucketMultipartUploads",
-    ("s3", "AbortMultipartUpload"): "s3:AbortMultipartUpload",
-    ("lambda", "Invoke"): "lambda:InvokeFunction",
-}
+TEARDOWN_FUNCTIONS = {"TeardownFunction": "teardown"}  # logical id -> code folder
+# StackTeardown properties that name nothing a policy scopes by: CloudFormation's wait for the answer
+# (one scenario shortens it), and the property that only orders the deletion.
+_UNSCOPED_PROPERTIES = {"ServiceTimeout", "DataBucketAccess"}
 
 
-def _requests_of(world: World, service: str, operation: str, params: dict[str, Any]) -> list[tuple[str, str]]:
-    """(IAM action, resource ARN) that AWS authorizes for one call ("*" where the action has no resource)."""
-    arn = f"arn:aws:sagemaker:{pw.REGION}:{pw.ACCOUNT}"
-    if (service, operation) == ("s3", "DeleteObjects"):  # authorized per key; versioned keys need DeleteObjectVersion
-        return [
-            (
-                "s3:DeleteObjectVersion" if "VersionId" in o else "s3:DeleteObject",
-                f"arn:aws:s3:::{params['Bucket']}/{o['Key']}",
-            )
-            for o in params["Delete"]["Objects"]
-        ]
-    action = _IAM_ACTION.get((service, operation), f"{service}:{operation}")
-    by_param = {
-        "StackName": params.get("StackName"),
-        "stateMachineArn": params.get("stateMachineArn"),
-        "executionArn": params.get("executionArn"),
-        "FunctionName": params.get("FunctionName"),
-        "ModelPackageName": params.get("ModelPackageName"),
+def teardown_template(
+    world: World, properties: dict[str, Any], transformed: dict[str, Any] | None = None
+) -> iam_model.WorldTemplate:
+    """The template as deployed for this invocation: each parameter a StackTeardown property is a Ref of
+    takes the property's value (DataBucketOnDelete), and every other property the handler reads must be
+    what the template gives it in the test world, so the policies and the calls name the same things."""
+    base = iam_model.world_template()
+    declared = base.resources["StackTeardown"]["Properties"]
+    parameters = {
+        value["Ref"]: str(properties[key])
+        for key, value in declared.items()
+        if isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in base.parameters and key in properties
     }
-    for value in by_param.values():
-        if value and value.startswith("arn:"):
-            return [(action, value)]
-    for key, kind in (
-        ("HyperParameterTuningJobName", "hyper-parameter-tuning-job"),
-        ("TrainingJobName", "training-job"),
-        ("EndpointName", "endpoint"),
-        ("EndpointConfigName", "endpoint-config"),
-        ("ModelName", "model"),
-    ):
-        if key in params:
-            return [(action, f"{arn}:{kind}/{params[key].lower()}")]
-    if service == "s3":
-        return [(action, f"arn:aws:s3:::{params['Bucket']}" + (f"/{params['Key']}" if "Key" in params else ""))]
-    return [(action, "*")]
+    if transformed is None:
+        template = iam_model.world_template(parameters, stack_id=world.stack_id)
+    else:
+        template = iam_model.WorldTemplate(transformed, parameters, world.stack_id)
+    for key, value in template.resolve(declared).items():
+        if key not in _UNSCOPED_PROPERTIES:
+            assert str(properties.get(key)) == str(value), f"the world's {key} is not the template's {value}"
+    return template
 
 
-def _granted(world: World, empty_bucket: bool) -> list[tuple[set[str], list[str], dict[str, Any]]]:
-    values = {
-        "AWS::Partition": "aws",
-        "AWS::Region": pw.REGION,
-        "AWS::AccountId": pw.ACCOUNT,
-        "ResourcePrefix": pw.PREFIX,
-        "EndpointName": pw.ENDPOINT,
-        "PipelineStateMachine.Name": "imgclf-pipeline",
-        "DataBucket.Arn": f"arn:aws:s3:::{pw.BUCKET}",
-    }
-    refs = {"AWS::StackId": world.stack_id, "PipelineStateMachine": world.state_machine_arn}
-    attributes = {
-        ("TeardownLogGroup", "Arn"): f"arn:aws:logs:{pw.REGION}:{pw.ACCOUNT}:log-group:/aws/lambda/{FUNCTION_NAME}:*",
-        ("DataBucket", "Arn"): f"arn:aws:s3:::{pw.BUCKET}",
-    }
-
-    def resolve(resource: Any) -> list[str]:
-        if isinstance(resource, list):
-            return [glob for item in resource for glob in resolve(item)]
-        if isinstance(resource, str):
-            return [resource]
-        if "Fn::Sub" in resource:
-            text = resource["Fn::Sub"]
-            for name, value in values.items():
-                text = text.replace("${" + name + "}", value)
-            assert "${" not in text, text
-            return [text]
-        if "Ref" in resource:
-            return [refs[resource["Ref"]]]
-        return [attributes[tuple(resource["Fn::GetAtt"])]]
-
-    resources = pw.template()["Resources"]
-    documents = [p["PolicyDocument"] for p in resources["TeardownRole"]["Properties"]["Policies"]]
-    if empty_bucket:
-        documents.append(resources["TeardownDataBucketPolicy"]["Properties"]["PolicyDocument"])
-    statements = []
-    for document in documents:
-        for statement in document["Statement"]:
-            assert statement["Effect"] == "Allow"
-            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-            statements.append((set(actions), resolve(statement["Resource"]), statement.get("Condition", {})))
-    return statements
+def teardown_requests(
+    world: World, transformed: dict[str, Any] | None = None
+) -> list[tuple[iam_model.WorldTemplate, list[iam_model.AuthRequest]]]:
+    """The requests AWS authorizes for the teardown's calls, per deployment (the properties the
+    invocations carried; hand-overs carry their first invocation's), in call order."""
+    deployments: dict[str, tuple[dict[str, Any], list[pw.RecordedCall]]] = {}
+    for properties, call in world.recorded:
+        deployments.setdefault(json.dumps(properties, sort_keys=True), (properties, []))[1].append(call)
+    found = []
+    for properties, log in deployments.values():
+        template = teardown_template(world, properties, transformed)
+        calls = iam_model.calls_from_log(log, TEARDOWN_FUNCTIONS)
+        found.append((template, iam_model.Deriver(template, calls).requests()))
+    return found
 
 
-def _allowed(
-    statements: list[tuple[set[str], list[str], dict[str, Any]]], action: str, arn: str, params: dict[str, Any]
-) -> bool:
-    for actions, globs, condition in statements:
-        if action not in actions or not any(fnmatch.fnmatchcase(arn, glob) for glob in globs):
-            continue
-        # The only condition in these policies: Application Auto Scaling's namespace and dimension keys.
-        equals = condition.get("StringEquals", {})
-        keys = {
-            "application-autoscaling:service-namespace": params.get("ServiceNamespace"),
-            "application-autoscaling:scalable-dimension": params.get("ScalableDimension"),
-        }
-        if all(keys.get(key) == value for key, value in equals.items()):
-            return True
-    return False
+def assert_teardown_authorized(world: World) -> list[iam_model.Verdict]:
+    return [v for template, found in teardown_requests(world) for v in iam_model.assert_authorized(template, found)]
 
 
 @pytest.mark.parametrize("on_delete", ["Empty", "Retain"])
-def test_every_call_of_the_teardown_is_allowed_by_its_own_policies(world: World, on_delete: str) -> None:
+def test_every_call_of_the_teardown_is_authorized_as_aws_evaluates_it(world: World, on_delete: str) -> None:
     world.invoke(world.event("Delete", DataBucketOnDelete=on_delete), timeout_s=120)
     assert world.response.answers[-1]["body"]["Status"] == "SUCCESS"
-    statements = _granted(world, empty_bucket=on_delete == "Empty")
-    denied = {
-        (action, arn)
-        for service, operation, params in world.calls
-        for action, arn in _requests_of(world, service, operation, params)
-        if not _allowed(statements, action, arn, params)
+    verdicts = assert_teardown_authorized(world)
+    made = {v.request.action for v in verdicts}
+    # The calls that matter were made and evaluated, with what AWS checks beyond the call's own action:
+    # the hand-over to itself, Application Auto Scaling's caller permissions for the deregistration.
+    assert {
+        "cloudformation:DescribeStacks",
+        "states:StopExecution",
+        "sagemaker:StopHyperParameterTuningJob",
+        "sagemaker:DeleteEndpoint",
+        "sagemaker:DeleteModelPackage",
+        "application-autoscaling:DeregisterScalableTarget",
+        "sagemaker:UpdateEndpointWeightsAndCapacities",
+        "sagemaker:DescribeEndpointConfig",
+        "cloudwatch:PutMetricAlarm",
+        "lambda:InvokeFunction",
+    } <= made
+    [template] = {id(t): t for t, _ in teardown_requests(world)}.values()
+    attached = {p["name"] for p in template.policies("TeardownRole")}
+    assert ("TeardownDataBucketPolicy" in attached) == (on_delete == "Empty")
+    s3 = {v.request.action for v in verdicts if v.request.action.startswith("s3:")}
+    if on_delete == "Retain":
+        assert s3 == set()
+        return
+    assert s3 == {
+        "s3:ListBucketVersions",
+        "s3:ListBucketMultipartUploads",
+        "s3:DeleteObjectVersion",
+        "s3:AbortMultipartUpload",
     }
-    assert denied == set()
-    made = {action for s, o, p in world.calls for action, _ in _requests_of(world, s, o, p)}
-    assert {"sagemaker:DeleteEndpoint", "states:StopExecution", "lambda:InvokeFunction"} <= made
-    assert ("s3:DeleteObjectVersion" in made) == (on_delete == "Empty")
+    # DeleteObjects is authorized object by object, each named version as s3:DeleteObjectVersion.
+    [delete] = [p for service, op, p in world.calls if op == "DeleteObjects"]
+    versions = {
+        (v.request.resource, dict(v.request.context).get("s3:versionid"))
+        for v in verdicts
+        if v.request.action == "s3:DeleteObjectVersion"
+    }
+    assert versions == {(f"arn:aws:s3:::{pw.BUCKET}/{o['Key']}", o["VersionId"]) for o in delete["Delete"]["Objects"]}
+
+
+def _without_statement(policy: str, sid: str) -> dict[str, Any]:
+    """The SAM-transformed template with one statement of the teardown's policies removed."""
+    transformed = copy.deepcopy(dict(iam_model._transformed(pw.TEMPLATE_PATH.read_text(), pw.ASL_PATH.read_text())))
+    resources = transformed["Resources"]
+    if policy == "TeardownDataBucketPolicy":
+        documents = [resources[policy]["Properties"]["PolicyDocument"]]
+    else:
+        documents = [p["PolicyDocument"] for p in resources["TeardownRole"]["Properties"]["Policies"]]
+    for document in documents:
+        kept = [s for s in document["Statement"] if s.get("Sid") != sid]
+        if len(kept) < len(document["Statement"]):
+            document["Statement"] = kept
+            return transformed
+    raise AssertionError(f"no statement {sid} in {policy}")
+
+
+def _statements() -> list[tuple[str, str, list[str]]]:
+    resources = iam_model.world_template().resources
+    found = []
+    for policy in resources["TeardownRole"]["Properties"]["Policies"]:
+        found += [("TeardownRole", s["Sid"], s["Action"]) for s in policy["PolicyDocument"]["Statement"]]
+    bucket = resources["TeardownDataBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    found += [("TeardownDataBucketPolicy", s["Sid"], s["Action"]) for s in bucket]
+    return [(policy, sid, actions if isinstance(actions, list) else [actions]) for policy, sid, actions in found]
+
+
+# The Lambda service's own writes as the function's role (its logs, its X-Ray segments), no handler call:
+# not derived by iam_model (see its docstring), so no scenario exercises these statements.
+_RUNTIME_STATEMENTS = {"OwnLogs", "Tracing"}
+
+
+def test_removing_any_statement_of_the_teardown_fails_the_evaluation_naming_its_action(world: World) -> None:
+    world.invoke(world.event("Delete", DataBucketOnDelete="Empty"), timeout_s=120)
+    assert world.response.answers[-1]["body"]["Status"] == "SUCCESS"
+    statements = _statements()
+    assert {sid for _, sid, _ in statements} >= _RUNTIME_STATEMENTS
+    variants = {
+        sid: teardown_requests(world, _without_statement(policy, sid))[0]
+        for policy, sid, _ in statements
+        if sid not in _RUNTIME_STATEMENTS
+    }
+    evaluated = dict(zip(variants, iam_model.evaluate_many(list(variants.values())), strict=True))  # one node run
+    for policy, sid, actions in statements:
+        if sid in _RUNTIME_STATEMENTS:
+            continue
+        template, found = variants[sid]
+        denied = {v.request.action.lower() for v in evaluated[sid] if not v.allowed}
+        assert denied, f"{policy}'s statement {sid} is needed by no call of the scenario"
+        assert denied <= {a.lower() for a in actions}, (sid, denied)
+        with pytest.raises(AssertionError) as failure:
+            iam_model.assert_authorized(template, found)
+        named = [a for a in actions if a.lower() in denied]
+        assert named and all(a.lower() in str(failure.value).lower() for a in named), str(failure.value)
+    # In Retain mode CloudFormation creates no TeardownDataBucketPolicy (its Condition is false): the same
+    # calls are denied exactly their S3 actions.
+    [(_empty, found)] = teardown_requests(world)
+    retain = iam_model.world_template({"DataBucketOnDelete": "Retain"}, stack_id=world.stack_id)
+    denied = {v.request.action for v in iam_model.evaluate(retain, found) if not v.allowed}
+    assert denied == {
+        "s3:ListBucketVersions",
+        "s3:ListBucketMultipartUploads",
+        "s3:DeleteObjectVersion",
+        "s3:AbortMultipartUpload",
+    }

@@ -66,6 +66,7 @@ FUNCTIONS: dict[str, str] = {
     "ConfigureAutoscalingFunction": "configure_autoscaling",
     "CleanupFunction": "cleanup",
     "NotifyFunction": "notify",
+    "ReportFunction": "report",
 }
 
 
@@ -94,6 +95,9 @@ def lambda_environment(topic_arn: str = "") -> dict[str, str]:
         "ERRORS_ALARM_NAME": f"{ENDPOINT}-5xx-errors",
         "LATENCY_ALARM_NAME": f"{ENDPOINT}-model-latency",
         "TRAINING_SOURCE_DIR": str(REPO / "training"),
+        # ReportFunction (template.yaml): the world has no Price List API (moto has none); the report says so
+        "DRIFT_ALARM_NAME": f"{PREFIX}-confidence-drift",
+        "PRICE_LIST_API": "false",
     }
 
 
@@ -220,7 +224,18 @@ class SageMakerSim:
     config_not_visible_for: int = 0
     update_endpoint_error: str | None = None  # e.g. "ResourceLimitExceeded": every UpdateEndpoint fails so
     calls: list[str] = field(default_factory=list)
+    # The tuning job's trials (ListTrainingJobsForHyperParameterTuningJob, which moto lacks) and the seconds
+    # each job ran and was billed: (suffix, status, objective, training s, billable s, spot)
+    trials: tuple[tuple[str, str, float | None, int, int, bool], ...] = (
+        ("001-0a0a0a0a", "Completed", 0.61, 600, 600, False),
+        ("002-0b0b0b0b", "Stopped", 0.95, 300, 120, True),  # stopped early by the tuning job
+        ("003-1a2b3c4d", "Completed", 0.42, 590, 590, False),
+    )
+    final_training_seconds: int = 1200
+    final_billable_seconds: int = 1200
+    on_training_end: Any = None  # called with moto's job when a training job ends
     _seen: dict[str, int] = field(default_factory=dict)
+    _tuning_jobs: list[str] = field(default_factory=list)
     _pending_update: dict[str, dict[str, Any]] = field(default_factory=dict)
     _invisible_configs: dict[str, int] = field(default_factory=dict)
 
@@ -228,6 +243,40 @@ class SageMakerSim:
         """True once `polls` (default self.polls) describes of `key` have seen it in progress."""
         self._seen[key] = self._seen.get(key, 0) + 1
         return self._seen[key] > (self.polls if polls is None else polls)
+
+    def _trial_jobs(self) -> dict[str, tuple[str, str, float | None, int, int, bool]]:
+        return {f"{tuning}-{t[0]}": (tuning, *t[1:]) for tuning in self._tuning_jobs for t in self.trials}
+
+    def list_trials(self, tuning_job_name: str) -> dict[str, Any]:
+        """ListTrainingJobsForHyperParameterTuningJob's answer (API_HyperParameterTrainingJobSummary.html)."""
+        if tuning_job_name not in self._tuning_jobs:
+            raise ValidationError(f"Could not find hyper-parameter tuning job {tuning_job_name}")
+        summaries = []
+        for name, (_tuning, status, objective, _seconds, _billable, _spot) in self._trial_jobs().items():
+            if not name.startswith(tuning_job_name):
+                continue
+            summary = {"TrainingJobName": name,
+                       "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/{name}",
+                       "CreationTime": "2026-11-23T12:00:00Z", "TrainingJobStatus": status,
+                       "TunedHyperParameters": {"lr": "0.0123" if name.endswith("1a2b3c4d") else "0.05",
+                                                "batch-size": '"64"'},
+                       "ObjectiveStatus": "Succeeded" if status == "Completed" else "Pending"}
+            if objective is not None:
+                summary["FinalHyperParameterTuningJobObjectiveMetric"] = {
+                    "Type": "Minimize", "MetricName": "average test loss", "Value": objective}
+            summaries.append(summary)
+        return {"TrainingJobSummaries": summaries}
+
+    def trial_description(self, name: str) -> dict[str, Any] | None:
+        trial = self._trial_jobs().get(name)
+        if trial is None:
+            return None
+        _tuning, status, _objective, seconds, billable, spot = trial
+        return {"TrainingJobName": name, "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/{name}",
+                "TrainingJobStatus": status, "CreationTime": "2026-11-23T12:00:00Z",
+                "ResourceConfig": {"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
+                "EnableManagedSpotTraining": spot, "TrainingTimeInSeconds": seconds,
+                "BillableTimeInSeconds": billable}
 
     def install(self, monkeypatch: Any) -> None:
         sim = self
@@ -263,6 +312,7 @@ class SageMakerSim:
                 raise ResourceInUseException(
                     f"Hyperparameter tuning job {hyper_parameter_tuning_job_name} already exists"
                 )
+            sim._tuning_jobs.append(hyper_parameter_tuning_job_name)
             arn = original["create_hyper_parameter_tuning_job"](self, hyper_parameter_tuning_job_name, **kwargs)
             self.hyper_parameter_tuning_jobs[
                 hyper_parameter_tuning_job_name
@@ -322,12 +372,28 @@ class SageMakerSim:
                 and sim._tick(f"training:{training_job_name}")
             ):
                 job.training_job_status = sim.training_outcome
+                if sim.on_training_end is not None:
+                    sim.on_training_end(job)  # what the job leaves in S3 (model.tar.gz, output.tar.gz)
                 if sim.test_accuracy is not None:
                     job.final_metric_data_list = [
                         {"MetricName": "average test loss", "Value": 0.42, "Timestamp": job.creation_time},
                         {"MetricName": "test accuracy", "Value": sim.test_accuracy, "Timestamp": job.creation_time},
                     ]
-            return original["describe_training_job"](self, training_job_name)
+            trial = sim.trial_description(training_job_name)
+            if trial is not None:
+                return trial
+            answer = original["describe_training_job"](self, training_job_name)
+            if answer.get("TrainingJobStatus") in ("Completed", "Failed", "Stopped"):
+                # What DescribeTrainingJob reports once a job ends (moto leaves both out): seconds billed
+                # and run (API_DescribeTrainingJob.html); managed spot bills less than it ran.
+                answer.setdefault("TrainingTimeInSeconds", sim.final_training_seconds)
+                answer.setdefault("BillableTimeInSeconds", sim.final_billable_seconds)
+            return answer
+
+        def list_trials_response(self: Any) -> Any:
+            from moto.core.responses import ActionResult
+
+            return ActionResult(sim.list_trials(self._get_param("HyperParameterTuningJobName")))
 
         def create_model(self: Any, model_name: str, *args: Any, **kwargs: Any) -> Any:
             # Names are unique: SageMaker refuses a second CreateModel (moto would overwrite the first).
@@ -538,6 +604,8 @@ class SageMakerSim:
         monkeypatch.setattr(backend_cls, "describe_endpoint", describe_endpoint)
         monkeypatch.setattr(backend_cls, "update_endpoint", update_endpoint, raising=False)
         monkeypatch.setattr(SageMakerResponse, "update_endpoint", update_endpoint_response, raising=False)
+        monkeypatch.setattr(SageMakerResponse, "list_training_jobs_for_hyper_parameter_tuning_job",
+                            list_trials_response, raising=False)
         monkeypatch.setattr(backend_cls, "stop_training_job", stop_training, raising=False)
         monkeypatch.setattr(SageMakerResponse, "stop_training_job", stop_training_response, raising=False)
         monkeypatch.setattr(backend_cls, "stop_hyper_parameter_tuning_job", stop_tuning, raising=False)

@@ -21,7 +21,7 @@ def test_happy_path_creates_endpoint_and_autoscaling(world: pw.PipelineWorld) ->
     assert execution["status"] == "SUCCEEDED", execution
     states = world.states_entered(execution["executionArn"])
     assert states[:2] == ["ApplyDefaults", "Validate"]
-    assert states[-3:] == ["ConfigureAutoscaling", "NotifySuccess", "Succeeded"]
+    assert states[-4:] == ["ConfigureAutoscaling", "ReportSuccess", "NotifySuccess", "Succeeded"]
     assert "WaitForTuning" in states and "WaitForEndpoint" in states
     out = _output(execution)
     run = out["run"]

@@ -12,6 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+# matplotlib writes its cache under $HOME, read-only on Lambda: /tmp instead (before the import below).
+os.environ.setdefault("MPLCONFIGDIR", "/tmp/matplotlib")
+
 import boto3
 from botocore.config import Config
 from mlpipeline import costs, run_report

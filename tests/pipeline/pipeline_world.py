@@ -95,9 +95,8 @@ def lambda_environment(topic_arn: str = "") -> dict[str, str]:
         "ERRORS_ALARM_NAME": f"{ENDPOINT}-5xx-errors",
         "LATENCY_ALARM_NAME": f"{ENDPOINT}-model-latency",
         "TRAINING_SOURCE_DIR": str(REPO / "training"),
-        # ReportFunction (template.yaml): the world has no Price List API (moto has none); the report says so
         "DRIFT_ALARM_NAME": f"{PREFIX}-confidence-drift",
-        "PRICE_LIST_API": "false",
+        "PRICE_LIST_API": "true",
     }
 
 
@@ -629,6 +628,23 @@ class RecordedCall(NamedTuple):
 AWS_CALL_LOG: list[RecordedCall] = []
 
 
+def price_list_answer(api_params: dict[str, Any]) -> dict[str, Any]:
+    """The AWS Price List API's GetProducts answer, which moto lacks: one PriceList JSON document per
+    instance of the asked component in the asked region (the documented shape, parsed by
+    mlpipeline.costs.parse_price_list_product), priced as the repo's dated table prices them."""
+    filters = {f["Field"]: f["Value"] for f in api_params.get("Filters", [])}
+    table = json.loads((LAYER / "mlpipeline" / "prices.json").read_text())["regions"].get(filters.get("regionCode"), {})
+    documents = []
+    for instance, usd in table.get("sagemaker_per_hour", {}).get(filters.get("component"), {}).items():
+        documents.append(json.dumps({
+            "product": {"productFamily": "ML Instance", "attributes": {
+                "regionCode": filters["regionCode"], "component": filters["component"], "instanceName": instance}},
+            "serviceCode": "AmazonSageMaker",
+            "terms": {"OnDemand": {"SKU.TERM": {"priceDimensions": {"SKU.TERM.RATE": {
+                "unit": "Hrs", "pricePerUnit": {"USD": f"{usd:.10f}"}}}}}}}))
+    return {"FormatVersion": "aws_v1", "PriceList": documents}
+
+
 def _recording(make_api_call: Any) -> Any:
     def call(client: Any, operation_name: str, api_params: Any) -> Any:
         function = getattr(_running, "function", None)
@@ -638,7 +654,10 @@ def _recording(make_api_call: Any) -> Any:
             function, client.meta.service_model.signing_name, operation_name, dict(api_params), {}, None
         )
         try:
-            response = make_api_call(client, operation_name, api_params)
+            if client.meta.service_model.service_name == "pricing" and operation_name == "GetProducts":
+                response = price_list_answer(api_params)  # moto has no Price List API
+            else:
+                response = make_api_call(client, operation_name, api_params)
         except ClientError as error:
             AWS_CALL_LOG.append(record._replace(error=error.response.get("Error", {}).get("Code")))
             raise

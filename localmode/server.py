@@ -5,8 +5,6 @@
 - `GET /`: the web page to try the model in a browser (imgclf_page, the same file and headers as the
   inference Function URL's); it POSTs the photo to `POST /`, which is `POST /invocations`.
 - `GET /ping`: 200 once this worker's model is loaded (503 before), like SageMaker's health check.
-- `GET /metrics`: the prediction statistics the inference Lambda sends CloudWatch (top-1 probability,
-  entropy, latency, image size, answers by status class), in Prometheus text format (prediction_stats).
 - `POST /invocations`: image bytes in (image/jpeg, image/png, application/x-image,
   application/octet-stream), the JSON answer out; what SageMaker sends to a container.
 - `POST /endpoints/{name}/invocations`: the runtime API path boto3's sagemaker-runtime client calls, so
@@ -60,8 +58,6 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from imgclf import contract, runtimes, serving
 from imgclf.imaging import InferenceRequestError, PayloadTooLargeError
-from localmode.prediction_stats import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from localmode.prediction_stats import MULTIPROC_ENV, PredictionStats
 
 LOGGER = logging.getLogger("localmode.server")
 
@@ -202,7 +198,6 @@ def create_app(model_dir: str | os.PathLike[str] | None = None, *, request_timeo
         request_timeout_s=float(request_timeout_s or os.environ.get(_ENV_TIMEOUT, DEFAULT_REQUEST_TIMEOUT_S)),
         max_body_bytes=int(max_body_bytes or os.environ.get(_ENV_MAX_BODY, contract.MAX_IMAGE_BYTES)),
     )
-    stats = PredictionStats()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -218,14 +213,11 @@ def create_app(model_dir: str | os.PathLike[str] | None = None, *, request_timeo
             return JSONResponse({"status": "loading"}, status_code=503)
         return JSONResponse({"status": "healthy", "runtime": state.model.runtime_name})
 
-    async def metrics(request: Request) -> Response:
-        return Response(stats.exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE})
-
     async def invocations(request: Request) -> Response:
         request_id = request.headers.get("x-amzn-requestid") or uuid.uuid4().hex
         start = time.perf_counter()
         runtime_api = "endpoint_name" in request.path_params
-        status, size, error_message, text = 200, 0, None, None
+        status, size, error_message = 200, 0, None
         try:
             if state.model is None:
                 status, error_message = 503, "the model is still loading"
@@ -253,7 +245,6 @@ def create_app(model_dir: str | os.PathLike[str] | None = None, *, request_timeo
             status, error_message = 500, f"internal error: {type(error).__name__}"
             return _error(status, error_message, request_id, runtime_api)
         finally:
-            stats.observe(status, size, (time.perf_counter() - start) * 1000, text)
             LOGGER.info(json.dumps({
                 "event": "invocation", "request_id": request_id, "path": request.url.path, "status": status,
                 "bytes": size, "ms": round((time.perf_counter() - start) * 1000, 2),
@@ -265,7 +256,6 @@ def create_app(model_dir: str | os.PathLike[str] | None = None, *, request_timeo
         Route("/", page, methods=["GET"]),
         Route("/", invocations, methods=["POST"]),  # where the page posts (as it does to the Function URL)
         Route("/ping", ping, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
         Route("/invocations", invocations, methods=["POST"]),
         Route("/endpoints/{endpoint_name}/invocations", invocations, methods=["POST"]),
     ], lifespan=lifespan)
@@ -314,11 +304,6 @@ def serve(model: str | os.PathLike[str], host: str = DEFAULT_HOST, port: int = D
         os.environ[_ENV_MODEL_DIR] = str(model_dir)
         os.environ[_ENV_TIMEOUT] = str(request_timeout_s)
         os.environ[_ENV_MAX_BODY] = str(max_body_bytes)
-        # Each worker process writes its prediction statistics here and GET /metrics adds them up
-        # (prediction_stats). One worker runs in this process, whose prometheus_client is already set up.
-        metrics_dir = Path(tempfile.mkdtemp(prefix="imgclf-metrics-")) if workers > 1 else None
-        if metrics_dir is not None:
-            os.environ[MULTIPROC_ENV] = str(metrics_dir)
         if runtime:
             os.environ[runtimes.RUNTIME_ENV] = runtime
         if threads:
@@ -334,15 +319,11 @@ def serve(model: str | os.PathLike[str], host: str = DEFAULT_HOST, port: int = D
         # these handlers that ends as a normal exit (code 0) and the extracted model.tar.gz is removed.
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, _exit_cleanly)
-        try:
-            uvicorn.run(f"{__name__}:create_app", factory=True, host=host, port=port, workers=workers,
-                        http=NoDelayH11Protocol,
-                        log_config=log_config(log_level), access_log=False,
-                        timeout_keep_alive=KEEP_ALIVE_TIMEOUT_S,
-                        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_TIMEOUT_S)
-        finally:
-            if metrics_dir is not None:
-                shutil.rmtree(metrics_dir, ignore_errors=True)
+        uvicorn.run(f"{__name__}:create_app", factory=True, host=host, port=port, workers=workers,
+                    http=NoDelayH11Protocol,
+                    log_config=log_config(log_level), access_log=False,
+                    timeout_keep_alive=KEEP_ALIVE_TIMEOUT_S,
+                    timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_TIMEOUT_S)
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

@@ -1,9 +1,8 @@
 """Report: the run's report and cost, built at the end of every run (succeeded, rejected or failed).
 
 Input {"outcome", "state", "execution_arn"}; output {"report_s3_uri", "report_url", "cost_line", ...},
-which the notification carries. On success the confidence-drift alarm's threshold follows the new model's
-baseline. A Lambda (not a SageMaker Processing job): the report is seconds of matplotlib, it must render
-when SageMaker itself failed the run, and it needs no instance start-up or quota.
+which the notification carries. A Lambda (not a SageMaker Processing job): the report is seconds of
+matplotlib, it must render when SageMaker itself failed the run, and it needs no instance start-up or quota.
 """
 
 from __future__ import annotations
@@ -38,8 +37,4 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     with run_report.temporary_workdir() as workdir:
         built = run_report.build(outcome=event["outcome"], state=state, execution_arn=event.get("execution_arn"),
                                  clients=clients, endpoint_name=os.environ["ENDPOINT_NAME"], workdir=Path(workdir))
-    answer = run_report.publish(clients["s3"], run, built)
-    if event["outcome"] == "succeeded":
-        answer["drift_threshold"] = run_report.sync_drift_alarm(
-            boto3.client("cloudwatch"), os.environ.get("DRIFT_ALARM_NAME", ""), built["metadata"])
-    return answer
+    return run_report.publish(clients["s3"], run, built)

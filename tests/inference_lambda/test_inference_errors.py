@@ -29,8 +29,7 @@ def test_local_endpoint_happy_path(app, context, make_event, jpeg_bytes, fake_ru
     assert request.body == jpeg_bytes
     assert request.headers["content-type"] == "image/jpeg"
     assert request.headers["accept"] == "application/json"
-    # the client's top_k=2 is cut from the top 5 the Lambda asks for (the prediction statistics' top-k)
-    assert request.headers["x-amzn-sagemaker-custom-attributes"] == "top_k=5"
+    assert request.headers["x-amzn-sagemaker-custom-attributes"] == "top_k=2"
     assert "authorization" not in request.headers  # a loopback endpoint gets unsigned requests
 
 

@@ -15,7 +15,7 @@ import imgclf_page
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from imgclf import contract, prediction_metrics
+from imgclf import contract
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -222,6 +222,5 @@ def test_jpeg_and_png_bodies_reach_the_endpoint_intact(warm_local_app, context, 
     assert response["statusCode"] == 200, response["body"]
     [request] = fake_runtime.requests[before:]
     assert (request.body, request.headers["content-type"]) == (image, sniffed)
-    # the endpoint is asked for at least the prediction statistics' top-k (the client still gets its own)
-    expected_top_k = max(contract.DEFAULT_TOP_K if top_k is None else top_k, prediction_metrics.STATISTICS_TOP_K)
+    expected_top_k = contract.DEFAULT_TOP_K if top_k is None else top_k
     assert request.headers["x-amzn-sagemaker-custom-attributes"] == f"top_k={expected_top_k}"

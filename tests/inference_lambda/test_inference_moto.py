@@ -63,8 +63,7 @@ def test_jpeg_body_reaches_the_endpoint_unchanged(
     assert sent["body"] == jpeg_bytes
     assert sent["headers"]["content-type"] == "image/jpeg"
     assert sent["headers"]["accept"] == "application/json"
-    # at least the prediction statistics' top-k is asked for; the client gets its 3
-    assert sent["headers"]["x-amzn-sagemaker-custom-attributes"] == "top_k=5"
+    assert sent["headers"]["x-amzn-sagemaker-custom-attributes"] == "top_k=3"
 
 
 def test_json_png_request(moto_app, context, make_event, png_bytes, answer, response_body, raw_image_bodies):

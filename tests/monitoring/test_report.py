@@ -8,7 +8,7 @@ from pathlib import Path
 
 import optuna
 
-from imgclf import prediction_metrics, report
+from imgclf import monitoring, report
 from localmode import report as local_report
 
 FINAL_JOB = Path(__file__).resolve().parent / "fixtures" / "final-job"
@@ -26,7 +26,7 @@ def _metadata() -> dict:
 
 def test_report_on_recorded_job_outputs(tmp_path: Path):
     metadata = _metadata()
-    baseline = metadata[prediction_metrics.BASELINE_KEY]
+    baseline = metadata[report.BASELINE_KEY]
     predictions = [{"image": "test/0.png", "true_class": "T-shirt", "status": 200, "latency_ms": 12.0,
                     "answer": {"predictions": [{"label": "T-shirt", "class_id": 0, "probability": 0.93}]}},
                    {"image": "test/1.png", "true_class": "Bag", "status": 200, "latency_ms": 9.0,
@@ -47,7 +47,7 @@ def test_report_on_recorded_job_outputs(tmp_path: Path):
     assert "t-000-aa" in page  # the tuning job's trial names
     for rule in json.loads((FINAL_JOB / "output/data/debugger-report.json").read_text())["rules"]:
         assert rule["sagemaker_rule"] in page
-    assert f"{baseline['drift_threshold']:.4g}" in page  # the alarm's threshold, from the baseline
+    assert f"{monitoring.drift_threshold(baseline):.4g}" in page  # the alarm's threshold, from the baseline
     assert "not enough data to plot" not in page
 
 

@@ -95,8 +95,7 @@ def lambda_environment(topic_arn: str = "") -> dict[str, str]:
         "ERRORS_ALARM_NAME": f"{ENDPOINT}-5xx-errors",
         "LATENCY_ALARM_NAME": f"{ENDPOINT}-model-latency",
         "TRAINING_SOURCE_DIR": str(REPO / "training"),
-        "DRIFT_ALARM_NAME": f"{PREFIX}-confidence-drift",
-        "PRICE_LIST_API": "true",
+        "PRICE_LIST_API": "true",  # ReportFunction
     }
 
 

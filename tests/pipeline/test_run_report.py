@@ -1,6 +1,5 @@
 """The run report on AWS: a simulated run (moto + SageMakerSim, the real handlers and ASL) ends with the
-report and its cost under reports/<run id>/ in the data bucket and in the notification; the drift alarm
-follows the deployed model's baseline."""
+report and its cost under reports/<run id>/ in the data bucket and in the notification."""
 
 from __future__ import annotations
 
@@ -11,12 +10,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import boto3
 import pipeline_world as pw
 import pytest
 from moto.s3.models import s3_backends
-
-from imgclf import prediction_metrics
 
 FINAL_JOB = pw.REPO / "tests" / "monitoring" / "fixtures" / "final-job"  # recorded from train.py
 
@@ -46,23 +42,9 @@ def _leave_outputs(job: Any) -> None:
                              "metadata.json": (FINAL_JOB / "model" / "metadata.json").read_bytes()}))
 
 
-def _drift_alarm() -> None:
-    """template.yaml's ConfidenceDriftAlarm as CloudFormation would create it in this world."""
-    props = pw.template()["Resources"]["ConfidenceDriftAlarm"]["Properties"]
-    service = f"{pw.PREFIX}-inference"
-    metrics = json.loads(json.dumps(props["Metrics"]).replace('{"Fn::Sub": "${ResourcePrefix}-inference"}',
-                                                              json.dumps(service)))
-    boto3.client("cloudwatch", region_name=pw.REGION).put_metric_alarm(
-        AlarmName=f"{pw.PREFIX}-confidence-drift", AlarmDescription=props["AlarmDescription"], Metrics=metrics,
-        EvaluationPeriods=props["EvaluationPeriods"], DatapointsToAlarm=props["DatapointsToAlarm"],
-        Threshold=props["Threshold"], ComparisonOperator=props["ComparisonOperator"],
-        TreatMissingData=props["TreatMissingData"], AlarmActions=["arn:aws:sns:us-east-1:123456789012:topic"])
-
-
 @pytest.fixture
 def reporting_world(world: pw.PipelineWorld) -> pw.PipelineWorld:
     world.sim.on_training_end = _leave_outputs
-    _drift_alarm()
     return world
 
 
@@ -100,12 +82,6 @@ def test_a_run_ends_with_its_report_and_cost_in_s3_and_the_notification(reportin
     query = parse_qs(urlsplit(link).query)
     assert urlsplit(link).path == f"/reports/{run['run_id']}/index.html"
     assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"] and query["X-Amz-Expires"] == ["604800"]
-    # the drift alarm now watches for this model's baseline
-    baseline = json.loads((FINAL_JOB / "model" / "metadata.json").read_text())[prediction_metrics.BASELINE_KEY]
-    [alarm] = boto3.client("cloudwatch", region_name=pw.REGION).describe_alarms(
-        AlarmNames=[f"{pw.PREFIX}-confidence-drift"])["MetricAlarms"]
-    assert alarm["Threshold"] == pytest.approx(baseline["drift_threshold"]) == report["drift_threshold"]
-    assert [m["Id"] for m in alarm["Metrics"]] == ["mean", "requests", "judged"]  # the definition kept
 
 
 def test_a_failed_run_still_reports(reporting_world: pw.PipelineWorld):
@@ -117,7 +93,3 @@ def test_a_failed_run_still_reports(reporting_world: pw.PipelineWorld):
     assert states[-4:] == ["Cleanup", "ReportFailure", "NotifyFailure", "PipelineFailed"]
     [message] = world.notifications()
     assert "Run report: https://" in message and "Run cost: $" in message
-    # no deployment: the drift alarm is left as it was
-    [alarm] = boto3.client("cloudwatch", region_name=pw.REGION).describe_alarms(
-        AlarmNames=[f"{pw.PREFIX}-confidence-drift"])["MetricAlarms"]
-    assert alarm["Threshold"] == 0

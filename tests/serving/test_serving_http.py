@@ -120,35 +120,3 @@ def test_a_request_over_the_timeout_gets_504_and_the_server_goes_on(trained_mode
         response = _post(running.url, jpeg_bytes, "image/jpeg")
         assert response.status_code == 504 and "longer than" in response.json()["error"]
         assert httpx.get(f"{running.url}/ping", timeout=10).status_code == 200
-
-
-def test_metrics_add_up_every_worker_in_prometheus_text(server: BackgroundServer, jpeg_bytes: bytes) -> None:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    from imgclf import prediction_metrics
-    from localmode import prediction_stats
-
-    def families() -> dict:
-        response = httpx.get(f"{server.url}/metrics", timeout=10)
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-        return {f.name: f for f in text_string_to_metric_families(response.text)}
-
-    def sample(family: dict, name: str, **labels: str) -> float:
-        return sum(s.value for f in family.values() for s in f.samples
-                   if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
-
-    top = prediction_stats.prometheus_name(prediction_metrics.TOP_PROBABILITY)
-    before = families()
-    answers = [_post(server.url, jpeg_bytes, "image/jpeg", params={"top_k": "5"}) for _ in range(8)]
-    assert _post(server.url, b"not an image", "image/jpeg").status_code == 415
-    after = families()
-    # 8 answers spread over the 2 workers, all counted; the 4xx in its class
-    assert sample(after, f"{top}_count") - sample(before, f"{top}_count") == 8
-    expected = sum(a.json()["predictions"][0]["probability"] for a in answers)
-    assert sample(after, f"{top}_sum") - sample(before, f"{top}_sum") == pytest.approx(expected, rel=1e-6)
-    responses = f"{prediction_stats.PREFIX}responses_total"
-    assert sample(after, responses, status_class="2xx") - sample(before, responses, status_class="2xx") >= 8
-    assert sample(after, responses, status_class="4xx") - sample(before, responses, status_class="4xx") == 1
-    for spec in (prediction_metrics.ENTROPY, prediction_metrics.ENDPOINT_LATENCY, prediction_metrics.IMAGE_SIZE):
-        assert prediction_stats.prometheus_name(spec) in after

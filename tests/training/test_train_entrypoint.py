@@ -19,7 +19,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader
 
-from imgclf import contract, data, models, prediction_metrics, presets
+from imgclf import contract, data, models, presets
 
 TRAIN_PY = Path(__file__).resolve().parents[2] / "training" / "train.py"
 pytestmark = pytest.mark.slow
@@ -123,19 +123,6 @@ def test_sagemaker_contract(tmp_path: Path, dataset_factory) -> None:
     # Not the course starter's sum / number of batches (here 12 samples in batches of 16: 12x the mean).
     assert objective(proc.stdout) == pytest.approx(per_sample_mean, rel=1e-4, abs=2e-6)
     assert correct / len(test) == pytest.approx(final["test accuracy"], abs=1 / len(test) + 1e-9)
-
-    # The prediction-monitoring baseline: the statistics the inference Lambda emits, on the validation
-    # split, from the saved model's softmax (what the endpoint serves).
-    valid = data.ImageFolderDataset(data.scan_split("valid", dataset / "valid").samples,
-                                    presets.eval_transform_for(metadata))
-    with torch.no_grad():
-        answers = [torch.softmax(model(images), 1).tolist() for images, _ in DataLoader(valid, batch_size=7)]
-    expected = prediction_metrics.baseline([a for batch in answers for a in batch])
-    recorded = metadata[prediction_metrics.BASELINE_KEY]
-    assert recorded["samples"] == len(valid) and recorded["split"] == "valid"
-    for statistic in (prediction_metrics.TOP_PROBABILITY.name, prediction_metrics.ENTROPY.name):
-        assert recorded[statistic] == pytest.approx(expected[statistic], abs=1e-5)
-    assert recorded["drift_threshold"] == pytest.approx(expected["drift_threshold"], abs=1e-5)
 
     out = opt_ml / "output" / "data"
     history = json.loads((out / "training-history.json").read_text())
@@ -279,10 +266,6 @@ def test_two_process_data_parallel(tmp_path: Path, dataset_factory) -> None:
     assert outputs[1][0].count("Test set:") == 0  # only rank 0 prints metrics
     assert (tmp_path / "algo-1/opt/ml/model/model.pt").is_file()
     assert not (tmp_path / "algo-2/opt/ml/model/model.pt").exists()  # only rank 0 writes artifacts
-    # The baseline gathers every rank's validation samples, each once, none left as zeros.
-    baseline = json.loads((tmp_path / "algo-1/opt/ml/model/metadata.json").read_text())[
-        prediction_metrics.BASELINE_KEY]
-    assert baseline["samples"] == 15 and baseline[prediction_metrics.TOP_PROBABILITY.name]["min"] > 0.2
 
 
 def test_bad_data_fails_at_once_with_a_clear_message(tmp_path: Path, dataset_factory) -> None:

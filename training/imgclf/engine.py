@@ -37,7 +37,6 @@ from imgclf import (
     distributed,
     features,
     optim,
-    prediction_metrics,
     profiling,
     tensorboard_log,
 )
@@ -77,8 +76,6 @@ class SplitResult:
     correct: int
     total: int
     confusion: torch.Tensor | None = None
-    # (samples, prediction_metrics.STATISTICS_TOP_K) softmax probabilities, best first, in split order
-    top_probabilities: torch.Tensor | None = None
 
     def line(self, split: str) -> str:
         return contract.format_split_line(split, self.loss, self.accuracy, self.correct, self.total)  # type: ignore[arg-type]
@@ -113,19 +110,13 @@ def _unwrap(module: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def evaluate(forward: Forward, loader: Iterable, num_classes: int, ctx: distributed.DistContext,
-             confusion: bool = False, top_probabilities: bool = False) -> SplitResult:
-    """Loss and accuracy of a split; with `confusion` its confusion matrix, with `top_probabilities` the top
-    probabilities of every sample (the prediction-monitoring baseline, prediction_metrics.baseline)."""
+             confusion: bool = False) -> SplitResult:
     forward.model.eval()
     sums = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
     matrix = torch.zeros(num_classes * num_classes, dtype=torch.int64)
-    tops: list[torch.Tensor] = []
-    k = min(prediction_metrics.STATISTICS_TOP_K, num_classes)
     for inputs, targets in loader:
         inputs, targets = inputs.to(ctx.device, non_blocking=True), targets.to(ctx.device)
         logits = forward(inputs, train=False).float()
-        if top_probabilities:
-            tops.append(torch.softmax(logits, 1).topk(k, 1).values.double().cpu())
         predictions = logits.argmax(1)
         sums += torch.tensor([F.cross_entropy(logits, targets, reduction="sum").item(),
                               (predictions == targets).sum().item(), targets.numel()], dtype=torch.float64)
@@ -136,18 +127,8 @@ def evaluate(forward: Forward, loader: Iterable, num_classes: int, ctx: distribu
         matrix = distributed.all_reduce_sum(matrix, ctx)
     loss_sum, correct, total = sums.tolist()
     total = int(total)
-    gathered = None
-    if top_probabilities:
-        local = torch.cat(tops) if tops else torch.zeros(0, k, dtype=torch.float64)
-        if ctx.is_distributed:  # each rank holds samples rank, rank + W, ... (_Loaders): sum into place
-            gathered = torch.zeros(total, k, dtype=torch.float64)
-            gathered[ctx.rank::ctx.world_size] = local
-            gathered = distributed.all_reduce_sum(gathered, ctx)
-        else:
-            gathered = local
     return SplitResult(loss_sum / total if total else float("nan"), correct / total if total else 0.0,
-                       int(correct), total, matrix.view(num_classes, num_classes) if confusion else None,
-                       gathered)
+                       int(correct), total, matrix.view(num_classes, num_classes) if confusion else None)
 
 
 def _rule_scalars(results: list[debugger.RuleResult]) -> dict[str, float]:
@@ -422,7 +403,7 @@ def _run(cfg: TrainConfig, ctx: distributed.DistContext, env: dict[str, str]) ->
 
     # The best epoch's weights are the ones evaluated last and saved.
     _unwrap(trainable).load_state_dict(best["state"])
-    valid = evaluate(forward, loaders.eval["valid"], splits.num_classes, ctx, top_probabilities=True)
+    valid = evaluate(forward, loaders.eval["valid"], splits.num_classes, ctx)
     test = evaluate(forward, loaders.eval["test"], splits.num_classes, ctx, confusion=True)
     loaders.close()
     outcome: dict[str, Any] = {"best_epoch": best["epoch"], "epochs_run": len(history), "stopped": stopped,
@@ -441,7 +422,7 @@ def _run(cfg: TrainConfig, ctx: distributed.DistContext, env: dict[str, str]) ->
             metrics.update({"train loss": history[-1]["train_loss"],
                             "train accuracy": history[-1]["train_accuracy"]})
         outcome["metrics"] = metrics
-        _write_outputs(cfg, model, splits, preprocessing, plan, metrics, best["epoch"], history, valid, test, results,
+        _write_outputs(cfg, model, splits, preprocessing, plan, metrics, best["epoch"], history, test, results,
                        stop_on, stopped, timer, monitor, profiler, summary, cache_info, ctx, started)
     distributed.barrier(ctx)
     return outcome
@@ -449,7 +430,7 @@ def _run(cfg: TrainConfig, ctx: distributed.DistContext, env: dict[str, str]) ->
 
 def _write_outputs(cfg: TrainConfig, model: nn.Module, splits: data.DatasetSplits, preprocessing: Preprocessing,
                    plan: PrecisionPlan, metrics: dict[str, float], best_epoch: int, history: list[dict[str, Any]],
-                   valid: SplitResult, test: SplitResult, results: list[debugger.RuleResult], stop_on: list[str],
+                   test: SplitResult, results: list[debugger.RuleResult], stop_on: list[str],
                    stopped: dict[str, Any] | None, timer: profiling.StepTimer,
                    monitor: profiling.SystemMonitor | None, profiler: profiling.StepProfiler,
                    summary: dict[str, Any], cache_info: dict[str, Any], ctx: distributed.DistContext,
@@ -476,12 +457,7 @@ def _write_outputs(cfg: TrainConfig, model: nn.Module, splits: data.DatasetSplit
         preprocessing=preprocessing.to_metadata(), hyperparameters=cfg.hyperparameters(), metrics=metrics,
         best_epoch=best_epoch, weights=model.weights_identity,
         extra={"training": {"world_size": ctx.world_size, "precision": plan.describe(),
-                            "seconds": round(time.perf_counter() - started, 2), "stopped": stopped},
-               # What the live model's answers are compared with (the inference Lambda's metrics, the
-               # confidence-drift alarm, the run report): the same statistics on the validation split.
-               # The served runtime may be ONNX/OpenVINO; export only serves one that agrees on top-1.
-               prediction_metrics.BASELINE_KEY: prediction_metrics.baseline(valid.top_probabilities.tolist())
-               if valid.top_probabilities is not None and len(valid.top_probabilities) else None})
+                            "seconds": round(time.perf_counter() - started, 2), "stopped": stopped}})
     validation_samples = calibration_samples = None
     if cfg.export:
         eval_tf = preprocessing.eval_transform()

@@ -26,7 +26,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display here or in CI
 import matplotlib.pyplot as plt
 
-from imgclf import contract, prediction_metrics
+from imgclf import contract, monitoring
 
 
 def read_json(path: Path) -> Any:
@@ -91,6 +91,7 @@ def plot_learning_curves(history: Any, log_text: str, out: Path) -> bool:
 
 
 COMPLETE, PRUNED = "COMPLETE", "PRUNED"
+BASELINE_KEY = "prediction_baseline"  # metadata.json's key for imgclf.monitoring.baseline's record
 
 
 def best_trial(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -257,29 +258,33 @@ def _sample_top1(predictions: list[dict[str, Any]]) -> list[float]:
 
 
 def plot_confidence(baseline: Any, predictions: list[dict[str, Any]], out: Path) -> str:
-    """The sample requests' top-1 probabilities against the validation baseline (mean, p05-p95, the drift
-    alarm's threshold); returns the section's HTML."""
-    if not isinstance(baseline, dict) or prediction_metrics.TOP_PROBABILITY.name not in baseline:
+    """The sample requests' top-1 probabilities against the validation baseline (mean, ±1 standard
+    deviation, the confidence-drift alarm's threshold, imgclf.monitoring); returns the section's HTML."""
+    name = monitoring.TOP1_PROBABILITY.name
+    if not isinstance(baseline, dict) or not isinstance(baseline.get(name), dict):
         return "<p class=missing>no prediction baseline in metadata.json</p>"
-    top = baseline[prediction_metrics.TOP_PROBABILITY.name]
-    entropy = baseline.get(prediction_metrics.ENTROPY.name, {})
-    rows = [{"statistic": name, **{k: summary.get(k) for k in ("mean", "std", "p05", "p50", "p95")}}
-            for name, summary in ((prediction_metrics.TOP_PROBABILITY.name, top),
-                                  (prediction_metrics.ENTROPY.name, entropy)) if summary]
+    top = baseline[name]
+    entropy = baseline.get(monitoring.PREDICTION_ENTROPY.name) or {}
+    try:
+        threshold: float | None = monitoring.drift_threshold(baseline)
+    except (KeyError, ValueError):
+        threshold = None
+    rows = [{"statistic": stat, "mean": summary.get("mean"), "std": summary.get("std")}
+            for stat, summary in ((name, top), (monitoring.PREDICTION_ENTROPY.name, entropy)) if summary]
+    policy = monitoring.DRIFT_POLICY
     text = (f"<p>Baseline: the model's answers on the {_esc(baseline.get('split'))} split "
-            f"({_esc(baseline.get('samples'))} images; entropy over the top {_esc(baseline.get('top_k'))} "
-            f"probabilities and the rest). The confidence-drift alarm fires when the mean top-1 probability "
-            f"of {prediction_metrics.DRIFT_MIN_SAMPLES}+ requests in an hour falls below "
-            f"<b>{_fmt(baseline.get('drift_threshold'))}</b>.</p>{_table(rows)}")
+            f"({_esc(baseline.get('count'))} images). The confidence-drift alarm counts an hour as drifted when "
+            f"the mean top-1 probability of {policy.min_samples}+ requests falls below "
+            f"<b>{_fmt(threshold)}</b>.</p>{_table(rows)}")
     samples = _sample_top1(predictions)
     if not samples:
         return text + "<p class=missing>no sample requests answered</p>"
+    mean, std = float(top["mean"]), float(top["std"])
     fig, ax = plt.subplots(figsize=(9, 2.6))
-    ax.axvspan(top["p05"], top["p95"], color="tab:blue", alpha=0.15, label="baseline p05–p95")
-    ax.axvline(top["mean"], color="tab:blue", label=f"baseline mean {top['mean']:.3f}")
-    if baseline.get("drift_threshold") is not None:
-        ax.axvline(baseline["drift_threshold"], color="tab:red", linestyle="--",
-                   label=f"drift threshold {baseline['drift_threshold']:.3f}")
+    ax.axvspan(max(0.0, mean - std), min(1.0, mean + std), color="tab:blue", alpha=0.15, label="baseline ±1 sd")
+    ax.axvline(mean, color="tab:blue", label=f"baseline mean {mean:.3f}")
+    if threshold is not None:
+        ax.axvline(threshold, color="tab:red", linestyle="--", label=f"drift threshold {threshold:.3f}")
     ax.scatter(samples, [0.5] * len(samples), c="black", zorder=3, label="sample requests")
     ax.axvline(sum(samples) / len(samples), color="black", linestyle=":",
                label=f"samples' mean {sum(samples) / len(samples):.3f}")
@@ -320,7 +325,7 @@ def write_report(out_dir: Path, *, summary: dict[str, Any], trials: list[dict[st
     class_rows = plot_evaluation(read_json(data_dir / "evaluation.json"), out_dir / "confusion-matrix.png")
     debugger = _debugger_rows(read_json(data_dir / "debugger-report.json"))
     predictions = summary.get("predictions") or []
-    confidence = plot_confidence((metadata or {}).get(prediction_metrics.BASELINE_KEY), predictions,
+    confidence = plot_confidence((metadata or {}).get(BASELINE_KEY), predictions,
                                  out_dir / "confidence.png")
 
     gate = summary.get("gate") or {}

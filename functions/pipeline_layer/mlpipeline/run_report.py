@@ -20,7 +20,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from imgclf import prediction_metrics, report
+from imgclf import report
 from mlpipeline import costs
 
 REPORT_PREFIX = "reports"
@@ -294,39 +294,6 @@ def publish(s3: Any, run: Mapping[str, Any], built: Mapping[str, Any]) -> dict[s
             "total_usd": built["cost"]["total_usd"],
             "endpoint_monthly_usd": (built["cost"].get("endpoint_monthly") or {}).get("usd"),
             "price_source": built["cost"]["price_source"]}
-
-
-# --------------------------------------------------------------------------------------------------
-# The confidence-drift alarm follows the model that serves
-
-
-def drift_alarm_update(alarm: Mapping[str, Any], threshold: float) -> dict[str, Any]:
-    """PutMetricAlarm's request: the alarm as CloudFormation defined it (DescribeAlarms' answer), with the
-    deployed model's threshold. PutMetricAlarm replaces the whole definition, so every field is carried."""
-    fields = ("AlarmName", "AlarmDescription", "ActionsEnabled", "OKActions", "AlarmActions",
-              "InsufficientDataActions", "EvaluationPeriods", "DatapointsToAlarm", "ComparisonOperator",
-              "TreatMissingData", "Metrics", "MetricName", "Namespace", "Statistic", "ExtendedStatistic",
-              "Dimensions", "Period", "Unit", "EvaluateLowSampleCountPercentile")
-    request = {k: alarm[k] for k in fields if alarm.get(k) not in (None, [], "")}
-    if "Metrics" in request:  # DescribeAlarms answers fields PutMetricAlarm does not take
-        request["Metrics"] = [{k: v for k, v in m.items() if k in ("Id", "MetricStat", "Expression", "Label",
-                                                                  "ReturnData", "Period", "AccountId")}
-                              for m in request["Metrics"]]
-    request["Threshold"] = threshold
-    return request
-
-
-def sync_drift_alarm(cloudwatch: Any, alarm_name: str, metadata: Mapping[str, Any] | None) -> float | None:
-    """Set the drift alarm's threshold from the deployed model's baseline; the threshold, or None."""
-    baseline = (metadata or {}).get(prediction_metrics.BASELINE_KEY) or {}
-    threshold = baseline.get("drift_threshold")
-    if threshold is None or not alarm_name:
-        return None
-    alarms = cloudwatch.describe_alarms(AlarmNames=[alarm_name], AlarmTypes=["MetricAlarm"])["MetricAlarms"]
-    if not alarms:
-        return None
-    cloudwatch.put_metric_alarm(**drift_alarm_update(alarms[0], float(threshold)))
-    return float(threshold)
 
 
 def temporary_workdir() -> tempfile.TemporaryDirectory[str]:

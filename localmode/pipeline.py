@@ -136,7 +136,12 @@ def run(options: RunOptions) -> RunSummary:
     log.info("run %s in %s", run_id, run_dir)
     threads = max(1, (os.cpu_count() or 1) // max(1, options.parallel))
 
-    # 1. Tuning (resumes from the SQLite study of an interrupted run).
+    # 1. Feature extraction, as the AWS pipeline's extraction job: train.py --extract-features-only writes
+    # the feature set every trial reads (cache hits when an earlier run extracted the same data, backbone
+    # and preprocessing), in the format an AWS extraction job writes to the data bucket.
+    feature_set = extract_features(options, run_dir)
+
+    # 2. Tuning (resumes from the SQLite study of an interrupted run): head-only trials on the feature set.
     study = tuning.open_study(run_dir / "tuning.db", study_name=run_id, seed=options.seed)
     done = tuning.finished_trial_count(study)
     with tqdm(total=options.trials, initial=min(done, options.trials), desc="tuning trials", unit="trial") as bar:
@@ -148,19 +153,18 @@ def run(options: RunOptions) -> RunSummary:
         result = tuning.tune(
             study=study, trials_dir=run_dir / "trials", data_dir=options.data_dir,
             static_hyperparameters={**options.static_hyperparameters(options.tuning_epochs),
-                                    "feature-cache": "true",
-                                    "feature-cache-dir": str(run_dir / "feature-cache"),
+                                    "features-dir": str(feature_set),
                                     "export": "false", "profile-steps": 0},
             n_trials=options.trials, parallel=options.parallel, threads_per_trial=threads,
             on_trial_done=on_trial_done)
     log.info("best trial #%d: %s (%s %.4f)", result.best_trial_number, result.best_hyperparameters,
              contract.OBJECTIVE_METRIC_NAME, result.best_objective)
 
-    # 2. The best model's training (skipped when a previous run of this id finished it).
+    # 3. The best model's training (skipped when a previous run of this id finished it).
     final = train_best(options, run_dir, result.best_hyperparameters)
     metrics = final.final_metrics
 
-    # 3. Quality gate against the threshold and the model deployed now.
+    # 4. Quality gate against the threshold and the model deployed now.
     live = read_live_model(options.runs_dir)
     decision = gate.decide(metrics.get(contract.TEST_ACCURACY_METRIC_NAME), options.min_accuracy,
                            live.get("test_accuracy") if live else None)
@@ -168,7 +172,7 @@ def run(options: RunOptions) -> RunSummary:
                          best_objective=result.best_objective, metrics=metrics, gate=decision.as_dict(),
                          model_dir=str(final.job.model_dir), report=str(run_dir / "report" / "index.html"))
 
-    # 4-5. Deploy (or replace) the local endpoint and call it through the inference Lambda's handler.
+    # 5-6. Deploy (or replace) the local endpoint and call it through the inference Lambda's handler.
     if decision.passed and options.serve:
         started = time.monotonic()
         live_endpoint = local_endpoint.deploy(options.runs_dir, final.job.model_dir, name=options.endpoint_name,
@@ -179,11 +183,24 @@ def run(options: RunOptions) -> RunSummary:
         summary.endpoint = asdict(live_endpoint)
         summary.predictions = invoke_samples(live_endpoint, sample_images(options.data_dir, options.samples))
 
-    # 6. The report a person opens instead of reading logs.
+    # 7. The report a person opens instead of reading logs.
     report.write_report(run_dir / "report", summary=asdict(summary), study=result.study,
                         final_job_dir=final.job.job_dir)
     (run_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
     return summary
+
+
+def extract_features(options: RunOptions, run_dir: Path) -> Path:
+    """The extraction job; returns the feature set folder (the trials' `features` channel)."""
+    feature_set = run_dir / "feature-cache"
+    job = TrainingJob(
+        name="extract-features", job_dir=run_dir / "extract-features", data_dir=options.data_dir,
+        hyperparameters={**options.static_hyperparameters(1), contract.EXTRACT_FEATURES_HYPERPARAMETER: "true",
+                         "feature-cache-dir": str(feature_set)})
+    started = time.monotonic()
+    run_training_job(job)
+    log.info("feature set ready in %.1f s: %s", time.monotonic() - started, feature_set)
+    return feature_set
 
 
 def train_best(options: RunOptions, run_dir: Path, best: dict[str, str]) -> TrainingJobResult:

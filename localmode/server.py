@@ -5,6 +5,9 @@
 - `GET /`: the web page to try the model in a browser (imgclf_page, the same file and headers as the
   inference Function URL's); it POSTs the photo to `POST /`, which is `POST /invocations`.
 - `GET /ping`: 200 once this worker's model is loaded (503 before), like SageMaker's health check.
+- `GET /metrics`: the prediction statistics the inference Lambda sends to CloudWatch (top-1 probability,
+  entropy, status class, latency, image size) and the model's validation baseline, in Prometheus' text
+  format (localmode/prediction_metrics.py), summed over the workers.
 - `POST /invocations`: image bytes in (image/jpeg, image/png, application/x-image,
   application/octet-stream), the JSON answer out; what SageMaker sends to a container.
 - `POST /endpoints/{name}/invocations`: the runtime API path boto3's sagemaker-runtime client calls, so
@@ -58,6 +61,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from imgclf import contract, runtimes, serving
 from imgclf.imaging import InferenceRequestError, PayloadTooLargeError
+from localmode import prediction_metrics
+from localmode.prediction_metrics import PredictionMetrics
 
 LOGGER = logging.getLogger("localmode.server")
 
@@ -140,6 +145,7 @@ class _State:
     request_timeout_s: float
     max_body_bytes: int
     model: serving.ServedModel | None = None
+    metrics: PredictionMetrics | None = None
     # One inference at a time per worker: the runtime already uses all of this worker's threads.
     limiter: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(1))
 
@@ -203,6 +209,7 @@ def create_app(model_dir: str | os.PathLike[str] | None = None, *, request_timeo
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Loaded before uvicorn accepts connections in this worker, so /ping never lies.
         state.model = await anyio.to_thread.run_sync(serving.load_model, state.model_dir)
+        state.metrics = PredictionMetrics(state.model.metadata)
         yield
 
     async def page(request: Request) -> Response:
@@ -213,11 +220,16 @@ def create_app(model_dir: str | os.PathLike[str] | None = None, *, request_timeo
             return JSONResponse({"status": "loading"}, status_code=503)
         return JSONResponse({"status": "healthy", "runtime": state.model.runtime_name})
 
+    async def metrics(request: Request) -> Response:
+        if state.metrics is None:
+            return JSONResponse({"status": "loading"}, status_code=503)
+        return Response(state.metrics.exposition(), media_type=prediction_metrics.CONTENT_TYPE)
+
     async def invocations(request: Request) -> Response:
         request_id = request.headers.get("x-amzn-requestid") or uuid.uuid4().hex
         start = time.perf_counter()
         runtime_api = "endpoint_name" in request.path_params
-        status, size, error_message = 200, 0, None
+        status, size, error_message, text = 200, 0, None, None
         try:
             if state.model is None:
                 status, error_message = 503, "the model is still loading"
@@ -245,6 +257,8 @@ def create_app(model_dir: str | os.PathLike[str] | None = None, *, request_timeo
             status, error_message = 500, f"internal error: {type(error).__name__}"
             return _error(status, error_message, request_id, runtime_api)
         finally:
+            if state.metrics is not None:
+                state.metrics.record(status, size, (time.perf_counter() - start) * 1000, text)
             LOGGER.info(json.dumps({
                 "event": "invocation", "request_id": request_id, "path": request.url.path, "status": status,
                 "bytes": size, "ms": round((time.perf_counter() - start) * 1000, 2),
@@ -256,6 +270,7 @@ def create_app(model_dir: str | os.PathLike[str] | None = None, *, request_timeo
         Route("/", page, methods=["GET"]),
         Route("/", invocations, methods=["POST"]),  # where the page posts (as it does to the Function URL)
         Route("/ping", ping, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),  # Prometheus text format (prediction_metrics)
         Route("/invocations", invocations, methods=["POST"]),
         Route("/endpoints/{endpoint_name}/invocations", invocations, methods=["POST"]),
     ], lifespan=lifespan)
@@ -304,6 +319,9 @@ def serve(model: str | os.PathLike[str], host: str = DEFAULT_HOST, port: int = D
         os.environ[_ENV_MODEL_DIR] = str(model_dir)
         os.environ[_ENV_TIMEOUT] = str(request_timeout_s)
         os.environ[_ENV_MAX_BODY] = str(max_body_bytes)
+        if workers > 1:
+            # Each worker is a process: /metrics adds them up from this folder (prediction_metrics).
+            os.environ[prediction_metrics.MULTIPROC_ENV] = tempfile.mkdtemp(prefix="imgclf-metrics-")
         if runtime:
             os.environ[runtimes.RUNTIME_ENV] = runtime
         if threads:

@@ -21,6 +21,7 @@ from imgclf.checkpoint import CheckpointMismatchError
 from imgclf.config import parse_config
 from imgclf.data import DatasetError
 from imgclf.engine import run_training
+from imgclf.features import FeatureSetError
 from imgclf.models import PretrainedWeightsError
 
 
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_config(argv)
     try:
         run_training(config)
-    except (DatasetError, PretrainedWeightsError, CheckpointMismatchError) as error:
+    except (DatasetError, PretrainedWeightsError, CheckpointMismatchError, FeatureSetError) as error:
         # Problems with the inputs: one clear line, and SageMaker's failure reason file.
         logging.getLogger("train").error("%s: %s", type(error).__name__, error)
         _write_failure(str(error))

@@ -1,16 +1,22 @@
 """ConfigureAutoscaling: RegisterScalableTarget + target tracking on SageMakerVariantInvocationsPerInstance.
 
-Input {"run", "deployment"}; output {"resource_id", "min_capacity", "max_capacity", "policy_arn"}.
-Both calls are idempotent, so a live endpoint's existing registration is simply updated.
+Then sets the confidence-drift alarm's threshold for the model just deployed (PutMetricAlarm,
+mlpipeline.drift_alarm) from its validation baseline, which the quality gate read from the training job.
+
+Input {"run", "deployment", "gate"}; output {"resource_id", "min_capacity", "max_capacity", "policy_arn",
+"drift_alarm"}. Every call is idempotent, so a live endpoint's existing registration is simply updated.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import boto3
-from mlpipeline import requests
+from mlpipeline import drift_alarm, requests
 from mlpipeline.errors import translate_aws_errors
+
+from imgclf import monitoring
 
 
 def configure(autoscaling: Any, endpoint_name: str, settings: dict[str, Any]) -> dict[str, Any]:
@@ -25,10 +31,23 @@ def configure(autoscaling: Any, endpoint_name: str, settings: dict[str, Any]) ->
     }
 
 
+def set_drift_threshold(cloudwatch: Any, endpoint_name: str, baseline: dict[str, Any] | None,
+                        topic_arn: str) -> dict[str, Any] | None:
+    """Rewrite the drift alarm with the deployed model's threshold; None (alarm left as it is) when the
+    model has no baseline."""
+    if not baseline:
+        return None
+    threshold = monitoring.drift_threshold(baseline)
+    cloudwatch.put_metric_alarm(**drift_alarm.put_metric_alarm_request(
+        endpoint_name, topic_arn, threshold, description=drift_alarm.describe(baseline, threshold)))
+    return {"alarm_name": drift_alarm.alarm_name(endpoint_name), "threshold": round(threshold, 6)}
+
+
 @translate_aws_errors
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    return configure(
-        boto3.client("application-autoscaling"),
-        event["deployment"]["endpoint_name"],
-        event["run"]["settings"],
-    )
+    endpoint_name = event["deployment"]["endpoint_name"]
+    answer = configure(boto3.client("application-autoscaling"), endpoint_name, event["run"]["settings"])
+    answer["drift_alarm"] = set_drift_threshold(
+        boto3.client("cloudwatch"), endpoint_name, (event.get("gate") or {}).get("prediction_baseline"),
+        os.environ["NOTIFICATION_TOPIC_ARN"])
+    return answer

@@ -8,6 +8,11 @@ shape the answer. The SageMaker client is built once per execution environment, 
   SAGEMAKER_RUNTIME_ENDPOINT_URL   send InvokeEndpoint elsewhere, e.g. local mode's server (optional)
   FUNCTION_TIMEOUT_SECONDS         the function's timeout; botocore's timeouts and retries fit inside it
   INVOKE_MAX_ATTEMPTS              attempts per request, retries included (default 2)
+  POWERTOOLS_SERVICE_NAME          the `service` dimension of its metrics (the template: the endpoint name)
+  PREDICTED_CLASS_METRIC           "Enabled": also count answers per predicted class (prediction_metrics)
+
+Every prediction request emits CloudWatch metrics as EMF log lines (prediction_metrics, names from
+imgclf.monitoring): status class, image size, endpoint latency, top-1 probability and entropy.
 
 Imports stay light (botocore from the runtime, Powertools' logger, imgclf.contract from the layer):
 no torch, numpy or PIL here.
@@ -26,6 +31,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
+import prediction_metrics  # noqa: E402
 from aws_lambda_powertools import Logger  # noqa: E402
 from inference_endpoint import Settings, invoke, make_runtime_client  # noqa: E402
 from inference_request import (  # noqa: E402
@@ -37,17 +43,34 @@ from inference_request import (  # noqa: E402
     parse_request,
 )
 
-logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "inference")
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or "inference"
+logger = Logger(service=SERVICE)
+metrics = prediction_metrics.make_metrics(SERVICE)
+CLASS_METRIC = prediction_metrics.class_metric_enabled(os.environ)
 SETTINGS = Settings.from_environ(os.environ)
 RUNTIME = make_runtime_client(SETTINGS)
 
 
+@metrics.log_metrics(raise_on_empty_metrics=False)
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if is_page_request(event):
-        return page_response()  # static: no endpoint call, nothing to log per request
+        return page_response()  # static: no endpoint call, nothing to log or count per request
+    outcome = prediction_metrics.Outcome(status=500)
+    try:
+        response, outcome = _predict(event)
+        return response
+    finally:
+        # Counted however the request ended, so the error-rate alarms see every request.
+        prediction_metrics.record(metrics, outcome, service=SERVICE, class_metric=CLASS_METRIC)
+
+
+def _predict(event: dict[str, Any]) -> tuple[dict[str, Any], prediction_metrics.Outcome]:
+    """The Function URL response and what the request came to, for its metrics."""
+    image_bytes = None
     try:
         request = parse_request(event)
+        image_bytes = len(request.image)
         logger.append_keys(image_bytes=len(request.image), content_type=request.content_type, top_k=request.top_k)
         started = time.perf_counter()
         answer = invoke(RUNTIME, SETTINGS.endpoint_name, request)
@@ -59,10 +82,12 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             "request refused",
             extra={"status": err.status, "error": err.code, "cause": repr(cause)[:500] if cause else None},
         )
-        return error_response(err)
+        return error_response(err), prediction_metrics.Outcome(err.status, image_bytes)
     except Exception:
         logger.exception("unexpected failure")
-        return error_response(HttpError(500, "internal_error", "internal error"))
+        failure = HttpError(500, "internal_error", "internal error")
+        return error_response(failure), prediction_metrics.Outcome(500, image_bytes)
     endpoint_ms = round((time.perf_counter() - started) * 1e3, 1)
     logger.info("answered", extra={"status": 200, "endpoint_ms": endpoint_ms, "runtime": answer["runtime"]})
-    return http_response(200, answer)
+    outcome = prediction_metrics.Outcome(200, image_bytes, endpoint_ms, answer["predictions"])
+    return http_response(200, answer), outcome

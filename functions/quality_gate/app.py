@@ -11,6 +11,7 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
+from mlpipeline import drift_alarm
 from mlpipeline.errors import error_code, translate_aws_errors
 from mlpipeline.requests import model_package_request
 
@@ -44,4 +45,6 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     package = sagemaker.create_model_package(
         **model_package_request(run, os.environ["MODEL_PACKAGE_GROUP_NAME"], job, decision)
     )
-    return {**decision.as_dict(), "model_package_arn": package["ModelPackageArn"]}
+    # The candidate's validation baseline (training metrics), for the confidence-drift alarm once deployed.
+    baseline = drift_alarm.baseline_from_final_metrics(job.get("FinalMetricDataList", []))
+    return {**decision.as_dict(), "model_package_arn": package["ModelPackageArn"], "prediction_baseline": baseline}

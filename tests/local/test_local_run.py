@@ -27,6 +27,14 @@ def test_run_serves_through_the_lambda_handler_and_writes_the_report(tiny_datase
         assert 0.0 <= summary.metrics[contract.TEST_ACCURACY_METRIC_NAME] <= 1.0
         assert summary.gate["passed"]
 
+        # The extraction job wrote the feature set (the AWS format); every trial trained its head on it, and
+        # the final job (cached features by default) found the same files in its cache.
+        run_dir = Path(summary.run_dir)
+        assert (run_dir / "feature-cache" / "feature-set.json").is_file()
+        for trial in (run_dir / "trials").iterdir():
+            assert "from the feature set" in (trial / "training.log").read_text(), trial
+        assert (run_dir / "final" / "training.log").read_text().count("feature cache hit") == 3
+
         # The endpoint answered every sample through the Lambda handler, with labels of the dataset.
         assert summary.endpoint is not None and local_endpoint.ping(summary.endpoint["url"])
         assert len(summary.predictions) == 2

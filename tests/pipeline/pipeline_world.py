@@ -42,6 +42,8 @@ if str(LAYER) not in sys.path:  # what the Lambda layer's python/ puts on sys.pa
     sys.path.insert(0, str(LAYER))
 from mlpipeline import requests as rq  # noqa: E402 (needs the layer on sys.path)
 
+from imgclf import contract  # noqa: E402
+
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 BUCKET = "imgclf-data-example"
@@ -376,6 +378,11 @@ class SageMakerSim:
                     job.final_metric_data_list = [
                         {"MetricName": "average test loss", "Value": 0.42, "Timestamp": job.creation_time},
                         {"MetricName": "test accuracy", "Value": sim.test_accuracy, "Timestamp": job.creation_time},
+                        # train.py's prediction-baseline line, read by its MetricDefinitions (contract).
+                        *({"MetricName": name, "Value": value, "Timestamp": job.creation_time} for name, value in (
+                            (contract.BASELINE_COUNT_METRIC_NAME, 120.0),
+                            (contract.BASELINE_TOP1_MEAN_METRIC_NAME, 0.86),
+                            (contract.BASELINE_TOP1_STD_METRIC_NAME, 0.11))),
                     ]
             trial = sim.trial_description(training_job_name)
             if trial is not None:

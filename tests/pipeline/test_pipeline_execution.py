@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 
+import boto3
 import pipeline_world as pw
 import pytest
 from mlpipeline import polling
+
+from imgclf import monitoring
 
 
 def _output(execution: dict) -> dict:
@@ -49,6 +52,15 @@ def test_happy_path_creates_endpoint_and_autoscaling(world: pw.PipelineWorld) ->
     assert run["source_s3_uri"].startswith(f"s3://{pw.BUCKET}/code/sourcedir-")
     [message] = world.notifications()
     assert "SUCCEEDED" in message and pw.ENDPOINT in message
+    # The confidence-drift alarm got the deployed model's threshold, from its training job's baseline metrics
+    # (the sim's: 120 validation images, mean 0.86, sd 0.11) through the gate (imgclf.monitoring's derivation).
+    baseline = {"count": 120, "Top1Probability": {"mean": 0.86, "std": 0.11}}
+    assert out["gate"]["prediction_baseline"] == baseline
+    expected = monitoring.drift_threshold(baseline)
+    assert out["autoscaling"]["drift_alarm"]["threshold"] == pytest.approx(expected, abs=1e-6)
+    cloudwatch = boto3.client("cloudwatch", region_name=pw.REGION)
+    [alarm] = cloudwatch.describe_alarms(AlarmNames=[f"{pw.ENDPOINT}-confidence-drift"])["MetricAlarms"]
+    assert alarm["Threshold"] == pytest.approx(expected, abs=1e-6) and alarm["AlarmActions"] == [world.topic_arn]
 
 
 def _failure(world: pw.PipelineWorld, execution: dict) -> tuple[str, str]:

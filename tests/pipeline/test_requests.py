@@ -484,3 +484,49 @@ def test_a_retried_deploy_resumes_the_deployment_its_first_attempt_started() -> 
     assert rq.plan_deployment(creating, None, "ml.m5.large", False, "new")["action"] == "resume"
     with pytest.raises(EndpointDeploymentFailed, match="another deployment is in progress"):
         rq.plan_deployment(updating, None, "ml.m5.large", False, "someone-elses")
+
+
+def test_extraction_job_request_and_its_feature_set_location() -> None:
+    run = make_run()
+    request = rq.extraction_job_request(run, ROLE)
+    assert_valid("sagemaker", "CreateTrainingJob", request)
+    # train.py's extract-only mode on the images, on the training instance type (GPU by default).
+    assert json.loads(request["HyperParameters"][contract.EXTRACT_FEATURES_HYPERPARAMETER]) is True
+    assert parse_config(["--extract-features-only", request["HyperParameters"]["extract-features-only"]],
+                        env={}).extract_features_only
+    assert [c["ChannelName"] for c in request["InputDataConfig"]] == ["train", "valid", "test"]
+    assert request["ResourceConfig"]["InstanceType"] == run["settings"]["training_instance_type"]
+    assert request["AlgorithmSpecification"]["TrainingImage"] == run["training_image_uri"]
+    # The feature set lands in the data bucket, under a key of what the features depend on.
+    checkpoint = request["CheckpointConfig"]
+    assert checkpoint == {"S3Uri": rq.feature_set_s3_uri(run), "LocalPath": "/opt/ml/checkpoints"}
+    assert checkpoint["S3Uri"].startswith(f"s3://{pw.BUCKET}/features/")
+    assert rq.feature_set_manifest_key(run).endswith("/feature-cache/feature-set.json")
+    assert len(request["TrainingJobName"]) <= 63
+    # Same data, backbone, numerics and code: the same feature set; any of them changed: another one.
+    assert rq.feature_set_id(make_run()) == rq.feature_set_id(run)
+    for other in (make_run(backbone="resnet50"), make_run(precision="fp32"),
+                  make_run(training_instance_type="ml.m5.xlarge")):
+        assert rq.feature_set_id(other) != rq.feature_set_id(run)
+    changed_code = {**run, "source_s3_uri": f"s3://{pw.BUCKET}/code/sourcedir-4567.tar.gz"}
+    assert rq.feature_set_id(changed_code) != rq.feature_set_id(run)
+
+
+@pytest.mark.parametrize("input_mode", ["File", "FastFile"])
+def test_tuning_on_the_features_channel(input_mode: str) -> None:
+    run = make_run()
+    cpu_image = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.6-cpu-py312"
+    request = rq.tuning_job_request(run, ROLE, EXECUTION, features={
+        "instance_type": "ml.m5.large", "image_uri": cpu_image, "input_mode": input_mode})
+    assert_valid("sagemaker", "CreateHyperParameterTuningJob", request)
+    definition = request["TrainingJobDefinition"]
+    assert definition["ResourceConfig"]["InstanceType"] == "ml.m5.large"
+    assert definition["AlgorithmSpecification"]["TrainingImage"] == cpu_image
+    (channel,) = definition["InputDataConfig"]  # only the features: no image is downloaded by a trial
+    assert channel["ChannelName"] == contract.FEATURES_CHANNEL and channel["InputMode"] == input_mode
+    assert channel["DataSource"]["S3DataSource"]["S3Uri"] == rq.feature_set_s3_uri(run) + "feature-cache/"
+    # The objective is the same metric and regex as on images.
+    metrics = {m["Name"]: m["Regex"] for m in definition["AlgorithmSpecification"]["MetricDefinitions"]}
+    assert metrics[contract.OBJECTIVE_METRIC_NAME] == contract.METRIC_REGEXES[contract.OBJECTIVE_METRIC_NAME]
+    with pytest.raises(ValueError, match="File or FastFile"):
+        rq.features_channel(run, "Pipe")

@@ -120,3 +120,47 @@ def test_a_request_over_the_timeout_gets_504_and_the_server_goes_on(trained_mode
         response = _post(running.url, jpeg_bytes, "image/jpeg")
         assert response.status_code == 504 and "longer than" in response.json()["error"]
         assert httpx.get(f"{running.url}/ping", timeout=10).status_code == 200
+
+
+def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = httpx.get(f"{url}/metrics", timeout=10)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(response.text) for sample in family.samples}
+
+
+def test_metrics_are_the_lambdas_prediction_statistics_over_every_worker(
+        server: BackgroundServer, trained_model_dir: Path, jpeg_bytes: bytes, png_bytes: bytes) -> None:
+    from imgclf import monitoring
+    from localmode.prediction_metrics import prometheus_name
+
+    before = _scrape(server.url)
+    answers = [_post(server.url, image, ctype).json() for image, ctype in
+               [(jpeg_bytes, "image/jpeg"), (png_bytes, "image/png")] * 3]
+    assert _post(server.url, b"not an image", "image/jpeg").status_code == 415
+    after = _scrape(server.url)
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    requests = prometheus_name(monitoring.REQUESTS)
+    assert requests == "imgclf_requests_total"
+    assert (delta(requests, status_class="2xx"), delta(requests, status_class="4xx")) == (6, 1)
+    top1 = prometheus_name(monitoring.TOP1_PROBABILITY)
+    expected = [monitoring.prediction_stats([p["probability"] for p in a["predictions"]]) for a in answers]
+    # Six answers, spread over two worker processes, summed by /metrics.
+    assert delta(f"{top1}_count") == 6
+    assert delta(f"{top1}_sum") == pytest.approx(sum(s.top1_probability for s in expected), abs=1e-6)
+    entropy = prometheus_name(monitoring.PREDICTION_ENTROPY)
+    assert delta(f"{entropy}_sum") == pytest.approx(sum(s.entropy for s in expected), abs=1e-6)
+    assert delta(f"{prometheus_name(monitoring.IMAGE_SIZE)}_sum") == 3 * (len(jpeg_bytes) + len(png_bytes)) + 12
+    assert delta(f"{prometheus_name(monitoring.ENDPOINT_LATENCY)}_count") == 6
+    # The baseline the model was trained with (metadata.json), beside the live statistics.
+    baseline = json.loads((trained_model_dir / "metadata.json").read_text())["prediction_baseline"]
+    key = ("imgclf_baseline", (("moment", "mean"), ("statistic", "top1_probability")))
+    assert after[key] == pytest.approx(baseline[monitoring.TOP1_PROBABILITY.name]["mean"])
+    threshold = ("imgclf_baseline", (("moment", "drift_threshold"), ("statistic", "top1_probability")))
+    assert after[threshold] == pytest.approx(monitoring.drift_threshold(baseline))

@@ -44,8 +44,15 @@ def test_miss_then_hit_and_invalidation(tmp_path, dataset_factory) -> None:
     assert not load(weights="w2")[2]["hit"]  # other backbone weights
     assert not load(preprocessing=Preprocessing.for_backbone("resnet18", 48))[2]["hit"]  # other preprocessing
     path, _ = split.samples[0]
-    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # a file changed
+    # A copy of the same bytes with a new mtime (as SageMaker's download of the dataset) is the same data...
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert load()[2]["hit"]
+    # ...a file whose content changed is not.
+    content = bytearray(path.read_bytes())
+    content[-1] ^= 0xFF
+    path.write_bytes(bytes(content))
     assert not load()[2]["hit"]
+    path.write_bytes(bytes(content[:-1]) + bytes([content[-1] ^ 0xFF]))
 
     for file in cache.iterdir():  # damaged files (e.g. a disk filled up) are recomputed, not trusted
         file.write_bytes(b"garbage")

@@ -19,7 +19,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader
 
-from imgclf import contract, data, models, presets
+from imgclf import contract, data, models, monitoring, presets
 
 TRAIN_PY = Path(__file__).resolve().parents[2] / "training" / "train.py"
 pytestmark = pytest.mark.slow
@@ -123,6 +123,22 @@ def test_sagemaker_contract(tmp_path: Path, dataset_factory) -> None:
     # Not the course starter's sum / number of batches (here 12 samples in batches of 16: 12x the mean).
     assert objective(proc.stdout) == pytest.approx(per_sample_mean, rel=1e-4, abs=2e-6)
     assert correct / len(test) == pytest.approx(final["test accuracy"], abs=1 / len(test) + 1e-9)
+
+    # The prediction baseline: the statistics the inference Lambda emits (imgclf.monitoring), recomputed
+    # here from the saved model's answers on the validation split, top-5 as the endpoint answers.
+    valid = data.ImageFolderDataset(data.scan_split("valid", dataset / "valid").samples,
+                                    presets.eval_transform_for(metadata))
+    with torch.no_grad():
+        answers = [row.topk(min(5, row.numel())).values.tolist()
+                   for images, _ in DataLoader(valid, batch_size=7) for row in model(images).softmax(1)]
+    expected = monitoring.baseline_of(monitoring.prediction_stats(a) for a in answers)
+    recorded = metadata["prediction_baseline"]
+    assert recorded["count"] == expected["count"] == len(valid)
+    for name in (monitoring.TOP1_PROBABILITY.name, monitoring.PREDICTION_ENTROPY.name):
+        assert recorded[name] == pytest.approx(expected[name], abs=1e-4)
+    assert final[contract.BASELINE_TOP1_MEAN_METRIC_NAME] == pytest.approx(
+        recorded[monitoring.TOP1_PROBABILITY.name]["mean"], abs=1e-6)
+    assert final[contract.BASELINE_COUNT_METRIC_NAME] == len(valid)
 
     out = opt_ml / "output" / "data"
     history = json.loads((out / "training-history.json").read_text())

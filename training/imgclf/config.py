@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--feature-cache-dir", type=TEXT, default=None,
                       help="where cached features live (default <checkpoint-dir>/feature-cache, else "
                            "~/.cache/imgclf/feature-cache); shareable between concurrent trials")
+    _add_bool(perf, contract.EXTRACT_FEATURES_HYPERPARAMETER, False,
+              "frozen backbone only: compute the features of train, valid and test into the feature cache "
+              "directory, write its manifest, and stop (the pipeline's extraction job; no training)")
+    perf.add_argument("--features-dir", type=TEXT, default=None,
+                      help="an extracted feature set to train the head on, without images (default: the "
+                           f"SageMaker channel SM_CHANNEL_{contract.FEATURES_CHANNEL.upper()}, if set)")
     perf.add_argument("--num-workers", type=_typed(lambda s: s if s == "auto" else str(_non_negative_int(s)),
                                                    "'auto' or a non-negative integer"), default="auto")
     dbg = p.add_argument_group("debugging and profiling")
@@ -179,6 +185,8 @@ class TrainConfig:
     checkpoint_dir: Path | None
     data_dir: Path | None
     tensorboard_dir: Path
+    extract_features_only: bool = False
+    features_dir: Path | None = None  # a feature set (the `features` channel): head only, no images
     job_name: str | None = None  # TRAINING_JOB_NAME: this job's checkpoint identity (imgclf.checkpoint)
     unknown_args: tuple[str, ...] = ()
     bundle_serving_wheels: bool = False
@@ -204,6 +212,13 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
         logger.warning("ignoring unknown arguments: %s", unknown)
     if args.feature_cache and not args.freeze_backbone:
         parser.error("--feature-cache needs a frozen backbone (features change while the backbone trains)")
+    features_dir = args.features_dir or env.get(f"SM_CHANNEL_{contract.FEATURES_CHANNEL.upper()}") or None
+    extract_only = getattr(args, contract.EXTRACT_FEATURES_HYPERPARAMETER.replace("-", "_"))
+    if (extract_only or features_dir) and not args.freeze_backbone:
+        parser.error("cached features (--extract-features-only, --features-dir or a features channel) need a "
+                     "frozen backbone")
+    if extract_only and features_dir:
+        parser.error("--extract-features-only computes a feature set; it does not read one (--features-dir)")
     model_dir = Path(args.model_dir or env.get("SM_MODEL_DIR") or "model")
     output_data_dir = Path(args.output_data_dir or env.get("SM_OUTPUT_DATA_DIR") or "output")
     if args.checkpoint_dir:
@@ -228,14 +243,16 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
     if args.feature_cache_dir:
         cache_dir = Path(args.feature_cache_dir)
     elif checkpoint_dir is not None:
-        cache_dir = checkpoint_dir / "feature-cache"
+        cache_dir = checkpoint_dir / contract.FEATURE_CACHE_FOLDER
     else:
         cache_dir = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "imgclf" / "feature-cache"
     return TrainConfig(
         lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, patience=args.patience,
         min_delta=args.min_delta, seed=args.seed, backbone=args.backbone, pretrained=args.pretrained,
         freeze_backbone=args.freeze_backbone, image_size=args.image_size, precision=args.precision,
-        feature_cache=args.feature_cache, feature_cache_dir=cache_dir, num_workers=args.num_workers,
+        feature_cache=args.feature_cache or bool(features_dir) or extract_only, feature_cache_dir=cache_dir,
+        extract_features_only=extract_only, features_dir=Path(features_dir) if features_dir else None,
+        num_workers=args.num_workers,
         stop_on_rule=args.stop_on_rule, profile_steps=args.profile_steps,
         system_monitor_interval_ms=args.system_monitor_interval_ms, export=args.export, model_dir=model_dir,
         output_data_dir=output_data_dir, checkpoint_dir=checkpoint_dir,

@@ -63,6 +63,23 @@ METRIC_REGEXES: dict[str, str] = {
     **{rule_metric_name(rule): _rule_regex(rule) for rule in DEBUGGER_RULES.values()},
 }
 
+# The validation split's top-1 probability (imgclf.monitoring's prediction baseline), also as training
+# metrics: FinalMetricDataList then carries it to the pipeline, which sets the confidence-drift alarm's
+# threshold from it without opening model.tar.gz.
+BASELINE_COUNT_METRIC_NAME = "baseline count"
+BASELINE_TOP1_MEAN_METRIC_NAME = "baseline top1 mean"
+BASELINE_TOP1_STD_METRIC_NAME = "baseline top1 std"
+METRIC_REGEXES.update({
+    BASELINE_COUNT_METRIC_NAME: r"Prediction baseline: ([0-9]+) validation images",
+    BASELINE_TOP1_MEAN_METRIC_NAME: r"Prediction baseline: [0-9]+ validation images, top-1 mean ([0-9\.]+)",
+    BASELINE_TOP1_STD_METRIC_NAME: (r"Prediction baseline: [0-9]+ validation images, top-1 mean [0-9\.]+,"
+                                    r" std ([0-9\.]+)"),
+})
+
+
+def format_baseline_line(count: int, top1_mean: float, top1_std: float) -> str:
+    return f"Prediction baseline: {int(count)} validation images, top-1 mean {top1_mean:.6f}, std {top1_std:.6f}"
+
 TEST_ACCURACY_METRIC_NAME = "test accuracy"
 
 # What SageMaker accepts in AlgorithmSpecification.MetricDefinitions (CreateTrainingJob and a tuning job's
@@ -158,6 +175,18 @@ SEARCH_SPACE: tuple[ContinuousParameter | CategoricalParameter, ...] = (
 # the pipeline's final CreateTrainingJob hyperparameter.
 
 BUNDLE_SERVING_WHEELS_HYPERPARAMETER = "bundle-serving-wheels"
+
+# --------------------------------------------------------------------------------------------------
+# Cached backbone features (imgclf.features): with a frozen backbone the pipeline runs train.py once with
+# EXTRACT_FEATURES_HYPERPARAMETER (on the training instance type), then every tuning trial reads the feature
+# set as the FEATURES_CHANNEL channel (SM_CHANNEL_FEATURES) and trains only the head, on a CPU instance.
+
+FEATURES_CHANNEL = "features"
+EXTRACT_FEATURES_HYPERPARAMETER = "extract-features-only"
+# The feature cache's folder under the checkpoint dir (/opt/ml/checkpoints/feature-cache, which the
+# extraction job's CheckpointConfig syncs to S3), and the file an extraction job writes last.
+FEATURE_CACHE_FOLDER = "feature-cache"
+FEATURE_SET_MANIFEST = "feature-set.json"
 
 # --------------------------------------------------------------------------------------------------
 # Content types and payloads (endpoint, inference Lambda, local endpoint).

@@ -13,12 +13,14 @@ across processes), not the course starter code's sum / number-of-batches.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +38,7 @@ from imgclf import (
     debugger,
     distributed,
     features,
+    monitoring,
     optim,
     profiling,
     tensorboard_log,
@@ -76,6 +79,7 @@ class SplitResult:
     correct: int
     total: int
     confusion: torch.Tensor | None = None
+    prediction_baseline: dict[str, Any] | None = None
 
     def line(self, split: str) -> str:
         return contract.format_split_line(split, self.loss, self.accuracy, self.correct, self.total)  # type: ignore[arg-type]
@@ -110,9 +114,12 @@ def _unwrap(module: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def evaluate(forward: Forward, loader: Iterable, num_classes: int, ctx: distributed.DistContext,
-             confusion: bool = False) -> SplitResult:
+             confusion: bool = False, baseline_split: str | None = None) -> SplitResult:
+    """Loss and accuracy of a split; its confusion matrix and its prediction-monitoring baseline
+    (imgclf.monitoring: the statistics the inference Lambda emits) when asked."""
     forward.model.eval()
     sums = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
+    moments = torch.zeros(6, dtype=torch.float64)  # top-1: n, sum, squares; entropy: n, sum, squares
     matrix = torch.zeros(num_classes * num_classes, dtype=torch.int64)
     for inputs, targets in loader:
         inputs, targets = inputs.to(ctx.device, non_blocking=True), targets.to(ctx.device)
@@ -122,13 +129,35 @@ def evaluate(forward: Forward, loader: Iterable, num_classes: int, ctx: distribu
                               (predictions == targets).sum().item(), targets.numel()], dtype=torch.float64)
         if confusion:
             matrix += torch.bincount((targets * num_classes + predictions).cpu(), minlength=num_classes ** 2)
+        if baseline_split is not None:
+            moments += prediction_moments(logits)
     sums = distributed.all_reduce_sum(sums, ctx)
     if confusion:
         matrix = distributed.all_reduce_sum(matrix, ctx)
     loss_sum, correct, total = sums.tolist()
     total = int(total)
+    prediction_baseline = None
+    if baseline_split is not None and total:
+        n1, s1, q1, ne, se, qe = distributed.all_reduce_sum(moments, ctx).tolist()
+        prediction_baseline = monitoring.baseline(monitoring.StatSums(int(n1), s1, q1),
+                                                  monitoring.StatSums(int(ne), se, qe), baseline_split)
     return SplitResult(loss_sum / total if total else float("nan"), correct / total if total else 0.0,
-                       int(correct), total, matrix.view(num_classes, num_classes) if confusion else None)
+                       int(correct), total, matrix.view(num_classes, num_classes) if confusion else None,
+                       prediction_baseline)
+
+
+def prediction_moments(logits: torch.Tensor) -> torch.Tensor:
+    """[n, sum, sum of squares] of the top-1 probability and of the top-k entropy of a batch: the same
+    statistics as monitoring.prediction_stats on the endpoint's answer (vectorized; a test checks they agree)."""
+    probabilities = logits.float().softmax(1).double()
+    head = probabilities.topk(min(monitoring.ENTROPY_TOP_K, probabilities.shape[1]), dim=1).values
+    rest = (1.0 - head.sum(1, keepdim=True)).clamp_min(0.0)
+    buckets = torch.cat([head, rest], 1)
+    entropy = -torch.where(buckets > 0, buckets * buckets.clamp_min(1e-300).log(), torch.zeros_like(buckets)).sum(1)
+    top1 = head[:, 0]
+    n = float(top1.numel())
+    return torch.tensor([n, top1.sum().item(), (top1 * top1).sum().item(),
+                         n, entropy.sum().item(), (entropy * entropy).sum().item()], dtype=torch.float64)
 
 
 def _rule_scalars(results: list[debugger.RuleResult]) -> dict[str, float]:
@@ -191,9 +220,51 @@ class _LazyBackbone:
         return self._backbone(images)
 
 
+def _splits_of_feature_set(feature_set: Path) -> data.DatasetSplits:
+    """The splits as the feature set describes them (class folders, each sample's path and label): what
+    the run reports and saves in metadata.json, without the images."""
+    classes = features.feature_set_classes(feature_set)
+    scans = {}
+    for split in data.SPLITS:
+        description = features.feature_set_description(feature_set, split)
+        samples = [(feature_set / row[0], label) for row, label in zip(description["files"],
+                                                                       description["labels"], strict=True)]
+        scans[split] = data.SplitScan(split, feature_set, list(classes), samples)
+    return data.DatasetSplits(scans, list(classes))
+
+
+def _extract_feature_set(cfg: TrainConfig, ctx: distributed.DistContext, model: nn.Module,
+                         splits: data.DatasetSplits, preprocessing: Preprocessing, plan: PrecisionPlan,
+                         started: float) -> dict[str, Any]:
+    """The extraction job: eval-transform features of every split into cfg.feature_cache_dir (on SageMaker
+    /opt/ml/checkpoints/feature-cache, which the job's CheckpointConfig uploads to S3), then the manifest.
+    Images decode in DataLoader worker processes (num-workers auto: one per core but one) while the
+    backbone runs in the main process."""
+    info: dict[str, Any] = {}
+    if ctx.is_main:
+        digest = features.backbone_digest(model)
+        workers = resolve_num_workers(cfg.num_workers, ctx, cached=False)
+        backbone = plan.frozen_backbone(model)
+        for split in data.SPLITS:
+            _, _, info[split] = features.load_or_extract(
+                cfg.feature_cache_dir, backbone, cfg.backbone, digest, splits.splits[split], preprocessing, plan,
+                max(cfg.batch_size, 64), workers, ctx.device)
+        manifest = features.write_feature_set_manifest(cfg.feature_cache_dir, info, cfg.backbone, digest,
+                                                       preprocessing, plan)
+        logger.info("feature set complete in %.1f s: %s", time.perf_counter() - started, manifest)
+    distributed.barrier(ctx)
+    return {"extracted": info}
+
+
 def _build_datasets(cfg: TrainConfig, ctx: distributed.DistContext, model: nn.Module,
                     backbone: FrozenBackbone | None, splits: data.DatasetSplits, preprocessing: Preprocessing,
                     plan: PrecisionPlan, num_workers: int) -> tuple[dict[str, Dataset], dict[str, Any]]:
+    if cfg.features_dir is not None:
+        digest = features.backbone_digest(model)
+        loaded = {split: features.load_from_feature_set(cfg.features_dir, split, cfg.backbone, digest, preprocessing)
+                  for split in data.SPLITS}
+        return ({split: TensorDataset(f, lbl) for split, (f, lbl, _) in loaded.items()},
+                {split: {"hit": True, "path": str(cfg.features_dir), "seconds": 0.0} for split in data.SPLITS})
     if not cfg.feature_cache:
         eval_tf = preprocessing.eval_transform()
         return ({"train": data.ImageFolderDataset(splits.splits["train"].samples, preprocessing.train_transform()),
@@ -235,7 +306,13 @@ def _run(cfg: TrainConfig, ctx: distributed.DistContext, env: dict[str, str]) ->
     seed_everything(cfg.seed)
     stop_on = debugger.parse_stop_on_rule(cfg.stop_on_rule)
 
-    splits = data.discover(cfg.data_dir, env)
+    if cfg.features_dir is not None:
+        if cfg.export and ctx.is_main:
+            logger.info("features channel: no serving export (it validates on images; a trial is never served)")
+        cfg = dataclasses.replace(cfg, export=False)
+        splits = _splits_of_feature_set(cfg.features_dir)
+    else:
+        splits = data.discover(cfg.data_dir, env)
     summary = splits.summary()
     if ctx.is_main:
         counts = [f"{k} {v['images']} images ({v['skipped']} skipped)" for k, v in summary["splits"].items()]
@@ -256,6 +333,8 @@ def _run(cfg: TrainConfig, ctx: distributed.DistContext, env: dict[str, str]) ->
         logger.info("%s on %s, %d process(es), %d data worker(s), weights %s", plan.describe(), ctx.device,
                     ctx.world_size, num_workers, model.weights_identity)
 
+    if cfg.extract_features_only:
+        return _extract_feature_set(cfg, ctx, model, splits, preprocessing, plan, started)
     datasets, cache_info = _build_datasets(cfg, ctx, model, backbone, splits, preprocessing, plan, num_workers)
     torch.manual_seed(cfg.seed + ctx.rank)  # distinct augmentation streams per rank
     loaders = _Loaders(datasets, cfg, ctx, num_workers)
@@ -345,7 +424,7 @@ def _run(cfg: TrainConfig, ctx: distributed.DistContext, env: dict[str, str]) ->
             sums = distributed.all_reduce_sum(sums, ctx)
             train = SplitResult(sums[0].item() / sums[2].item(), sums[1].item() / sums[2].item(),
                                 int(sums[1].item()), int(sums[2].item()))
-            valid = evaluate(forward, loaders.eval["valid"], splits.num_classes, ctx)
+            valid = evaluate(forward, loaders.eval["valid"], splits.num_classes, ctx, baseline_split="valid")
             test = evaluate(forward, loaders.eval["test"], splits.num_classes, ctx)
             epoch += 1
             seconds = time.perf_counter() - epoch_start
@@ -403,7 +482,7 @@ def _run(cfg: TrainConfig, ctx: distributed.DistContext, env: dict[str, str]) ->
 
     # The best epoch's weights are the ones evaluated last and saved.
     _unwrap(trainable).load_state_dict(best["state"])
-    valid = evaluate(forward, loaders.eval["valid"], splits.num_classes, ctx)
+    valid = evaluate(forward, loaders.eval["valid"], splits.num_classes, ctx, baseline_split="valid")
     test = evaluate(forward, loaders.eval["test"], splits.num_classes, ctx, confusion=True)
     loaders.close()
     outcome: dict[str, Any] = {"best_epoch": best["epoch"], "epochs_run": len(history), "stopped": stopped,
@@ -413,6 +492,9 @@ def _run(cfg: TrainConfig, ctx: distributed.DistContext, env: dict[str, str]) ->
                     best["loss"])
         emit(valid.line("Valid"))
         emit(test.line("Test"))
+        if valid.prediction_baseline is not None:
+            top1 = valid.prediction_baseline[monitoring.TOP1_PROBABILITY.name]
+            emit(contract.format_baseline_line(valid.prediction_baseline["count"], top1["mean"], top1["std"]))
         results = recorder.evaluate()
         for result in results:
             emit(result.log_line())
@@ -422,8 +504,10 @@ def _run(cfg: TrainConfig, ctx: distributed.DistContext, env: dict[str, str]) ->
             metrics.update({"train loss": history[-1]["train_loss"],
                             "train accuracy": history[-1]["train_accuracy"]})
         outcome["metrics"] = metrics
+        outcome["prediction_baseline"] = valid.prediction_baseline
         _write_outputs(cfg, model, splits, preprocessing, plan, metrics, best["epoch"], history, test, results,
-                       stop_on, stopped, timer, monitor, profiler, summary, cache_info, ctx, started)
+                       stop_on, stopped, timer, monitor, profiler, summary, cache_info, ctx, started,
+                       valid.prediction_baseline)
     distributed.barrier(ctx)
     return outcome
 
@@ -434,7 +518,7 @@ def _write_outputs(cfg: TrainConfig, model: nn.Module, splits: data.DatasetSplit
                    stopped: dict[str, Any] | None, timer: profiling.StepTimer,
                    monitor: profiling.SystemMonitor | None, profiler: profiling.StepProfiler,
                    summary: dict[str, Any], cache_info: dict[str, Any], ctx: distributed.DistContext,
-                   started: float) -> None:
+                   started: float, prediction_baseline: dict[str, Any] | None = None) -> None:
     out = cfg.output_data_dir
     artifacts.write_json(out / "training-history.json", {"epochs": history, "best_epoch": best_epoch,
                                                          "stopped": stopped, "data": summary})
@@ -457,7 +541,9 @@ def _write_outputs(cfg: TrainConfig, model: nn.Module, splits: data.DatasetSplit
         preprocessing=preprocessing.to_metadata(), hyperparameters=cfg.hyperparameters(), metrics=metrics,
         best_epoch=best_epoch, weights=model.weights_identity,
         extra={"training": {"world_size": ctx.world_size, "precision": plan.describe(),
-                            "seconds": round(time.perf_counter() - started, 2), "stopped": stopped}})
+                            "seconds": round(time.perf_counter() - started, 2), "stopped": stopped},
+               # What the live model is compared with: the inference Lambda's metrics and the drift alarm.
+               "prediction_baseline": prediction_baseline})
     validation_samples = calibration_samples = None
     if cfg.export:
         eval_tf = preprocessing.eval_transform()

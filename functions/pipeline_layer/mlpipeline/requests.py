@@ -181,23 +181,96 @@ def started_by(tags: list[Mapping[str, str]], execution_arn: str) -> bool:
     return execution_tag(execution_arn) in [{"Key": t["Key"], "Value": t["Value"]} for t in tags]
 
 
-def tuning_job_request(run: Mapping[str, Any], role_arn: str, execution_arn: str) -> dict[str, Any]:
+# ---------------------------------------------------------------------------------------------------
+# Cached backbone features (imgclf.features): one extraction job per feature set, head-only tuning trials.
+# Not yet called by the state machine (see the README, "Tuning on cached features").
+
+FEATURE_SETS_PREFIX = "features/"
+
+
+def feature_set_id(run: Mapping[str, Any]) -> str:
+    """What the features depend on, as far as the pipeline knows without torch: the dataset version, the
+    backbone and its weights source, the numerics (precision on the training instance type's device) and
+    the code version (the source tarball's content-addressed key). The container checks the rest (the
+    weights' own digest, the preprocessing, each file's bytes) before it reuses or trusts a file."""
+    s = run["settings"]
+    description = {"dataset": run["dataset"], "version": run["version_token"], "backbone": s["backbone"],
+                   "pretrained": s["pretrained"], "precision": s["precision"],
+                   "device": images.processor_for(s["training_instance_type"]), "code": run["source_s3_uri"]}
+    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def feature_set_s3_uri(run: Mapping[str, Any]) -> str:
+    """The extraction job's CheckpointConfig.S3Uri: SageMaker syncs /opt/ml/checkpoints there (and downloads
+    it into the container at start, so a rerun finds its files and extracts nothing)
+    https://docs.aws.amazon.com/sagemaker/latest/dg/model-checkpoints-enable.html"""
+    return f"s3://{run['bucket']}/{FEATURE_SETS_PREFIX}{feature_set_id(run)}/"
+
+
+def feature_set_manifest_key(run: Mapping[str, Any]) -> str:
+    """The S3 key whose presence means the feature set is complete (written last by the extraction job)."""
+    return f"{FEATURE_SETS_PREFIX}{feature_set_id(run)}/{contract.FEATURE_CACHE_FOLDER}/{contract.FEATURE_SET_MANIFEST}"
+
+
+def extraction_job_name(run: Mapping[str, Any]) -> str:
+    return f"{run['run_id']}-features"  # run ids are <= 32 characters; SageMaker allows 63
+
+
+def extraction_job_request(run: Mapping[str, Any], role_arn: str) -> dict[str, Any]:
+    """CreateTrainingJob for the extraction: train.py --extract-features-only on the images, on the training
+    instance type (GPU when configured), its feature set synced to the data bucket through CheckpointConfig."""
+    s = run["settings"]
+    name = extraction_job_name(run)
+    hyperparameters = {**static_hyperparameters(run, name), contract.EXTRACT_FEATURES_HYPERPARAMETER: _hp(True)}
+    return {
+        "TrainingJobName": name,
+        "HyperParameters": hyperparameters,
+        "AlgorithmSpecification": {"TrainingImage": run["training_image_uri"], "TrainingInputMode": "File"},
+        "RoleArn": role_arn,
+        "InputDataConfig": input_channels(run),
+        "OutputDataConfig": {"S3OutputPath": f"{run['output_s3_uri']}features/"},
+        "ResourceConfig": {"InstanceType": s["training_instance_type"], "InstanceCount": 1,
+                           "VolumeSizeInGB": VOLUME_SIZE_GB},
+        "StoppingCondition": {"MaxRuntimeInSeconds": s["max_runtime_seconds"]},
+        "CheckpointConfig": {"S3Uri": feature_set_s3_uri(run), "LocalPath": CHECKPOINT_LOCAL_PATH},
+        "Tags": _tags(run),
+    }
+
+
+def features_channel(run: Mapping[str, Any], input_mode: str = "File") -> dict[str, Any]:
+    """The tuning trials' only channel: the feature set (SM_CHANNEL_FEATURES). FastFile streams the files
+    instead of copying them first; File copies them (a few MB for dogImages either way)."""
+    if input_mode not in ("File", "FastFile"):
+        raise ValueError(f"features channel input mode must be File or FastFile, not {input_mode!r}")
+    return {
+        "ChannelName": contract.FEATURES_CHANNEL,
+        "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
+                                        "S3Uri": f"{feature_set_s3_uri(run)}{contract.FEATURE_CACHE_FOLDER}/",
+                                        "S3DataDistributionType": "FullyReplicated"}},
+        "InputMode": input_mode,
+    }
+
+
+def tuning_job_request(run: Mapping[str, Any], role_arn: str, execution_arn: str,
+                       features: Mapping[str, str] | None = None) -> dict[str, Any]:
     """CreateHyperParameterTuningJob: Bayesian search minimizing 'average test loss' from the training log,
-    tagged with the execution that starts it."""
+    tagged with the execution that starts it. With `features` ({"instance_type", "image_uri", optional
+    "input_mode"}), the trials read only the extracted feature set and train the head on that instance."""
     s = run["settings"]
     name = run["tuning_job_name"]
     definition: dict[str, Any] = {
         "StaticHyperParameters": static_hyperparameters(run),
         "AlgorithmSpecification": {
-            "TrainingImage": run["tuning_image_uri"],
+            "TrainingImage": features["image_uri"] if features else run["tuning_image_uri"],
             "TrainingInputMode": "File",
             "MetricDefinitions": contract.metric_definitions(),
         },
         "RoleArn": role_arn,
-        "InputDataConfig": input_channels(run),
+        "InputDataConfig": ([features_channel(run, features.get("input_mode", "File"))] if features
+                            else input_channels(run)),
         "OutputDataConfig": {"S3OutputPath": f"{run['output_s3_uri']}tuning/"},
         "ResourceConfig": {
-            "InstanceType": s["tuning_instance_type"],
+            "InstanceType": features["instance_type"] if features else s["tuning_instance_type"],
             "InstanceCount": 1,
             "VolumeSizeInGB": VOLUME_SIZE_GB,
         },

@@ -1,5 +1,6 @@
 """Deploy: CreateModel + CreateEndpointConfig, then CreateEndpoint, or a blue/green UpdateEndpoint with
-automatic rollback for a live endpoint that keeps its (autoscaled) instance count (deregistering
+automatic rollback, in the run's rollout steps (ALL_AT_ONCE, CANARY, LINEAR; mlpipeline.rollout), for a
+live endpoint that keeps its (autoscaled) instance count (deregistering
 autoscaling first when the instance type changes; ConfigureAutoscaling, or Cleanup after a failure,
 registers it again).
 
@@ -78,7 +79,12 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         ).get("ScalableTargets")
     )
     plan = requests.plan_deployment(
-        endpoint, live_type, run["settings"]["endpoint_instance_type"], registered, run["endpoint_config_name"]
+        endpoint,
+        live_type,
+        run["settings"]["endpoint_instance_type"],
+        registered,
+        run["endpoint_config_name"],
+        run["settings"],
     )
 
     _create_once(sagemaker.create_model, **requests.model_request(run, os.environ["SAGEMAKER_ROLE_ARN"], job))
@@ -99,10 +105,10 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         _using_new_config(sagemaker.create_endpoint, **requests.create_endpoint_request(endpoint_name, run))
     else:
         alarms = [os.environ["ERRORS_ALARM_NAME"], os.environ["LATENCY_ALARM_NAME"]]
-        _using_new_config(
-            sagemaker.update_endpoint,
-            **requests.update_endpoint_request(endpoint_name, run, alarms, plan["exclude_retained"]),
+        update = requests.update_endpoint_request(
+            endpoint_name, run, alarms, plan["exclude_retained"], plan["fleet"]
         )
+        _using_new_config(sagemaker.update_endpoint, **update)
     previous = endpoint["EndpointConfigName"] if endpoint else None
     return {
         "endpoint_name": endpoint_name,

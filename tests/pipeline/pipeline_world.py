@@ -6,9 +6,11 @@ gaps the way the real service behaves, each behaviour citing the AWS doc it mode
 for a few polls, then end as the scenario says; a duplicate name is ResourceInUse; an endpoint being
 created or updated shows the new config in PendingDeploymentSummary while EndpointConfigName still names
 the old one; UpdateEndpoint keeps or resets the instance count as RetainAllVariantProperties says, refuses
-an instance-type change while autoscaling is registered, and ends InService on the new config or, rolled
-back, on the old one; a config just created may be invisible for a moment; failures the scenarios
-need). Everything else (S3, SNS, SQS, Auto Scaling, Lambda, Step Functions' interpreter) is moto's own.
+an instance-type change while autoscaling is registered, plays the blue/green traffic-shift steps of its
+TrafficRoutingConfiguration (ALL_AT_ONCE, CANARY, LINEAR; refusing the sizes AWS refuses), and ends
+InService on the new config or, rolled back by an alarm in any step's baking period, on the old one; a
+config just created may be invisible for a moment; failures the scenarios need). Everything else
+(S3, SNS, SQS, Auto Scaling, Lambda, Step Functions' interpreter) is moto's own.
 The handlers and the ASL are the real files.
 """
 
@@ -200,6 +202,8 @@ UPDATE_ENDPOINT_DOC = "https://docs.aws.amazon.com/sagemaker/latest/APIReference
 DESCRIBE_ENDPOINT_DOC = "https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_DescribeEndpoint.html"
 VARIANT_PROPERTY_DOC = "https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_VariantProperty.html"
 SCALING_UPDATE_DOC = "https://docs.aws.amazon.com/sagemaker/latest/dg/endpoint-scaling-update.html"
+TRAFFIC_ROUTING_DOC = "https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_TrafficRoutingConfig.html"
+LINEAR_DOC = "https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-blue-green-linear.html"
 ROLLBACK_DOC = "https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-configuration.html"
 VARIANT_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 
@@ -223,6 +227,12 @@ class SageMakerSim:
     # This many CreateEndpoint/UpdateEndpoint calls after CreateEndpointConfig do not see the new config yet.
     config_not_visible_for: int = 0
     update_endpoint_error: str | None = None  # e.g. "ResourceLimitExceeded": every UpdateEndpoint fails so
+    # An auto-rollback alarm trips in the baking period after this traffic-shift step (1-based) of an
+    # update (None: no alarm; update_outcome="RolledBack" is an alarm after the last step).
+    rollback_at_step: int | None = None
+    # Each update's traffic shifts as the deployment guardrails play them: {"endpoint", "type",
+    # "fleet", "steps": [instances of the new fleet taking traffic after each step], "outcome"}.
+    rollouts: list[dict[str, Any]] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
     # The tuning job's trials (ListTrainingJobsForHyperParameterTuningJob, which moto lacks) and the seconds
     # each job ran and was billed: (suffix, status, objective, training s, billable s, spot)
@@ -277,6 +287,59 @@ class SageMakerSim:
                 "ResourceConfig": {"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
                 "EnableManagedSpotTraining": spot, "TrainingTimeInSeconds": seconds,
                 "BillableTimeInSeconds": billable}
+
+    def _plan_rollout(self, endpoint_name: str, routing: dict[str, Any] | None, fleet: int) -> None:
+        """The steps of a blue/green update of `fleet` instances, as TRAFFIC_ROUTING_DOC defines them
+        (ALL_AT_ONCE: one step of the whole fleet; CANARY: the canary, then the rest; LINEAR: steps of the
+        step size until the whole fleet takes traffic), refusing what that reference refuses (a canary over
+        50%, a linear step outside 10-50% of the variant's instance count) with a ValidationException.
+        A percentage rounds down to whole instances (AWS leaves the rounding unstated)."""
+        routing = routing or {"Type": "ALL_AT_ONCE"}
+        kind = routing["Type"]
+        size = routing.get("CanarySize" if kind == "CANARY" else "LinearStepSize")
+        steps = [fleet]
+        if kind in ("CANARY", "LINEAR"):
+            if size is None:
+                raise ValidationError(f"{kind} traffic routing needs its CapacitySize")
+            value = size["Value"]
+            percent = value if size["Type"] == "CAPACITY_PERCENT" else 100 * value / fleet
+            low = 10 if kind == "LINEAR" else 0
+            if not low <= percent <= 50:
+                raise ValidationError(
+                    f"{kind} size {value} ({size['Type']}) must be "
+                    f"{'10-50%' if kind == 'LINEAR' else 'at most 50%'} of the variant's {fleet} instances"
+                )
+            step = value if size["Type"] == "INSTANCE_COUNT" else value * fleet // 100
+            steps = (
+                [step, fleet] if kind == "CANARY" else [min(fleet, step * k) for k in range(1, -(-fleet // step) + 1)]
+            )
+        self.rollouts.append(
+            {
+                "endpoint": endpoint_name,
+                "type": kind,
+                "fleet": fleet,
+                "planned": steps,
+                "steps": [steps[0]],
+                "outcome": "InProgress",
+            }
+        )
+
+    def _advance_rollout(self, endpoint_name: str) -> bool:
+        """The baking period of the current step ended: True when the next step began (still Updating);
+        False when the update ends now (outcome "RolledBack" if an alarm tripped, else "Completed")."""
+        rollout = self.rollouts[-1] if self.rollouts else None
+        if rollout is None or rollout["endpoint"] != endpoint_name or rollout["outcome"] != "InProgress":
+            return False
+        if self.rollback_at_step == len(rollout["steps"]):
+            # "If alarms trip during any of the baking periods, 100% of the endpoint traffic rolls back to
+            # the blue fleet" (LINEAR_DOC).
+            rollout["outcome"] = "RolledBack"
+            return False
+        if len(rollout["steps"]) < len(rollout["planned"]):
+            rollout["steps"].append(rollout["planned"][len(rollout["steps"])])
+            return True
+        rollout["outcome"] = "RolledBack" if self.update_outcome == "RolledBack" else "Completed"
+        return False
 
     def install(self, monkeypatch: Any) -> None:
         sim = self
@@ -491,12 +554,19 @@ class SageMakerSim:
         def describe_endpoint(self: Any, endpoint_name: str) -> dict[str, Any]:
             endpoint = self.endpoints.get(endpoint_name)
             status = endpoint.endpoint_status if endpoint is not None else None
+            step = len(sim.rollouts[-1]["steps"]) if status == "Updating" and sim.rollouts else 0
             if status in ("Creating", "Updating") and sim._tick(
-                f"endpoint:{endpoint_name}:{status}:{len(sim.calls)}",
+                f"endpoint:{endpoint_name}:{status}:{len(sim.calls)}:{step}",
                 sim.update_polls if status == "Updating" else None,
             ):
+                rolling = status == "Updating" and sim.update_outcome != "UpdateRollbackFailed"
+                if rolling and sim._advance_rollout(endpoint_name):
+                    # The step's baking period ended without an alarm: the next step shifts more traffic;
+                    # the endpoint stays Updating on the old config (DESCRIBE_ENDPOINT_DOC).
+                    return original["describe_endpoint"](self, endpoint_name)
                 if status == "Creating" or sim.update_outcome != "UpdateRollbackFailed":
                     endpoint.pending_deployment_summary = None
+                rollout = sim.rollouts[-1] if status == "Updating" and sim.rollouts else None
                 if status == "Creating":
                     endpoint.endpoint_status = sim.endpoint_outcome
                     if sim.endpoint_outcome == "Failed":
@@ -514,20 +584,26 @@ class SageMakerSim:
                 else:
                     update = sim._pending_update.pop(endpoint_name)
                     endpoint.endpoint_status = "InService"
-                    if sim.update_outcome == "InService":
+                    if rollout is None or rollout["outcome"] == "Completed":
                         endpoint.endpoint_config_name = update["config"]
                         endpoint.production_variants = update["variants"]
                     else:
-                        # An alarm tripped during baking: "a complete rollback to the old endpoint"
-                        # (ROLLBACK_DOC): InService again, on the old config and the old fleet.
+                        # An alarm tripped during a baking period: "a complete rollback to the old
+                        # endpoint" (ROLLBACK_DOC): InService again, on the old config and the old fleet.
                         endpoint.failure_reason = (
-                            f"Deployment rolled back: alarm {ENDPOINT}-5xx-errors went into "
-                            "ALARM during the baking period"
+                            f"Deployment rolled back: alarm {ENDPOINT}-5xx-errors went into ALARM during the "
+                            f"baking period of step {len(rollout['steps'])} ({rollout['steps'][-1]} of "
+                            f"{rollout['fleet']} new instances taking traffic)"
                         )
             return original["describe_endpoint"](self, endpoint_name)
 
         def update_endpoint(
-            self: Any, endpoint_name: str, endpoint_config_name: str, retain: bool, exclude: set[str]
+            self: Any,
+            endpoint_name: str,
+            endpoint_config_name: str,
+            retain: bool,
+            exclude: set[str],
+            deployment: dict[str, Any] | None = None,
         ) -> str:
             sim.calls.append("UpdateEndpoint")
             endpoint = self.endpoints.get(endpoint_name)
@@ -556,6 +632,8 @@ class SageMakerSim:
                     "The account-level service limit 'ml.c5.xlarge for endpoint usage' is 0 Instances."
                 )
             variants = variants_after_update(self, endpoint, endpoint_config_name, retain, exclude)
+            routing = (deployment or {}).get("BlueGreenUpdatePolicy", {}).get("TrafficRoutingConfiguration")
+            sim._plan_rollout(endpoint_name, routing, variants[0]["DesiredInstanceCount"])
             endpoint.endpoint_status = "Updating"
             # While updating, EndpointConfigName still names the old config (DESCRIBE_ENDPOINT_DOC).
             endpoint.pending_deployment_summary = pending_summary(self, endpoint_config_name, variants)
@@ -596,6 +674,7 @@ class SageMakerSim:
                 self._get_param("EndpointConfigName"),
                 bool(self._get_param("RetainAllVariantProperties", False)),
                 {p["VariantPropertyType"] for p in self._get_param("ExcludeRetainedVariantProperties") or []},
+                self._get_param("DeploymentConfig"),
             )
             return ActionResult({"EndpointArn": arn})
 
@@ -769,9 +848,9 @@ class PipelineWorld:
                 FunctionName=folder, Runtime="python3.12", Role=role, Handler="app.handler", Code={"ZipFile": _zip()}
             )
         definition = substitute(ASL_PATH.read_text(), resolve_substitutions(poll_seconds=0))
-        self.state_machine_arn = self.sfn.create_state_machine(
-            name=STATE_MACHINE, definition=definition, roleArn=role
-        )["stateMachineArn"]
+        self.state_machine_arn = self.sfn.create_state_machine(name=STATE_MACHINE, definition=definition, roleArn=role)[
+            "stateMachineArn"
+        ]
 
     def run(
         self,
@@ -786,9 +865,9 @@ class PipelineWorld:
         if event is None:
             version_id = self.s3.head_object(Bucket=BUCKET, Key=key)["VersionId"]
             event = s3_event(key, etag, version_id=version_id)
-        arn = self.sfn.start_execution(
-            stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(event)
-        )["executionArn"]
+        arn = self.sfn.start_execution(stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(event))[
+            "executionArn"
+        ]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             execution = self.sfn.describe_execution(executionArn=arn)

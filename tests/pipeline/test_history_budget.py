@@ -156,18 +156,36 @@ def _parameter_range(name: str) -> list[Any]:
     return [int(spec["MinValue"]), int(spec["MaxValue"])]
 
 
+def default_rollout() -> dict[str, Any]:
+    """The settings that size the endpoint phase (mlpipeline.rollout), at the stack's defaults."""
+    d = pw.parameter_defaults()
+    return {"rollout_strategy": d["RolloutStrategy"], "rollout_step_type": d["RolloutStepType"],
+            "rollout_step_size": int(d["RolloutStepSize"]), "rollout_wait_seconds": int(d["RolloutWaitSeconds"]),
+            "endpoint_instance_count": int(d["EndpointInstanceCount"]),
+            "autoscaling_min_capacity": int(d["AutoscalingMinCapacity"]),
+            "autoscaling_max_capacity": int(d["AutoscalingMaxCapacity"])}
+
+
+# The longest rollout: ten linear steps, each baking the most WaitIntervalInSeconds allows (its
+# MaximumExecutionTimeoutInSeconds is capped at BlueGreenUpdatePolicy's 28800 s).
+LONGEST_ROLLOUT = {"rollout_strategy": "LINEAR", "rollout_step_type": "INSTANCE_COUNT", "rollout_step_size": 1,
+                   "rollout_wait_seconds": 3600, "endpoint_instance_count": 10, "autoscaling_min_capacity": 10,
+                   "autoscaling_max_capacity": 10}
+
+
 def template_corners() -> list[tuple[dict[str, Any], int]]:
     """Every corner of the parameters that size the polling: (settings, PollSeconds)."""
     corners = []
-    for jobs, parallel, runtime, spot, poll in itertools.product(
+    for jobs, parallel, runtime, spot, poll, rollout in itertools.product(
         _parameter_range("MaxTuningJobs"),
         _parameter_range("MaxParallelTuningJobs"),
         _parameter_range("MaxRuntimeSeconds"),
         _parameter_range("UseSpotInstances"),
         _parameter_range("PollSeconds"),
+        (default_rollout(), LONGEST_ROLLOUT),
     ):
         settings = {"max_jobs": jobs, "max_parallel_jobs": min(parallel, jobs), "max_runtime_seconds": runtime,
-                    "use_spot_instances": spot == "true"}
+                    "use_spot_instances": spot == "true", **rollout}
         corners.append((settings, poll))
     return corners
 
@@ -190,7 +208,8 @@ def test_worst_case_history_stays_under_the_limit_for_every_allowed_budget() -> 
             assert plan.covered_seconds() >= plan.budget_seconds, plan
     assert watched > 0
     # the largest budgets themselves: the most trials, one at a time, 28 days each, on spot
-    biggest = {"max_jobs": 100, "max_parallel_jobs": 1, "max_runtime_seconds": 2419200, "use_spot_instances": True}
+    biggest = {"max_jobs": 100, "max_parallel_jobs": 1, "max_runtime_seconds": 2419200, "use_spot_instances": True,
+               **LONGEST_ROLLOUT}
     with pytest.raises(InvalidDataset, match="lower max_runtime_seconds or max_jobs"):
         polling.check_run_fits_one_execution(biggest, 60)
 
@@ -207,7 +226,8 @@ def test_without_poll_caps_the_worst_case_is_unbounded() -> None:
 def test_default_settings_poll_at_the_stack_interval_and_back_off() -> None:
     defaults = pw.parameter_defaults()
     settings = {"max_jobs": int(defaults["MaxTuningJobs"]), "max_parallel_jobs": int(defaults["MaxParallelTuningJobs"]),
-                "max_runtime_seconds": int(defaults["MaxRuntimeSeconds"]), "use_spot_instances": False}
+                "max_runtime_seconds": int(defaults["MaxRuntimeSeconds"]), "use_spot_instances": False,
+                **default_rollout()}
     base = int(defaults["PollSeconds"])
     for kind in polling.MAX_POLLS:
         plan = polling.poll_plan(kind, settings, base)

@@ -377,11 +377,13 @@ def test_plan_deployment() -> None:
         "action": "update",
         "deregister_autoscaling": False,
         "exclude_retained": [],
+        "fleet": None,
     }
     assert rq.plan_deployment(live, "ml.m5.large", "ml.c5.large", True) == {
         "action": "update",
         "deregister_autoscaling": True,
         "exclude_retained": ["DesiredInstanceCount"],
+        "fleet": None,
     }
     assert rq.plan_deployment(live, "ml.m5.large", "ml.c5.large", False)["deregister_autoscaling"] is False
     assert rq.plan_deployment({**live, "EndpointStatus": "Failed"}, None, "ml.m5.large", False)["action"] == (

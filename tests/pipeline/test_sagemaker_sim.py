@@ -137,3 +137,56 @@ def test_names_are_unique_and_a_new_config_may_be_invisible_for_a_moment(sm: Any
     creating = sm.describe_endpoint(EndpointName="imgclf-other")
     assert creating["EndpointStatus"] == "Creating"
     assert creating["PendingDeploymentSummary"]["EndpointConfigName"] == "imgclf-late"
+
+
+def _rollout(routing: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "EndpointName": pw.ENDPOINT,
+        "EndpointConfigName": NEW,
+        "RetainAllVariantProperties": True,  # the fleet of 3 the update deploys
+        "DeploymentConfig": {
+            "BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": {"WaitIntervalInSeconds": 60, **routing}},
+            **ALARMS,
+        },
+    }
+
+
+def _statuses_until_in_service(sm: Any) -> list[str]:
+    statuses = []
+    while not statuses or statuses[-1] == "Updating":
+        statuses.append(sm.describe_endpoint(EndpointName=pw.ENDPOINT)["EndpointStatus"])
+        assert len(statuses) < 20
+    return statuses
+
+
+def test_a_canary_update_stays_updating_through_its_steps(sm: Any, sim: pw.SageMakerSim) -> None:
+    sm.update_endpoint(**_rollout({"Type": "CANARY", "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 50}}))
+    # each of the two steps is seen Updating for `polls` (1) describes; the next describe ends its baking
+    assert _statuses_until_in_service(sm) == ["Updating", "Updating", "Updating", "InService"]
+    assert sim.rollouts[-1]["steps"] == [1, 3] and sim.rollouts[-1]["outcome"] == "Completed"
+    assert sm.describe_endpoint(EndpointName=pw.ENDPOINT)["EndpointConfigName"] == NEW
+
+
+def test_a_linear_update_rolled_back_mid_shift_serves_the_old_config(sm: Any, sim: pw.SageMakerSim) -> None:
+    sim.rollback_at_step = 2
+    sm.update_endpoint(**_rollout({"Type": "LINEAR", "LinearStepSize": {"Type": "INSTANCE_COUNT", "Value": 1}}))
+    assert _statuses_until_in_service(sm)[-1] == "InService"
+    assert sim.rollouts[-1]["steps"] == [1, 2] and sim.rollouts[-1]["outcome"] == "RolledBack"
+    endpoint = sm.describe_endpoint(EndpointName=pw.ENDPOINT)
+    assert endpoint["EndpointConfigName"] == OLD and "step 2 (2 of 3" in endpoint["FailureReason"]
+    assert _count(sm) == 3  # the old fleet, whole again
+
+
+@pytest.mark.parametrize(
+    "routing",
+    [
+        {"Type": "CANARY", "CanarySize": {"Type": "INSTANCE_COUNT", "Value": 2}},  # 67% of 3
+        {"Type": "LINEAR", "LinearStepSize": {"Type": "CAPACITY_PERCENT", "Value": 60}},
+        {"Type": "CANARY"},  # no size
+    ],
+)
+def test_traffic_routing_aws_refuses(sm: Any, routing: dict[str, Any]) -> None:
+    with pytest.raises(ClientError) as raised:
+        sm.update_endpoint(**_rollout(routing))
+    assert raised.value.response["Error"]["Code"] == "ValidationException"
+    assert sm.describe_endpoint(EndpointName=pw.ENDPOINT)["EndpointStatus"] == "InService"

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mlpipeline import requests
+from mlpipeline import requests, rollout
 from mlpipeline.errors import InvalidDataset, PollLimitExceeded
 
 HISTORY_EVENT_LIMIT = 25_000
@@ -32,9 +32,6 @@ BACKOFF_RATE = 2
 # (AWS: MaxRuntimeInSeconds is at most 28 days, the whole job at most 30 days including publishing metrics
 # and uploading after it stopped; https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_StoppingCondition.html.)
 JOB_OVERHEAD_SECONDS = 3600
-# A blue/green deployment ends within MaximumExecutionTimeoutInSeconds, then may roll back as long again;
-# CreateEndpoint has no documented bound, and the same covers its provisioning and health checks.
-ENDPOINT_BUDGET_SECONDS = 2 * requests.MAX_DEPLOYMENT_SECONDS + requests.TERMINATION_WAIT_SECONDS
 # Room in the execution's year for everything that is not polling (tasks, their retries, notifications).
 NON_POLLING_SECONDS = 24 * 3600
 
@@ -57,7 +54,10 @@ def budget_seconds(kind: str, settings: Mapping[str, Any]) -> int:
     if kind == "training":
         return job
     if kind == "endpoint":
-        return ENDPOINT_BUDGET_SECONDS
+        # A blue/green deployment ends within MaximumExecutionTimeoutInSeconds (the rollout's steps and
+        # baking periods), then may roll back as long again; CreateEndpoint has no documented bound, and
+        # the same covers its provisioning and health checks.
+        return 2 * rollout.max_execution_timeout_seconds(settings) + requests.TERMINATION_WAIT_SECONDS
     raise ValueError(f"unknown kind {kind!r}: expected tuning, training or endpoint")
 
 

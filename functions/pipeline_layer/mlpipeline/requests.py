@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from imgclf import contract, gate
-from mlpipeline import images
+from mlpipeline import images, rollout
 from mlpipeline.errors import EndpointDeploymentFailed, SageMakerJobFailed
 
 VARIANT_NAME = "AllTraffic"
@@ -50,9 +50,7 @@ DEBUG_SAVE_INTERVAL = "100"
 PROFILING_INTERVAL_MS = 500
 # Blue/green: shift all traffic at once, then keep the old fleet for a baking period during which the
 # endpoint alarms may trigger an automatic rollback.
-BAKING_PERIOD_SECONDS = 600
 TERMINATION_WAIT_SECONDS = 120
-MAX_DEPLOYMENT_SECONDS = 3600
 # Managed spot: a job may wait for capacity up to this many times its run time (MaxWaitTimeInSeconds).
 SPOT_WAIT_FACTOR = 2
 # The tag on the tuning job naming the Step Functions execution that created it: a retried StartTuning
@@ -593,9 +591,12 @@ def update_endpoint_request(
     run: Mapping[str, Any],
     alarm_names: list[str],
     exclude_retained: list[str] | tuple[str, ...] = (),
+    fleet: int | None = None,
 ) -> dict[str, Any]:
-    """Zero-downtime blue/green update: the new fleet takes all traffic, the old one stays for the baking
-    period, and either endpoint alarm firing in that time rolls back to the old config automatically.
+    """Zero-downtime blue/green update: the new fleet takes the traffic in the settings' rollout steps
+    (mlpipeline.rollout; `fleet` is the variant's instance count the update deploys, default the new
+    config's), each step bakes under the alarms, and either endpoint alarm firing rolls back to the old
+    config automatically.
 
     RetainAllVariantProperties keeps the live variant's instance count (which autoscaling may have scaled
     out) and weight; without it UpdateEndpoint resets them to the new config's InitialInstanceCount /
@@ -606,18 +607,24 @@ def update_endpoint_request(
     https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_VariantProperty.html,
     https://docs.aws.amazon.com/sagemaker/latest/dg/endpoint-scaling-update.html
     """
+    s = run["settings"]
+    fleet = s["endpoint_instance_count"] if fleet is None else fleet
+    routing = rollout.traffic_routing(s, fleet)
     request: dict[str, Any] = {
         "EndpointName": endpoint_name,
         "EndpointConfigName": run["endpoint_config_name"],
         "RetainAllVariantProperties": True,
         "DeploymentConfig": {
             "BlueGreenUpdatePolicy": {
-                "TrafficRoutingConfiguration": {
-                    "Type": "ALL_AT_ONCE",
-                    "WaitIntervalInSeconds": BAKING_PERIOD_SECONDS,
-                },
+                "TrafficRoutingConfiguration": routing,
                 "TerminationWaitInSeconds": TERMINATION_WAIT_SECONDS,
-                "MaximumExecutionTimeoutInSeconds": MAX_DEPLOYMENT_SECONDS,
+                "MaximumExecutionTimeoutInSeconds": rollout.execution_timeout_seconds(
+                    s["rollout_strategy"],
+                    s["rollout_step_type"],
+                    s["rollout_step_size"],
+                    s["rollout_wait_seconds"],
+                    fleet,
+                ),
             },
             "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": name} for name in alarm_names]},
         },
@@ -635,6 +642,7 @@ def plan_deployment(
     new_instance_type: str,
     autoscaling_registered: bool,
     new_config: str | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """create, recreate, update, or resume (a retried Deploy whose first attempt got as far as creating or
     updating the endpoint with `new_config`: nothing to call again); whether autoscaling must be
@@ -644,6 +652,11 @@ def plan_deployment(
     updated to a different instance type: deregister the scalable target first, register again after
     (ConfigureAutoscaling does once the endpoint is InService, Cleanup if the run fails). On a type change
     the live instance count is not retained either: autoscaling sized it for the old instance type.
+
+    An update's "fleet" is the instance count it deploys (the live DesiredInstanceCount, retained, or the
+    new config's on a type change); with `settings`, the rollout is checked against it before any call,
+    so a live fleet autoscaling left too small for a canary or linear step fails here, clearly, and not
+    as UpdateEndpoint's ValidationException.
     """
     if endpoint is None:
         return {"action": "create", "deregister_autoscaling": False, "exclude_retained": []}
@@ -662,10 +675,26 @@ def plan_deployment(
             f"endpoint {endpoint['EndpointName']} is {status}: another deployment is in progress; retry later"
         )
     changes_type = live_instance_type is not None and live_instance_type != new_instance_type
+    fleet = None
+    if settings is not None:
+        live_count = (endpoint.get("ProductionVariants") or [{}])[0].get("DesiredInstanceCount")
+        fleet = settings["endpoint_instance_count"] if changes_type or not live_count else int(live_count)
+        found = rollout.problems(
+            settings["rollout_strategy"],
+            settings["rollout_step_type"],
+            settings["rollout_step_size"],
+            settings["rollout_wait_seconds"],
+            fleet,
+        )
+        if found:
+            raise EndpointDeploymentFailed(
+                f"endpoint {endpoint['EndpointName']} would update {fleet} instance(s): " + "; ".join(found)
+            )
     return {
         "action": "update",
         "deregister_autoscaling": autoscaling_registered and changes_type,
         "exclude_retained": ["DesiredInstanceCount"] if changes_type else [],
+        "fleet": fleet,
     }
 
 

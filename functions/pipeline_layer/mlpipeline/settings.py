@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from imgclf import contract
+from mlpipeline import rollout
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,11 @@ class Settings:
     # SageMaker Debugger rules + Profiler on the final training job: off by default (closed to new
     # accounts); the in-script rules, their metrics and TensorBoard work either way (mlpipeline.requests).
     enable_sagemaker_debugger: bool
+    # How an update shifts traffic to the new fleet (mlpipeline.rollout: BlueGreenUpdatePolicy).
+    rollout_strategy: str
+    rollout_step_type: str
+    rollout_step_size: int
+    rollout_wait_seconds: int
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,6 +136,8 @@ def _check(settings: dict[str, Any]) -> list[str]:
             problems.append(
                 f"{name} must be a SageMaker instance type like ml.m5.large, got {settings[name]!r}"
             )
+    if not problems:
+        problems.extend(rollout.settings_problems(settings))
     return problems
 
 

@@ -1,18 +1,31 @@
 """The handler against moto's SageMaker runtime, with answers queued through moto's own API.
 
 moto decodes request bodies as UTF-8, which image bytes are not: `raw_image_bodies` makes moto keep the
-body raw (and records it, so the tests see exactly what reached the endpoint)."""
+body raw (and records it, so the tests see exactly what reached the endpoint).
+
+moto evaluates no IAM: every AWS call the handler makes here is recorded and, at the end of each test,
+evaluated as AWS would against InferenceFunction's policies in the SAM-transformed template.yaml
+(tests/pipeline/iam_model.py: the Service Authorization Reference and a real policy evaluator)."""
 
 from __future__ import annotations
 
 import base64
 import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from botocore.client import BaseClient
+from botocore.exceptions import ClientError
 from moto import mock_aws
 from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline"))  # the IAM evaluation's home
+import iam_model
+import pipeline_world as pw
 
 MOTO_RESULTS_API = "http://motoapi.amazonaws.com/moto-api/static/sagemaker/endpoint-results"
 
@@ -34,8 +47,36 @@ def raw_image_bodies(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     return received
 
 
+# The caller's logical id in template.yaml -> its code folder, for the IAM evaluation.
+INFERENCE_FUNCTION = {"InferenceFunction": "inference"}
+
+
 @pytest.fixture
-def moto_app(load_app, raw_image_bodies):
+def recorded_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[pw.RecordedCall]]:
+    """Records the handler's AWS calls; after the test, each must be authorized by InferenceFunction's role
+    as AWS evaluates it (template parameters at their defaults: ENDPOINT_NAME is the default EndpointName)."""
+    recorded: list[pw.RecordedCall] = []
+    make_api_call = BaseClient._make_api_call
+
+    def recording(client: Any, operation_name: str, api_params: Any) -> Any:
+        record = pw.RecordedCall(
+            "inference", client.meta.service_model.signing_name, operation_name, dict(api_params), {}, None
+        )
+        try:
+            response = make_api_call(client, operation_name, api_params)
+        except ClientError as error:
+            recorded.append(record._replace(error=error.response.get("Error", {}).get("Code")))
+            raise
+        recorded.append(record._replace(answer={k: v for k, v in response.items() if isinstance(v, str)}))
+        return response
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", recording)
+    yield recorded
+    iam_model.assert_calls_authorized(iam_model.world_template(), recorded, INFERENCE_FUNCTION)
+
+
+@pytest.fixture
+def moto_app(load_app, raw_image_bodies, recorded_calls):
     with mock_aws():
         yield load_app()
 
@@ -64,6 +105,29 @@ def test_jpeg_body_reaches_the_endpoint_unchanged(
     assert sent["headers"]["content-type"] == "image/jpeg"
     assert sent["headers"]["accept"] == "application/json"
     assert sent["headers"]["x-amzn-sagemaker-custom-attributes"] == "top_k=3"
+
+
+def test_the_invocation_is_authorized_as_aws_evaluates_it(
+    moto_app, context, make_event, jpeg_bytes, answer, recorded_calls
+):
+    """What the recorded_calls fixture checks after every test here, shown on one call: InvokeEndpoint on
+    the endpoint, by InferenceFunction's role; the same call to another endpoint is denied, by name."""
+    queue_answers(answer(5))
+    assert moto_app.handler(make_event(jpeg_bytes, "image/jpeg"), context)["statusCode"] == 200
+    [call] = recorded_calls
+    assert (call.service, call.operation, call.params["EndpointName"]) == ("sagemaker", "InvokeEndpoint", pw.ENDPOINT)
+    template = iam_model.world_template()
+    [verdict] = iam_model.assert_calls_authorized(template, recorded_calls, INFERENCE_FUNCTION)
+    assert verdict.request.principal == template.role_of("InferenceFunction")
+    assert (verdict.request.action, verdict.request.resource) == (
+        "sagemaker:InvokeEndpoint",
+        f"arn:aws:sagemaker:{pw.REGION}:{pw.ACCOUNT}:endpoint/{pw.ENDPOINT}",
+    )
+    elsewhere = call._replace(params={**call.params, "EndpointName": "other-endpoint"})
+    with pytest.raises(
+        AssertionError, match=r"is ImplicitlyDenied: sagemaker:InvokeEndpoint on .*endpoint/other-endpoint"
+    ):
+        iam_model.assert_calls_authorized(template, [elsewhere], INFERENCE_FUNCTION)
 
 
 def test_json_png_request(moto_app, context, make_event, png_bytes, answer, response_body, raw_image_bodies):

@@ -1123,6 +1123,14 @@ def assert_scenario_authorized(log: Sequence[pw.RecordedCall], invoked: Sequence
     return assert_authorized(template, requests)
 
 
+def assert_calls_authorized(
+    template: WorldTemplate, log: Sequence[pw.RecordedCall], functions: Mapping[str, str] = pw.FUNCTIONS
+) -> list[Verdict]:
+    """Recorded calls outside a pipeline scenario (the inference Lambda's, for one), each authorized as AWS
+    evaluates it against its caller's role; `functions` maps the callers' logical ids to code folders."""
+    return assert_authorized(template, Deriver(template, calls_from_log(log, functions)).requests())
+
+
 def assert_authorized(template: WorldTemplate, requests: Sequence[AuthRequest]) -> list[Verdict]:
     verdicts = evaluate(template, requests)
     denied = [v for v in verdicts if not v.allowed]

@@ -206,6 +206,25 @@ TRAFFIC_ROUTING_DOC = "https://docs.aws.amazon.com/sagemaker/latest/APIReference
 LINEAR_DOC = "https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-blue-green-linear.html"
 ROLLBACK_DOC = "https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-configuration.html"
 VARIANT_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+DATA_CAPTURE_SUMMARY_DOC = "https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_DataCaptureConfigSummary.html"
+
+
+def data_capture_summary(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What DescribeEndpoint shows of the endpoint config's DataCaptureConfig: a DataCaptureConfigSummary,
+    "the currently active data capture configuration used by your Endpoint", whose five members are all
+    required (EnableCapture, CaptureStatus Started|Stopped, CurrentSamplingPercentage, DestinationS3Uri,
+    KmsKeyId; DATA_CAPTURE_SUMMARY_DOC and botocore's sagemaker model); none for a config without capture.
+    EnableCapture defaults to enabled (API_DataCaptureConfig.html). moto shows the config's dict itself."""
+    if not config:
+        return None
+    enabled = bool(config.get("EnableCapture", True))
+    return {
+        "EnableCapture": enabled,
+        "CaptureStatus": "Started" if enabled else "Stopped",
+        "CurrentSamplingPercentage": config["InitialSamplingPercentage"],
+        "DestinationS3Uri": config["DestinationS3Uri"],
+        "KmsKeyId": config.get("KmsKeyId", ""),
+    }
 
 
 @dataclass
@@ -516,6 +535,9 @@ class SageMakerSim:
             check_config_visible(self, endpoint_config_name)
             endpoint = original["create_endpoint"](self, endpoint_name, endpoint_config_name, tags)
             endpoint.endpoint_status = "Creating"
+            endpoint.data_capture_config = data_capture_summary(
+                self.endpoint_configs[endpoint_config_name].data_capture_config
+            )
             endpoint.pending_deployment_summary = pending_summary(
                 self, endpoint_config_name, endpoint.production_variants
             )
@@ -587,6 +609,10 @@ class SageMakerSim:
                     if rollout is None or rollout["outcome"] == "Completed":
                         endpoint.endpoint_config_name = update["config"]
                         endpoint.production_variants = update["variants"]
+                        # The capture follows the config the endpoint now runs (a rollback keeps the old).
+                        endpoint.data_capture_config = data_capture_summary(
+                            self.endpoint_configs[update["config"]].data_capture_config
+                        )
                     else:
                         # An alarm tripped during a baking period: "a complete rollback to the old
                         # endpoint" (ROLLBACK_DOC): InService again, on the old config and the old fleet.
@@ -666,6 +692,16 @@ class SageMakerSim:
             self.sagemaker_backend.stop_training_job(self._get_param("TrainingJobName"))
             return EmptyResult()
 
+        def describe_endpoint_config_response(self: Any) -> Any:
+            """DataCaptureConfig is an optional member that SageMaker returns only for a config created with
+            one (API_DescribeEndpointConfig.html); moto shows {} for every other config."""
+            from moto.core.responses import ActionResult
+
+            response = dict(self.sagemaker_backend.describe_endpoint_config(self._get_param("EndpointConfigName")))
+            if not response.get("DataCaptureConfig"):
+                response.pop("DataCaptureConfig", None)
+            return ActionResult(response)
+
         def update_endpoint_response(self: Any) -> Any:
             from moto.core.responses import ActionResult
 
@@ -688,6 +724,7 @@ class SageMakerSim:
         monkeypatch.setattr(backend_cls, "describe_endpoint", describe_endpoint)
         monkeypatch.setattr(backend_cls, "update_endpoint", update_endpoint, raising=False)
         monkeypatch.setattr(SageMakerResponse, "update_endpoint", update_endpoint_response, raising=False)
+        monkeypatch.setattr(SageMakerResponse, "describe_endpoint_config", describe_endpoint_config_response)
         monkeypatch.setattr(SageMakerResponse, "list_training_jobs_for_hyper_parameter_tuning_job",
                             list_trials_response, raising=False)
         monkeypatch.setattr(backend_cls, "stop_training_job", stop_training, raising=False)

@@ -12,7 +12,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 
 import imgclf_cli
 from imgclf import contract
-from imgclf_cli import predict, upload, watch
+from imgclf_cli import capture, predict, upload, watch
 from imgclf_cli.errors import EXIT_CODES_HELP, CliError, ExitCode
 
 PROG = "imgclf"
@@ -43,6 +43,11 @@ def _watch(args: argparse.Namespace) -> ExitCode:
                                   stack.state_machine_arn if stack else None)
     return watch.follow(session, arn, endpoint_name=stack.endpoint_name if stack else None,
                         interval_s=args.interval, timeout_s=args.timeout)
+
+
+def _capture_to_dataset(args: argparse.Namespace) -> ExitCode:
+    return capture.run(args.captures, args.out, version=args.version, holdout_percent=args.holdout,
+                       stdout=sys.stdout)
 
 
 def _predict(args: argparse.Namespace) -> ExitCode:
@@ -104,6 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     wt.add_argument("--timeout", type=float, default=None, help="give up (exit 5) after this many seconds")
     _aws_options(wt)
     wt.set_defaults(run=_watch)
+
+    cap = aws_commands.add_parser(
+        "capture-to-dataset", help="turn the endpoint's captured requests into a dataset folder to relabel",
+        description=capture.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES_HELP)
+    cap.add_argument("captures", type=Path, nargs="+", metavar="CAPTURES",
+                     help="capture .jsonl files, or folders of them (`aws s3 sync s3://BUCKET/data-capture/ DIR`)")
+    cap.add_argument("--out", type=Path, required=True, metavar="DIR",
+                     help="the dataset folder to write (may be a copy of the previous dataset: images are added)")
+    cap.add_argument("--version", default=None, help="the manifest's version (default: keep DIR's, or none)")
+    cap.add_argument("--holdout", type=int, default=capture.DEFAULT_HOLDOUT_PERCENT,
+                     help="percent of images for valid and test, half each (default: %(default)s)")
+    cap.set_defaults(run=_capture_to_dataset)
 
     pr = commands.add_parser(
         "predict", help="classify images: top-k as a table, or --json",

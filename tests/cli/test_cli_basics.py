@@ -24,6 +24,7 @@ HELP = [
     (["aws", "--help"], "usage: imgclf aws "),
     (["aws", "upload", "--help"], "usage: imgclf aws upload "),
     (["aws", "watch", "--help"], "usage: imgclf aws watch "),
+    (["aws", "capture-to-dataset", "--help"], "usage: imgclf aws capture-to-dataset "),
     (["predict", "--help"], "usage: imgclf predict "),
     (["local", "--help"], "usage: imgclf local "),
     (["local", "run", "--help"], "usage: imgclf local run "),

@@ -491,6 +491,8 @@ class Deriver:
         self.reference = reference
         # What the calls so far created or saw, for the rules that need it (in call order).
         self.config_models: dict[str, list[str]] = {}  # endpoint config -> its models
+        self.config_variants: dict[str, list[tuple[str, str]]] = {}  # endpoint config -> (variant, model)
+        self.config_capture: dict[str, dict[str, Any]] = {}  # endpoint config -> its DataCaptureConfig
         self.model_roles: dict[str, str] = {}  # model -> its execution role's ARN
         self.live_config: dict[str, str] = {}  # endpoint -> the config it was last seen serving or given
         self.absent_endpoints: set[str] = set()  # endpoints a DescribeEndpoint last found not to exist
@@ -521,6 +523,11 @@ class Deriver:
             return
         if call.operation == "CreateEndpointConfig":
             self.config_models[p["EndpointConfigName"]] = [v["ModelName"] for v in p.get("ProductionVariants", [])]
+            self.config_variants[p["EndpointConfigName"]] = [
+                (v["VariantName"], v["ModelName"]) for v in p.get("ProductionVariants", [])
+            ]
+            if p.get("DataCaptureConfig"):
+                self.config_capture[p["EndpointConfigName"]] = p["DataCaptureConfig"]
         elif call.operation == "CreateModel":
             self.model_roles[p["ModelName"]] = p["ExecutionRoleArn"]
         elif call.operation == "DescribeModel" and "ExecutionRoleArn" in answer:
@@ -821,6 +828,36 @@ class Deriver:
                     {"AlarmNames": alarms},
                     f"{call.show()}: deployment guardrails read the auto-rollback alarms as the execution role",
                 )
+        yield from self._data_capture_writes(call, endpoint, config)
+
+    def _data_capture_writes(self, call: Call, endpoint: str, config: str) -> Iterator[AuthRequest]:
+        """With the config's DataCaptureConfig enabled (EnableCapture "defaults to enabled",
+        API_DataCaptureConfig.html), SageMaker writes each variant's capture files to
+        <DestinationS3Uri>/<endpoint>/<variant>/yyyy/mm/dd/hh/<file>.jsonl
+        (https://docs.aws.amazon.com/sagemaker/latest/dg/model-monitor-data-capture-endpoint.html, "View
+        Captured Data") as the variant's model's execution role, the role SageMaker acts as for the
+        endpoint's instances (sagemaker-roles.html, "CreateModel API: Execution Role Permissions"): an
+        s3:PutObject on a key of that shape. A KmsKeyId would add kms:GenerateDataKey on that key; the
+        pipeline sets none (the bucket's aws/s3 default encryption applies)."""
+        capture = self.config_capture.get(config)
+        if not capture or not capture.get("EnableCapture", True):
+            return
+        uri = _s3_uri(capture["DestinationS3Uri"])
+        if uri is None:
+            raise DerivationError(f"{call.show()}: DataCaptureConfig.DestinationS3Uri is not an S3 URI")
+        bucket, prefix = uri
+        folder = prefix if prefix.endswith("/") or not prefix else prefix + "/"
+        for variant, model in self.config_variants.get(config, []):
+            role = self.template.role_for_arn(self.model_roles[model])
+            key = f"{folder}{endpoint}/{variant}/2026/01/01/00/example-capture.jsonl"
+            yield from self.authorize(
+                role,
+                f"{role} (on behalf of endpoint {endpoint}, variant {variant}: data capture)",
+                "s3:PutObject",
+                {"Bucket": bucket, "Key": key},
+                f"{call.show()}: SageMaker writes the endpoint's captured requests and answers under "
+                f"{capture['DestinationS3Uri']} as model {model}'s execution role {role}",
+            )
 
     def _job_data_and_images(
         self, role: str, actor: str, job: str, definition: Mapping[str, Any], why: str

@@ -70,6 +70,7 @@ FUNCTIONS: dict[str, str] = {
     "ConfigureAutoscalingFunction": "configure_autoscaling",
     "CleanupFunction": "cleanup",
     "NotifyFunction": "notify",
+    "ReportFunction": "report",
 }
 
 
@@ -98,6 +99,7 @@ def lambda_environment(topic_arn: str = "") -> dict[str, str]:
         "ERRORS_ALARM_NAME": f"{ENDPOINT}-5xx-errors",
         "LATENCY_ALARM_NAME": f"{ENDPOINT}-model-latency",
         "TRAINING_SOURCE_DIR": str(REPO / "training"),
+        "PRICE_LIST_API": "true",  # ReportFunction
     }
 
 
@@ -204,6 +206,25 @@ TRAFFIC_ROUTING_DOC = "https://docs.aws.amazon.com/sagemaker/latest/APIReference
 LINEAR_DOC = "https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-blue-green-linear.html"
 ROLLBACK_DOC = "https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-configuration.html"
 VARIANT_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+DATA_CAPTURE_SUMMARY_DOC = "https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_DataCaptureConfigSummary.html"
+
+
+def data_capture_summary(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What DescribeEndpoint shows of the endpoint config's DataCaptureConfig: a DataCaptureConfigSummary,
+    "the currently active data capture configuration used by your Endpoint", whose five members are all
+    required (EnableCapture, CaptureStatus Started|Stopped, CurrentSamplingPercentage, DestinationS3Uri,
+    KmsKeyId; DATA_CAPTURE_SUMMARY_DOC and botocore's sagemaker model); none for a config without capture.
+    EnableCapture defaults to enabled (API_DataCaptureConfig.html). moto shows the config's dict itself."""
+    if not config:
+        return None
+    enabled = bool(config.get("EnableCapture", True))
+    return {
+        "EnableCapture": enabled,
+        "CaptureStatus": "Started" if enabled else "Stopped",
+        "CurrentSamplingPercentage": config["InitialSamplingPercentage"],
+        "DestinationS3Uri": config["DestinationS3Uri"],
+        "KmsKeyId": config.get("KmsKeyId", ""),
+    }
 
 
 @dataclass
@@ -232,7 +253,18 @@ class SageMakerSim:
     # "fleet", "steps": [instances of the new fleet taking traffic after each step], "outcome"}.
     rollouts: list[dict[str, Any]] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
+    # The tuning job's trials (ListTrainingJobsForHyperParameterTuningJob, which moto lacks) and the seconds
+    # each job ran and was billed: (suffix, status, objective, training s, billable s, spot)
+    trials: tuple[tuple[str, str, float | None, int, int, bool], ...] = (
+        ("001-0a0a0a0a", "Completed", 0.61, 600, 600, False),
+        ("002-0b0b0b0b", "Stopped", 0.95, 300, 120, True),  # stopped early by the tuning job
+        ("003-1a2b3c4d", "Completed", 0.42, 590, 590, False),
+    )
+    final_training_seconds: int = 1200
+    final_billable_seconds: int = 1200
+    on_training_end: Any = None  # called with moto's job when a training job ends
     _seen: dict[str, int] = field(default_factory=dict)
+    _tuning_jobs: list[str] = field(default_factory=list)
     _pending_update: dict[str, dict[str, Any]] = field(default_factory=dict)
     _invisible_configs: dict[str, int] = field(default_factory=dict)
 
@@ -240,6 +272,40 @@ class SageMakerSim:
         """True once `polls` (default self.polls) describes of `key` have seen it in progress."""
         self._seen[key] = self._seen.get(key, 0) + 1
         return self._seen[key] > (self.polls if polls is None else polls)
+
+    def _trial_jobs(self) -> dict[str, tuple[str, str, float | None, int, int, bool]]:
+        return {f"{tuning}-{t[0]}": (tuning, *t[1:]) for tuning in self._tuning_jobs for t in self.trials}
+
+    def list_trials(self, tuning_job_name: str) -> dict[str, Any]:
+        """ListTrainingJobsForHyperParameterTuningJob's answer (API_HyperParameterTrainingJobSummary.html)."""
+        if tuning_job_name not in self._tuning_jobs:
+            raise ValidationError(f"Could not find hyper-parameter tuning job {tuning_job_name}")
+        summaries = []
+        for name, (_tuning, status, objective, _seconds, _billable, _spot) in self._trial_jobs().items():
+            if not name.startswith(tuning_job_name):
+                continue
+            summary = {"TrainingJobName": name,
+                       "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/{name}",
+                       "CreationTime": "2026-11-23T12:00:00Z", "TrainingJobStatus": status,
+                       "TunedHyperParameters": {"lr": "0.0123" if name.endswith("1a2b3c4d") else "0.05",
+                                                "batch-size": '"64"'},
+                       "ObjectiveStatus": "Succeeded" if status == "Completed" else "Pending"}
+            if objective is not None:
+                summary["FinalHyperParameterTuningJobObjectiveMetric"] = {
+                    "Type": "Minimize", "MetricName": "average test loss", "Value": objective}
+            summaries.append(summary)
+        return {"TrainingJobSummaries": summaries}
+
+    def trial_description(self, name: str) -> dict[str, Any] | None:
+        trial = self._trial_jobs().get(name)
+        if trial is None:
+            return None
+        _tuning, status, _objective, seconds, billable, spot = trial
+        return {"TrainingJobName": name, "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/{name}",
+                "TrainingJobStatus": status, "CreationTime": "2026-11-23T12:00:00Z",
+                "ResourceConfig": {"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
+                "EnableManagedSpotTraining": spot, "TrainingTimeInSeconds": seconds,
+                "BillableTimeInSeconds": billable}
 
     def _plan_rollout(self, endpoint_name: str, routing: dict[str, Any] | None, fleet: int) -> None:
         """The steps of a blue/green update of `fleet` instances, as TRAFFIC_ROUTING_DOC defines them
@@ -328,6 +394,7 @@ class SageMakerSim:
                 raise ResourceInUseException(
                     f"Hyperparameter tuning job {hyper_parameter_tuning_job_name} already exists"
                 )
+            sim._tuning_jobs.append(hyper_parameter_tuning_job_name)
             arn = original["create_hyper_parameter_tuning_job"](self, hyper_parameter_tuning_job_name, **kwargs)
             self.hyper_parameter_tuning_jobs[
                 hyper_parameter_tuning_job_name
@@ -387,6 +454,8 @@ class SageMakerSim:
                 and sim._tick(f"training:{training_job_name}")
             ):
                 job.training_job_status = sim.training_outcome
+                if sim.on_training_end is not None:
+                    sim.on_training_end(job)  # what the job leaves in S3 (model.tar.gz, output.tar.gz)
                 if sim.test_accuracy is not None:
                     job.final_metric_data_list = [
                         {"MetricName": "average test loss", "Value": 0.42, "Timestamp": job.creation_time},
@@ -397,7 +466,21 @@ class SageMakerSim:
                             (contract.BASELINE_TOP1_MEAN_METRIC_NAME, 0.86),
                             (contract.BASELINE_TOP1_STD_METRIC_NAME, 0.11))),
                     ]
-            return original["describe_training_job"](self, training_job_name)
+            trial = sim.trial_description(training_job_name)
+            if trial is not None:
+                return trial
+            answer = original["describe_training_job"](self, training_job_name)
+            if answer.get("TrainingJobStatus") in ("Completed", "Failed", "Stopped"):
+                # What DescribeTrainingJob reports once a job ends (moto leaves both out): seconds billed
+                # and run (API_DescribeTrainingJob.html); managed spot bills less than it ran.
+                answer.setdefault("TrainingTimeInSeconds", sim.final_training_seconds)
+                answer.setdefault("BillableTimeInSeconds", sim.final_billable_seconds)
+            return answer
+
+        def list_trials_response(self: Any) -> Any:
+            from moto.core.responses import ActionResult
+
+            return ActionResult(sim.list_trials(self._get_param("HyperParameterTuningJobName")))
 
         def create_model(self: Any, model_name: str, *args: Any, **kwargs: Any) -> Any:
             # Names are unique: SageMaker refuses a second CreateModel (moto would overwrite the first).
@@ -452,6 +535,9 @@ class SageMakerSim:
             check_config_visible(self, endpoint_config_name)
             endpoint = original["create_endpoint"](self, endpoint_name, endpoint_config_name, tags)
             endpoint.endpoint_status = "Creating"
+            endpoint.data_capture_config = data_capture_summary(
+                self.endpoint_configs[endpoint_config_name].data_capture_config
+            )
             endpoint.pending_deployment_summary = pending_summary(
                 self, endpoint_config_name, endpoint.production_variants
             )
@@ -523,6 +609,10 @@ class SageMakerSim:
                     if rollout is None or rollout["outcome"] == "Completed":
                         endpoint.endpoint_config_name = update["config"]
                         endpoint.production_variants = update["variants"]
+                        # The capture follows the config the endpoint now runs (a rollback keeps the old).
+                        endpoint.data_capture_config = data_capture_summary(
+                            self.endpoint_configs[update["config"]].data_capture_config
+                        )
                     else:
                         # An alarm tripped during a baking period: "a complete rollback to the old
                         # endpoint" (ROLLBACK_DOC): InService again, on the old config and the old fleet.
@@ -602,6 +692,16 @@ class SageMakerSim:
             self.sagemaker_backend.stop_training_job(self._get_param("TrainingJobName"))
             return EmptyResult()
 
+        def describe_endpoint_config_response(self: Any) -> Any:
+            """DataCaptureConfig is an optional member that SageMaker returns only for a config created with
+            one (API_DescribeEndpointConfig.html); moto shows {} for every other config."""
+            from moto.core.responses import ActionResult
+
+            response = dict(self.sagemaker_backend.describe_endpoint_config(self._get_param("EndpointConfigName")))
+            if not response.get("DataCaptureConfig"):
+                response.pop("DataCaptureConfig", None)
+            return ActionResult(response)
+
         def update_endpoint_response(self: Any) -> Any:
             from moto.core.responses import ActionResult
 
@@ -624,6 +724,9 @@ class SageMakerSim:
         monkeypatch.setattr(backend_cls, "describe_endpoint", describe_endpoint)
         monkeypatch.setattr(backend_cls, "update_endpoint", update_endpoint, raising=False)
         monkeypatch.setattr(SageMakerResponse, "update_endpoint", update_endpoint_response, raising=False)
+        monkeypatch.setattr(SageMakerResponse, "describe_endpoint_config", describe_endpoint_config_response)
+        monkeypatch.setattr(SageMakerResponse, "list_training_jobs_for_hyper_parameter_tuning_job",
+                            list_trials_response, raising=False)
         monkeypatch.setattr(backend_cls, "stop_training_job", stop_training, raising=False)
         monkeypatch.setattr(SageMakerResponse, "stop_training_job", stop_training_response, raising=False)
         monkeypatch.setattr(backend_cls, "stop_hyper_parameter_tuning_job", stop_tuning, raising=False)
@@ -647,6 +750,23 @@ class RecordedCall(NamedTuple):
 AWS_CALL_LOG: list[RecordedCall] = []
 
 
+def price_list_answer(api_params: dict[str, Any]) -> dict[str, Any]:
+    """The AWS Price List API's GetProducts answer, which moto lacks: one PriceList JSON document per
+    instance of the asked component in the asked region (the documented shape, parsed by
+    mlpipeline.costs.parse_price_list_product), priced as the repo's dated table prices them."""
+    filters = {f["Field"]: f["Value"] for f in api_params.get("Filters", [])}
+    table = json.loads((LAYER / "mlpipeline" / "prices.json").read_text())["regions"].get(filters.get("regionCode"), {})
+    documents = []
+    for instance, usd in table.get("sagemaker_per_hour", {}).get(filters.get("component"), {}).items():
+        documents.append(json.dumps({
+            "product": {"productFamily": "ML Instance", "attributes": {
+                "regionCode": filters["regionCode"], "component": filters["component"], "instanceName": instance}},
+            "serviceCode": "AmazonSageMaker",
+            "terms": {"OnDemand": {"SKU.TERM": {"priceDimensions": {"SKU.TERM.RATE": {
+                "unit": "Hrs", "pricePerUnit": {"USD": f"{usd:.10f}"}}}}}}}))
+    return {"FormatVersion": "aws_v1", "PriceList": documents}
+
+
 def _recording(make_api_call: Any) -> Any:
     def call(client: Any, operation_name: str, api_params: Any) -> Any:
         function = getattr(_running, "function", None)
@@ -656,7 +776,10 @@ def _recording(make_api_call: Any) -> Any:
             function, client.meta.service_model.signing_name, operation_name, dict(api_params), {}, None
         )
         try:
-            response = make_api_call(client, operation_name, api_params)
+            if client.meta.service_model.service_name == "pricing" and operation_name == "GetProducts":
+                response = price_list_answer(api_params)  # moto has no Price List API
+            else:
+                response = make_api_call(client, operation_name, api_params)
         except ClientError as error:
             AWS_CALL_LOG.append(record._replace(error=error.response.get("Error", {}).get("Code")))
             raise

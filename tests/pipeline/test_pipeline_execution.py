@@ -24,7 +24,7 @@ def test_happy_path_creates_endpoint_and_autoscaling(world: pw.PipelineWorld) ->
     assert execution["status"] == "SUCCEEDED", execution
     states = world.states_entered(execution["executionArn"])
     assert states[:2] == ["ApplyDefaults", "Validate"]
-    assert states[-3:] == ["ConfigureAutoscaling", "NotifySuccess", "Succeeded"]
+    assert states[-4:] == ["ConfigureAutoscaling", "ReportSuccess", "NotifySuccess", "Succeeded"]
     assert "WaitForTuning" in states and "WaitForEndpoint" in states
     out = _output(execution)
     run = out["run"]
@@ -78,7 +78,7 @@ def test_tuning_failure_cleans_up_and_notifies(world: pw.PipelineWorld) -> None:
     assert error == "SageMakerJobFailed"
     assert "no space left on device" in cause
     states = world.states_entered(execution["executionArn"])
-    assert states[-3:] == ["Cleanup", "NotifyFailure", "PipelineFailed"]
+    assert states[-4:] == ["Cleanup", "ReportFailure", "NotifyFailure", "PipelineFailed"]
     assert "StartTraining" not in states
     [message] = world.notifications()
     assert "FAILED" in message and "no space left on device" in message
@@ -197,7 +197,8 @@ def test_malformed_manifest_fails_fast_with_a_clear_message(world: pw.PipelineWo
     execution = world.run(key, "bad-manifest")
     error, cause = _failure(world, execution)
     assert error == "InvalidDataset" and "epochs" in cause
-    assert world.states_entered(execution["executionArn"])[-3:] == ["Cleanup", "NotifyFailure", "PipelineFailed"]
+    assert world.states_entered(execution["executionArn"])[-4:] == [
+        "Cleanup", "ReportFailure", "NotifyFailure", "PipelineFailed"]
     assert world.sim.calls == []
     [message] = world.notifications()
     assert "epochs" in message

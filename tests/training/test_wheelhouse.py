@@ -231,8 +231,11 @@ def test_the_model_archiver_leaves_the_wheels_out_of_model_mar(tmp_path: Path) -
     handler.write_text("def handle(data, context):\n    return data\n")
     export = tmp_path / "ts"
     export.mkdir()
-    archiver = Path(sys.executable).with_name("torch-model-archiver")
-    subprocess.run([str(archiver), "--model-name", "model", "--handler", str(handler), "--export-path", str(export),
+    # The console script torch-model-archiver runs model_archiver.model_packaging:generate_model_archive (its
+    # entry_points.txt); run as a module, the same code needs no script next to this interpreter (a venv that
+    # shares another's site-packages through a .pth file has the package but not the script).
+    archiver = [sys.executable, "-m", "model_archiver.model_packaging"]
+    subprocess.run([*archiver, "--model-name", "model", "--handler", str(handler), "--export-path", str(export),
                     "--version", "1", "--extra-files", str(model)], check=True, cwd=tmp_path, timeout=120)
     with zipfile.ZipFile(export / "model.mar") as mar:
         names = set(mar.namelist())

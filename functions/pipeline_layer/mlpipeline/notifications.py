@@ -48,6 +48,23 @@ def compose(outcome: str, state: Mapping[str, Any]) -> tuple[str, str]:
         ]
         if state.get("cleanup_error"):
             lines.append(f"Cleanup itself failed: {_cause(state['cleanup_error'])}")
+    lines += _report_lines(state)
     subject = f"[imgclf] {outcome}: {run.get('dataset', 'pipeline')}"
     subject = subject.encode("ascii", "replace").decode()[:SUBJECT_MAX]
     return subject, "\n".join(lines)
+
+
+def _report_lines(state: Mapping[str, Any]) -> list[str]:
+    """The run report's link and the cost (ReportFunction's answer), or why there is none."""
+    report = state.get("report") or {}
+    if not report:
+        error = state.get("report_error")
+        return ["", f"No run report: {_cause(error)}"] if error else []
+    lines = ["", report.get("cost_line") or "Run cost: unknown"]
+    if report.get("endpoint_monthly_usd") is not None:
+        lines.append(f"The live endpoint costs ${report['endpoint_monthly_usd']:.2f} a month at its current size.")
+    lines += [f"Prices: {report.get('price_source')}",
+              f"Run report: {report.get('report_url')}",
+              "(the link is signed by the pipeline's role: it works until that role's session ends, at most",
+              f" 7 days; later, `aws s3 presign {report.get('report_s3_uri')} --expires-in 604800`)"]
+    return lines

@@ -560,10 +560,48 @@ def model_request(run: Mapping[str, Any], role_arn: str, training_job: Mapping[s
     }
 
 
+# Where the endpoint's sampled requests and answers go. SageMaker appends
+# <endpoint>/<variant>/yyyy/mm/dd/hh/<file>.jsonl ("The format of the Amazon S3 path is:
+# s3:///{endpoint-name}/{variant-name}/yyyy/mm/dd/hh/filename.jsonl",
+# https://docs.aws.amazon.com/sagemaker/latest/dg/model-monitor-data-capture-endpoint.html).
+DATA_CAPTURE_PREFIX = "data-capture/"
+# CaptureContentTypeHeader names the content types SageMaker records as JSON or CSV text; every other type
+# is base64-encoded ("If no headers are specified SageMaker AI will by default base64 encode when capturing
+# the data", API_DataCaptureConfig.html). So the JSON answer is listed, and the image types
+# (contract.IMAGE_CONTENT_TYPES) are deliberately not: a JPEG is not JSON text, it must come back BASE64.
+DATA_CAPTURE_JSON_CONTENT_TYPES = [contract.JSON_CONTENT_TYPE]
+
+
+def data_capture_s3_uri(run: Mapping[str, Any]) -> str:
+    return f"s3://{run['bucket']}/{DATA_CAPTURE_PREFIX}"
+
+
+def data_capture_config(run: Mapping[str, Any]) -> dict[str, Any] | None:
+    """CreateEndpointConfig's DataCaptureConfig for the run's sampling percentage, None when it is 0 (off).
+
+    Requests (Input) and answers (Output) both, so a captured image comes with the label the model gave it
+    (the relabeling starts from it: imgclf_cli.capture). SageMaker writes the files as the model's execution
+    role (s3:PutObject under DATA_CAPTURE_PREFIX in the template); no KmsKeyId: the bucket's default
+    encryption (aws/s3) applies. Real-time instance endpoints only: AWS lists data capture among the
+    features Serverless Inference does not support (sagemaker/latest/dg/serverless-endpoints.html)."""
+    percentage = int(run["settings"].get("data_capture_percentage", 0))
+    if percentage == 0:
+        return None
+    return {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": percentage,
+        "DestinationS3Uri": data_capture_s3_uri(run),
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {"JsonContentTypes": list(DATA_CAPTURE_JSON_CONTENT_TYPES)},
+    }
+
+
 def endpoint_config_request(run: Mapping[str, Any], test_accuracy: float) -> dict[str, Any]:
     """The config carries the model's accuracy as a tag: the next run's gate compares with it."""
     s = run["settings"]
+    capture = data_capture_config(run)
     return {
+        **({"DataCaptureConfig": capture} if capture else {}),
         "EndpointConfigName": run["endpoint_config_name"],
         "ProductionVariants": [
             {

@@ -51,6 +51,9 @@ class Settings:
     rollout_step_type: str
     rollout_step_size: int
     rollout_wait_seconds: int
+    # Percentage of endpoint requests and answers SageMaker stores in the bucket (DataCaptureConfig);
+    # 0 = off, the default (mlpipeline.requests.data_capture_config).
+    data_capture_percentage: int
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,6 +134,10 @@ def _check(settings: dict[str, Any]) -> list[str]:
         problems.append("autoscaling_max_capacity must be >= autoscaling_min_capacity")
     if settings["autoscaling_target_invocations"] <= 0:
         problems.append("autoscaling_target_invocations must be > 0")
+    # DataCaptureConfig.InitialSamplingPercentage: "Valid Range: Minimum value of 0. Maximum value of 100."
+    # (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_DataCaptureConfig.html)
+    if not 0 <= settings["data_capture_percentage"] <= 100:
+        problems.append(f"data_capture_percentage must be in 0..100, got {settings['data_capture_percentage']}")
     for name in ("tuning_instance_type", "training_instance_type", "endpoint_instance_type"):
         if not settings[name].startswith("ml."):
             problems.append(

@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import io
 import json
+import shutil
+import socket
 import tarfile
 from pathlib import Path
 
@@ -67,3 +69,42 @@ def test_the_sample_is_read_from_model_tar_gz_as_a_stream(trained_model_dir: Pat
         archive.add(trained_model_dir, arcname=".")
     buffer.seek(0)
     assert smoke_check.read_sample_from_tar(buffer) == _sample(trained_model_dir)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_local_mode_runs_the_same_check_and_restores_or_stops_the_endpoint(trained_model_dir: Path,
+                                                                          tmp_path: Path) -> None:
+    from localmode import endpoint as local_endpoint
+    from localmode import pipeline
+
+    other = tmp_path / "other-model"  # a model whose recording the served model does not reproduce
+    shutil.copytree(trained_model_dir, other)
+    sample = _sample(trained_model_dir)
+    for answer in sample["recordings"]["torch"]["answers"]:
+        top = answer["predictions"][0]
+        top["probability"] = round(max(0.0, top["probability"] - 0.3), 6)
+    sample["recordings"] = {"torch": sample["recordings"]["torch"]}
+    (other / smoke_check.SAMPLE_FILE).write_text(json.dumps(sample))
+    options = pipeline.RunOptions(runs_dir=tmp_path / "runs", port=_free_port(), workers=1, endpoint_name="smoke")
+
+    def deploy(model_dir: Path) -> local_endpoint.LocalEndpoint:
+        return local_endpoint.deploy(options.runs_dir, model_dir, name=options.endpoint_name, port=options.port,
+                                     workers=1)
+
+    try:
+        first = deploy(trained_model_dir)
+        assert pipeline.check_deployment(options, first, trained_model_dir, None)["passed"]
+        with pytest.raises(pipeline.SmokeTestFailed, match="serves the previous model again"):
+            pipeline.check_deployment(options, deploy(other), other, {"model_dir": str(trained_model_dir)})
+        record = local_endpoint.read_record(options.runs_dir)
+        assert record is not None and record.model_dir == str(trained_model_dir) and record.is_alive()
+        with pytest.raises(pipeline.SmokeTestFailed, match="P\\(") as failed:
+            pipeline.check_deployment(options, deploy(other), other, None)
+        assert "was stopped" in str(failed.value) and local_endpoint.read_record(options.runs_dir) is None
+    finally:
+        local_endpoint.stop(options.runs_dir)

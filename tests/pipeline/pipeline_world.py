@@ -490,21 +490,27 @@ class SageMakerSim:
         def pending_summary(self: Any, config_name: str, variants: list[dict[str, Any]]) -> dict[str, Any]:
             """PendingDeploymentSummary: "only returned when the endpoint is creating or updating with a
             new endpoint configuration" (DESCRIBE_ENDPOINT_DOC)."""
-            config = self.endpoint_configs[config_name]
-            types = {v["VariantName"]: v["InstanceType"] for v in config.production_variants}
+            config = {v["VariantName"]: v for v in self.endpoint_configs[config_name].production_variants}
+
+            def summary(v: dict[str, Any]) -> dict[str, Any]:
+                new = config[v["VariantName"]]
+                if "ServerlessConfig" in new:
+                    # A serverless variant has no instances: DesiredServerlessConfig instead
+                    # (API_PendingProductionVariantSummary).
+                    return {"VariantName": v["VariantName"], "DesiredServerlessConfig": new["ServerlessConfig"],
+                            "DesiredWeight": v.get("DesiredWeight", 1.0)}
+                return {
+                    "VariantName": v["VariantName"],
+                    "InstanceType": new["InstanceType"],
+                    "DesiredInstanceCount": v.get("DesiredInstanceCount"),
+                    # InitialVariantWeight defaults to 1.0 (API_ProductionVariant)
+                    "DesiredWeight": v.get("DesiredWeight", 1.0),
+                }
+
             return {
                 "EndpointConfigName": config_name,
                 "StartTime": sm_models.utcnow(),
-                "ProductionVariants": [
-                    {
-                        "VariantName": v["VariantName"],
-                        "InstanceType": types[v["VariantName"]],
-                        "DesiredInstanceCount": v.get("DesiredInstanceCount"),
-                        # InitialVariantWeight defaults to 1.0 (API_ProductionVariant)
-                        "DesiredWeight": v.get("DesiredWeight", 1.0),
-                    }
-                    for v in variants
-                ],
+                "ProductionVariants": [summary(v) for v in variants],
             }
 
         def create_endpoint(self: Any, endpoint_name: str, endpoint_config_name: str, tags: Any) -> Any:
@@ -531,7 +537,7 @@ class SageMakerSim:
             live = {v["VariantName"]: v for v in endpoint.production_variants}
             variants = []
             for new in self.endpoint_configs[config_name].production_variants:
-                count, weight = new["InitialInstanceCount"], new.get("InitialVariantWeight", 1.0)
+                count, weight = new.get("InitialInstanceCount"), new.get("InitialVariantWeight", 1.0)
                 old = live.get(new["VariantName"])
                 if retain and old is not None:
                     if "DesiredInstanceCount" not in exclude:
@@ -611,14 +617,14 @@ class SageMakerSim:
                 raise ValidationError(f"Cannot update in-progress endpoint {endpoint_name}")
             check_config_visible(self, endpoint_config_name)
             live_config = self.endpoint_configs[endpoint.endpoint_config_name]
-            live = {v["VariantName"]: v["InstanceType"] for v in live_config.production_variants}
+            live = {v["VariantName"]: v.get("InstanceType") for v in live_config.production_variants}
             targets = applicationautoscaling_backends[self.account_id][self.region_name]
             for variant in self.endpoint_configs[endpoint_config_name].production_variants:
                 name = variant["VariantName"]
                 registered = targets.describe_scalable_targets(
                     "sagemaker", [f"endpoint/{endpoint_name}/variant/{name}"], VARIANT_DIMENSION
                 )
-                if registered and live.get(name, variant["InstanceType"]) != variant["InstanceType"]:
+                if registered and live.get(name, variant.get("InstanceType")) != variant.get("InstanceType"):
                     # "If the update would change the instance type for any model that is a target for
                     # auto scaling, the update fails" (SCALING_UPDATE_DOC).
                     raise ValidationError(

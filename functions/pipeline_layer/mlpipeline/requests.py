@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from imgclf import contract, gate
-from mlpipeline import images, rollout
+from mlpipeline import images, rollout, serverless
 from mlpipeline.errors import EndpointDeploymentFailed, SageMakerJobFailed
 
 VARIANT_NAME = "AllTraffic"
@@ -563,17 +563,18 @@ def model_request(run: Mapping[str, Any], role_arn: str, training_job: Mapping[s
 def endpoint_config_request(run: Mapping[str, Any], test_accuracy: float) -> dict[str, Any]:
     """The config carries the model's accuracy as a tag: the next run's gate compares with it."""
     s = run["settings"]
+    variant = {
+        "VariantName": VARIANT_NAME,
+        "ModelName": run["model_name"],
+        "InitialInstanceCount": s["endpoint_instance_count"],
+        "InstanceType": s["endpoint_instance_type"],
+        "InitialVariantWeight": 1.0,
+    }
+    if serverless.is_serverless(s):  # EndpointMode=serverless: ServerlessConfig, no instances
+        variant = serverless.production_variant(VARIANT_NAME, run["model_name"], s)
     return {
         "EndpointConfigName": run["endpoint_config_name"],
-        "ProductionVariants": [
-            {
-                "VariantName": VARIANT_NAME,
-                "ModelName": run["model_name"],
-                "InitialInstanceCount": s["endpoint_instance_count"],
-                "InstanceType": s["endpoint_instance_type"],
-                "InitialVariantWeight": 1.0,
-            }
-        ],
+        "ProductionVariants": [variant],
         "Tags": [*_tags(run), gate.accuracy_tag(test_accuracy)],
     }
 
@@ -780,6 +781,7 @@ def plan_cleanup(
         and endpoint is not None
         and endpoint["EndpointStatus"] == "InService"
         and not autoscaling_registered
+        and not serverless.is_serverless(run["settings"])  # a serverless endpoint has no scalable target
     ):
         actions.append({"action": "register_autoscaling", "name": endpoint["EndpointName"]})
     return actions

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from imgclf import contract
-from mlpipeline import rollout
+from mlpipeline import images, rollout, serverless
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,10 @@ class Settings:
     rollout_step_type: str
     rollout_step_size: int
     rollout_wait_seconds: int
+    # realtime (instances, autoscaling) or serverless (scale to zero; mlpipeline.serverless).
+    endpoint_mode: str
+    serverless_memory_mb: int
+    serverless_max_concurrency: int
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,7 +141,10 @@ def _check(settings: dict[str, Any]) -> list[str]:
                 f"{name} must be a SageMaker instance type like ml.m5.large, got {settings[name]!r}"
             )
     if not problems:
-        problems.extend(rollout.settings_problems(settings))
+        mode_problems = serverless.problems(settings, images.processor_for(settings["endpoint_instance_type"]))
+        problems.extend(mode_problems)
+        if not mode_problems:
+            problems.extend(rollout.settings_problems(settings))
     return problems
 
 

@@ -14,6 +14,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import botocore.session
+
+from imgclf import smoke_check
 from localmode.server import ping, start_background
 
 ENDPOINT_RECORD = "endpoint.json"
@@ -85,3 +88,16 @@ def deploy(runs_dir: Path, model_dir: Path, *, name: str, port: int, workers: in
     runs_dir.mkdir(parents=True, exist_ok=True)
     (runs_dir / ENDPOINT_RECORD).write_text(json.dumps(asdict(endpoint), indent=2))
     return endpoint
+
+
+def smoke_test(endpoint: LocalEndpoint, model_dir: Path) -> smoke_check.SmokeReport:
+    """The stack's post-deploy smoke test (imgclf.smoke_check, the code the SmokeTest Lambda runs) against
+    the local endpoint: the model's recorded sample through InvokeEndpoint on the runtime API path of the
+    local server, with the content types a client sends."""
+    sample = smoke_check.validate_sample(json.loads((Path(model_dir) / smoke_check.SAMPLE_FILE).read_text()))
+    # The local server checks no signature; botocore still signs, so any credentials do.
+    session = botocore.session.get_session()
+    if session.get_credentials() is None:
+        session.set_credentials("local", "local")
+    client = session.create_client("sagemaker-runtime", region_name="us-east-1", endpoint_url=endpoint.url)
+    return smoke_check.run(sample, smoke_check.endpoint_invoker(client, endpoint.name, sample["top_k"]))

@@ -80,6 +80,11 @@ class RunSummary:
     report: str
     endpoint: dict[str, Any] | None = None
     predictions: list[dict[str, Any]] = field(default_factory=list)
+    smoke_test: dict[str, Any] | None = None
+
+
+class SmokeTestFailed(RuntimeError):
+    """The new local endpoint did not answer the model's smoke sample as recorded."""
 
 
 def dataset_fingerprint(data_dir: Path) -> str:
@@ -179,6 +184,7 @@ def run(options: RunOptions) -> RunSummary:
                                               port=options.port, workers=options.workers)
         log.info("endpoint %s answers at %s (%.1f s to start)", live_endpoint.name, live_endpoint.url,
                  time.monotonic() - started)
+        summary.smoke_test = check_deployment(options, live_endpoint, final.job.model_dir, live)
         write_live_model(options.runs_dir, run_id, final.job.model_dir, metrics)
         summary.endpoint = asdict(live_endpoint)
         summary.predictions = invoke_samples(live_endpoint, sample_images(options.data_dir, options.samples))
@@ -225,6 +231,26 @@ def train_best(options: RunOptions, run_dir: Path, best: dict[str, str]) -> Trai
         result = run_training_job(job, on_line=on_line)
     done_marker.write_text(json.dumps(job.hyperparameters))
     return result
+
+
+def check_deployment(options: RunOptions, live_endpoint: local_endpoint.LocalEndpoint, model_dir: Path,
+                     previous: dict[str, Any] | None) -> dict[str, Any]:
+    """The stack's SmokeTest state, locally: the same check (localmode.endpoint.smoke_test); on a mismatch
+    the endpoint goes back to the model it served before (local mode's UpdateEndpoint) or is stopped when
+    there was none, and the run fails with the evidence."""
+    report = local_endpoint.smoke_test(live_endpoint, model_dir)
+    log.info("%s", report.summary())
+    if report.passed:
+        return report.as_dict()
+    previous_dir = Path(previous["model_dir"]) if previous and previous.get("model_dir") else None
+    if previous_dir is not None and previous_dir.is_dir():
+        local_endpoint.deploy(options.runs_dir, previous_dir, name=options.endpoint_name, port=options.port,
+                              workers=options.workers)
+        remedy = f"endpoint {options.endpoint_name} serves the previous model again ({previous_dir})"
+    else:
+        local_endpoint.stop(options.runs_dir)
+        remedy = f"endpoint {options.endpoint_name} was stopped (no earlier model to go back to)"
+    raise SmokeTestFailed(f"{report.summary()}; {remedy}")
 
 
 def read_live_model(runs_dir: Path) -> dict[str, Any] | None:

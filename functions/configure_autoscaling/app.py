@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 import boto3
-from mlpipeline import drift_alarm, requests
+from mlpipeline import drift_alarm, requests, serverless
 from mlpipeline.errors import translate_aws_errors
 
 from imgclf import monitoring
@@ -46,7 +46,12 @@ def set_drift_threshold(cloudwatch: Any, endpoint_name: str, baseline: dict[str,
 @translate_aws_errors
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     endpoint_name = event["deployment"]["endpoint_name"]
-    answer = configure(boto3.client("application-autoscaling"), endpoint_name, event["run"]["settings"])
+    settings = event["run"]["settings"]
+    if serverless.is_serverless(settings):
+        # Serverless Inference scales its own concurrency: no scalable target, no scaling policy.
+        answer: dict[str, Any] = {"resource_id": None, "skipped": "EndpointMode=serverless scales itself"}
+    else:
+        answer = configure(boto3.client("application-autoscaling"), endpoint_name, settings)
     answer["drift_alarm"] = set_drift_threshold(
         boto3.client("cloudwatch"), endpoint_name, (event.get("gate") or {}).get("prediction_baseline"),
         os.environ["NOTIFICATION_TOPIC_ARN"])

@@ -15,8 +15,8 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
-from mlpipeline import aws, requests
-from mlpipeline.errors import TransientAwsError, error_code, translate_aws_errors
+from mlpipeline import aws, requests, serverless
+from mlpipeline.errors import EndpointDeploymentFailed, TransientAwsError, error_code, translate_aws_errors
 
 # What CreateEndpoint/UpdateEndpoint answer for a config they cannot see: also, for a moment, for the
 # config CreateEndpointConfig has just created (eventual consistency), so that one answer is retried.
@@ -50,7 +50,10 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     live_type = None
     if endpoint is not None and endpoint["EndpointStatus"] == "InService":
         live_config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
-        live_type = live_config["ProductionVariants"][0]["InstanceType"]
+        live_type = live_config["ProductionVariants"][0].get("InstanceType")  # none when serverless
+        mode_problem = serverless.mode_change_problem(serverless.mode_of(live_config), run["settings"])
+        if mode_problem:
+            raise EndpointDeploymentFailed(f"endpoint {endpoint_name}: {mode_problem}")
     registered = aws.scalable_target_registered(autoscaling, endpoint_name)
     plan = requests.plan_deployment(
         endpoint,

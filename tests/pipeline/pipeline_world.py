@@ -16,10 +16,13 @@ The handlers and the ASL are the real files.
 
 from __future__ import annotations
 
+import base64
+import copy
 import importlib.util
 import io
 import json
 import sys
+import tarfile
 import threading
 import time
 import zipfile
@@ -33,9 +36,11 @@ from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 from moto.applicationautoscaling.models import applicationautoscaling_backends
 from moto.awslambda.models import LambdaFunction
+from moto.s3.models import s3_backends
 from moto.sagemaker import models as sm_models
 from moto.sagemaker.exceptions import ResourceInUseException, SagemakerClientError, ValidationError
 from moto.sagemaker.responses import SageMakerResponse
+from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
 from samtranslator.yaml_helper import yaml_parse
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,7 +49,7 @@ if str(LAYER) not in sys.path:  # what the Lambda layer's python/ puts on sys.pa
     sys.path.insert(0, str(LAYER))
 from mlpipeline import requests as rq  # noqa: E402 (needs the layer on sys.path)
 
-from imgclf import contract  # noqa: E402
+from imgclf import contract, smoke_check  # noqa: E402
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -68,6 +73,7 @@ FUNCTIONS: dict[str, str] = {
     "QualityGateFunction": "quality_gate",
     "DeployFunction": "deploy",
     "ConfigureAutoscalingFunction": "configure_autoscaling",
+    "SmokeTestFunction": "smoke_test",
     "CleanupFunction": "cleanup",
     "NotifyFunction": "notify",
     "ReportFunction": "report",
@@ -252,6 +258,11 @@ class SageMakerSim:
     # Each update's traffic shifts as the deployment guardrails play them: {"endpoint", "type",
     # "fleet", "steps": [instances of the new fleet taking traffic after each step], "outcome"}.
     rollouts: list[dict[str, Any]] = field(default_factory=list)
+    # The post-deploy smoke test: each completed training job ships model.tar.gz with its smoke sample
+    # (imgclf.smoke_sample's format); the endpoint answers InvokeEndpoint from the served model's recorded
+    # answers ("recorded") or as a different model would ("different": the top two labels swapped).
+    smoke_answers: str = "recorded"
+    smoke_samples: dict[str, dict[str, Any]] = field(default_factory=dict)  # ModelDataUrl -> sample
     calls: list[str] = field(default_factory=list)
     # The tuning job's trials (ListTrainingJobsForHyperParameterTuningJob, which moto lacks) and the seconds
     # each job ran and was billed: (suffix, status, objective, training s, billable s, spot)
@@ -360,6 +371,55 @@ class SageMakerSim:
         rollout["outcome"] = "RolledBack" if self.update_outcome == "RolledBack" else "Completed"
         return False
 
+    def _ship_model_artifact(self, job: Any) -> None:
+        """What train.py leaves in S3ModelArtifacts: model.tar.gz with smoke_check.SAMPLE_FILE at its root,
+        two test images of this job and the answers its model gave them (moto's S3 backend directly: the
+        training job's own write, not a handler's call)."""
+        name = job.training_job_name
+        predictions = [("Affenpinscher", 0, 0.93), ("Afghan hound", 1, 0.07)]
+        images = [b"\xff\xd8\xff\xe0" + f"{name} test image {i}".encode() for i in range(2)]
+        sample = {
+            "schema_version": smoke_check.SCHEMA_VERSION,
+            "top_k": smoke_check.TOP_K,
+            "images": [
+                {"name": f"00{i + 1}.x/img_{i}.jpg", "content_type": contract.JPEG_CONTENT_TYPE,
+                 "image_base64": base64.b64encode(image).decode()}
+                for i, image in enumerate(images)
+            ],
+            "precisions": {"torch": "fp32"},
+            "recordings": {"torch": {"precision": "fp32", "answers": [
+                {"predictions": [{"label": label, "class_id": cid, "probability": p} for label, cid, p in predictions],
+                 "runtime": "torch"} for _ in images]}},
+        }
+        body = json.dumps(sample).encode()
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+            for member_name, data in (("model.pt", b"weights"), (smoke_check.SAMPLE_FILE, body)):
+                info = tarfile.TarInfo(member_name)
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+        url = job.model_artifacts["S3ModelArtifacts"]
+        bucket, key = url[len("s3://"):].split("/", 1)
+        s3_backends[ACCOUNT]["aws"].put_object(bucket, key, buffer.getvalue())
+        self.smoke_samples[url] = sample
+
+    def _invoke_answer(self, backend: Any, endpoint_name: str, body: bytes) -> dict[str, Any]:
+        """The served model's answer: the model of the config the endpoint serves now (its EndpointConfigName;
+        DESCRIBE_ENDPOINT_DOC), from that model's recording."""
+        self.calls.append("InvokeEndpoint")
+        endpoint = backend.endpoints.get(endpoint_name)
+        if endpoint is None or endpoint.endpoint_status not in ("InService", "Updating"):
+            raise ValidationError(f"Endpoint {endpoint_name} of account {ACCOUNT} not found.")
+        config = backend.endpoint_configs[endpoint.endpoint_config_name]
+        model = backend._models[config.production_variants[0]["ModelName"]]
+        sample = self.smoke_samples[model.primary_container["ModelDataUrl"]]
+        index = [base64.b64decode(i["image_base64"]) for i in sample["images"]].index(body)
+        answer = copy.deepcopy(sample["recordings"]["torch"]["answers"][index])
+        if self.smoke_answers == "different":
+            first, second = answer["predictions"][:2]
+            first["label"], second["label"] = second["label"], first["label"]
+        return answer
+
     def install(self, monkeypatch: Any) -> None:
         sim = self
         backend_cls = sm_models.SageMakerModelBackend
@@ -466,6 +526,8 @@ class SageMakerSim:
                             (contract.BASELINE_TOP1_MEAN_METRIC_NAME, 0.86),
                             (contract.BASELINE_TOP1_STD_METRIC_NAME, 0.11))),
                     ]
+                if job.training_job_status == "Completed":
+                    sim._ship_model_artifact(job)
             trial = sim.trial_description(training_job_name)
             if trial is not None:
                 return trial
@@ -511,21 +573,27 @@ class SageMakerSim:
         def pending_summary(self: Any, config_name: str, variants: list[dict[str, Any]]) -> dict[str, Any]:
             """PendingDeploymentSummary: "only returned when the endpoint is creating or updating with a
             new endpoint configuration" (DESCRIBE_ENDPOINT_DOC)."""
-            config = self.endpoint_configs[config_name]
-            types = {v["VariantName"]: v["InstanceType"] for v in config.production_variants}
+            config = {v["VariantName"]: v for v in self.endpoint_configs[config_name].production_variants}
+
+            def summary(v: dict[str, Any]) -> dict[str, Any]:
+                new = config[v["VariantName"]]
+                if "ServerlessConfig" in new:
+                    # A serverless variant has no instances: DesiredServerlessConfig instead
+                    # (API_PendingProductionVariantSummary).
+                    return {"VariantName": v["VariantName"], "DesiredServerlessConfig": new["ServerlessConfig"],
+                            "DesiredWeight": v.get("DesiredWeight", 1.0)}
+                return {
+                    "VariantName": v["VariantName"],
+                    "InstanceType": new["InstanceType"],
+                    "DesiredInstanceCount": v.get("DesiredInstanceCount"),
+                    # InitialVariantWeight defaults to 1.0 (API_ProductionVariant)
+                    "DesiredWeight": v.get("DesiredWeight", 1.0),
+                }
+
             return {
                 "EndpointConfigName": config_name,
                 "StartTime": sm_models.utcnow(),
-                "ProductionVariants": [
-                    {
-                        "VariantName": v["VariantName"],
-                        "InstanceType": types[v["VariantName"]],
-                        "DesiredInstanceCount": v.get("DesiredInstanceCount"),
-                        # InitialVariantWeight defaults to 1.0 (API_ProductionVariant)
-                        "DesiredWeight": v.get("DesiredWeight", 1.0),
-                    }
-                    for v in variants
-                ],
+                "ProductionVariants": [summary(v) for v in variants],
             }
 
         def create_endpoint(self: Any, endpoint_name: str, endpoint_config_name: str, tags: Any) -> Any:
@@ -555,7 +623,7 @@ class SageMakerSim:
             live = {v["VariantName"]: v for v in endpoint.production_variants}
             variants = []
             for new in self.endpoint_configs[config_name].production_variants:
-                count, weight = new["InitialInstanceCount"], new.get("InitialVariantWeight", 1.0)
+                count, weight = new.get("InitialInstanceCount"), new.get("InitialVariantWeight", 1.0)
                 old = live.get(new["VariantName"])
                 if retain and old is not None:
                     if "DesiredInstanceCount" not in exclude:
@@ -639,14 +707,14 @@ class SageMakerSim:
                 raise ValidationError(f"Cannot update in-progress endpoint {endpoint_name}")
             check_config_visible(self, endpoint_config_name)
             live_config = self.endpoint_configs[endpoint.endpoint_config_name]
-            live = {v["VariantName"]: v["InstanceType"] for v in live_config.production_variants}
+            live = {v["VariantName"]: v.get("InstanceType") for v in live_config.production_variants}
             targets = applicationautoscaling_backends[self.account_id][self.region_name]
             for variant in self.endpoint_configs[endpoint_config_name].production_variants:
                 name = variant["VariantName"]
                 registered = targets.describe_scalable_targets(
                     "sagemaker", [f"endpoint/{endpoint_name}/variant/{name}"], VARIANT_DIMENSION
                 )
-                if registered and live.get(name, variant["InstanceType"]) != variant["InstanceType"]:
+                if registered and live.get(name, variant.get("InstanceType")) != variant.get("InstanceType"):
                     # "If the update would change the instance type for any model that is a target for
                     # auto scaling, the update fails" (SCALING_UPDATE_DOC).
                     raise ValidationError(
@@ -714,6 +782,16 @@ class SageMakerSim:
             )
             return ActionResult({"EndpointArn": arn})
 
+        def invoke_endpoint_response(self: Any) -> Any:
+            # InvokeEndpoint's body is the image's raw bytes (use_raw_body below keeps them bytes); the
+            # endpoint's name is in the path, /endpoints/{EndpointName}/invocations (API_runtime_InvokeEndpoint).
+            answer = sim._invoke_answer(
+                sm_models.sagemaker_backends[ACCOUNT][REGION], self.path.split("/")[2], self.body)
+            return 200, {"Content-Type": contract.JSON_CONTENT_TYPE,
+                         "x-Amzn-Invoked-Production-Variant": rq.VARIANT_NAME}, json.dumps(answer)
+
+        monkeypatch.setattr(SageMakerRuntimeResponse, "use_raw_body", True)
+        monkeypatch.setattr(SageMakerRuntimeResponse, "invoke_endpoint", invoke_endpoint_response)
         monkeypatch.setattr(backend_cls, "create_hyper_parameter_tuning_job", create_tuning)
         monkeypatch.setattr(backend_cls, "describe_hyper_parameter_tuning_job", describe_tuning)
         monkeypatch.setattr(backend_cls, "create_training_job", create_training)

@@ -24,6 +24,7 @@ HAPPY_PATH = [
     ("deploy.json", "deploy"),
     ("describe_job_endpoint.json", "describe_job"),
     ("describe_job_endpoint.json", "describe_job"),
+    ("smoke_test.json", "smoke_test"),
     ("configure_autoscaling.json", "configure_autoscaling"),
     ("notify_succeeded.json", "notify"),
 ]

@@ -73,6 +73,11 @@ class EndpointDeploymentFailed(PipelineError):
     """The endpoint failed to create/update, or a blue/green update rolled back."""
 
 
+class SmokeTestFailed(PipelineError):
+    """The deployed endpoint did not answer the smoke sample as the model recorded it (message: the
+    evidence and what was done to the live endpoint)."""
+
+
 class PollLimitExceeded(PipelineError):
     """A job or the endpoint was still not done after the last status check its phase may use."""
 

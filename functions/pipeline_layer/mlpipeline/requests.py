@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from imgclf import contract, gate
-from mlpipeline import images, rollout
+from mlpipeline import images, rollout, serverless
 from mlpipeline.errors import EndpointDeploymentFailed, SageMakerJobFailed
 
 VARIANT_NAME = "AllTraffic"
@@ -600,18 +600,19 @@ def endpoint_config_request(run: Mapping[str, Any], test_accuracy: float) -> dic
     """The config carries the model's accuracy as a tag: the next run's gate compares with it."""
     s = run["settings"]
     capture = data_capture_config(run)
+    variant = {
+        "VariantName": VARIANT_NAME,
+        "ModelName": run["model_name"],
+        "InitialInstanceCount": s["endpoint_instance_count"],
+        "InstanceType": s["endpoint_instance_type"],
+        "InitialVariantWeight": 1.0,
+    }
+    if serverless.is_serverless(s):  # EndpointMode=serverless: ServerlessConfig, no instances
+        variant = serverless.production_variant(VARIANT_NAME, run["model_name"], s)
     return {
         **({"DataCaptureConfig": capture} if capture else {}),
         "EndpointConfigName": run["endpoint_config_name"],
-        "ProductionVariants": [
-            {
-                "VariantName": VARIANT_NAME,
-                "ModelName": run["model_name"],
-                "InitialInstanceCount": s["endpoint_instance_count"],
-                "InstanceType": s["endpoint_instance_type"],
-                "InitialVariantWeight": 1.0,
-            }
-        ],
+        "ProductionVariants": [variant],
         "Tags": [*_tags(run), gate.accuracy_tag(test_accuracy)],
     }
 
@@ -818,6 +819,7 @@ def plan_cleanup(
         and endpoint is not None
         and endpoint["EndpointStatus"] == "InService"
         and not autoscaling_registered
+        and not serverless.is_serverless(run["settings"])  # a serverless endpoint has no scalable target
     ):
         actions.append({"action": "register_autoscaling", "name": endpoint["EndpointName"]})
     return actions

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from imgclf import contract
-from mlpipeline import rollout
+from mlpipeline import images, rollout, serverless
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,10 @@ class Settings:
     # Percentage of endpoint requests and answers SageMaker stores in the bucket (DataCaptureConfig);
     # 0 = off, the default (mlpipeline.requests.data_capture_config).
     data_capture_percentage: int
+    # realtime (instances, autoscaling) or serverless (scale to zero; mlpipeline.serverless).
+    endpoint_mode: str
+    serverless_memory_mb: int
+    serverless_max_concurrency: int
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,7 +148,10 @@ def _check(settings: dict[str, Any]) -> list[str]:
                 f"{name} must be a SageMaker instance type like ml.m5.large, got {settings[name]!r}"
             )
     if not problems:
-        problems.extend(rollout.settings_problems(settings))
+        mode_problems = serverless.problems(settings, images.processor_for(settings["endpoint_instance_type"]))
+        problems.extend(mode_problems)
+        if not mode_problems:
+            problems.extend(rollout.settings_problems(settings))
     return problems
 
 

@@ -558,5 +558,3 @@ def _write_outputs(cfg: TrainConfig, model: nn.Module, splits: data.DatasetSplit
                                     bundle_serving_wheels=cfg.bundle_serving_wheels)
     logger.info("artifacts written to %s, reports to %s", cfg.model_dir, out)
 
-
-TrainFn = Callable[[TrainConfig], dict[str, Any]]

@@ -383,7 +383,6 @@ def build_model(backbone: str = DEFAULT_BACKBONE, num_classes: int = 133, pretra
     if state_dict is not None:
         load_backbone_weights(model, state_dict, identity)
     model.weights_identity = identity
-    model.backbone_name = backbone
     freeze_backbone(model, freeze)
     return model
 

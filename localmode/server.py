@@ -45,7 +45,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -362,6 +362,19 @@ def ping(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def stop_process_group(pid: int, timeout: float, exited: Callable[[], bool]) -> None:
+    """Stop a server started by `start_background` (the leader of its own process group, with its workers):
+    SIGTERM (graceful: in-flight requests finish), SIGKILL once `exited()` is still false after `timeout`."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while not exited() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not exited():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
 @dataclass
 class BackgroundServer:
     """A server started by `start_background`: `url`, `stop()`, usable as a context manager."""
@@ -373,14 +386,8 @@ class BackgroundServer:
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM (graceful: in-flight requests finish), SIGKILL after `timeout`. Returns the exit code."""
         if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
+            stop_process_group(self.process.pid, timeout, exited=lambda: self.process.poll() is not None)
+            self.process.wait(5)
         return int(self.process.returncode)
 
     def __enter__(self) -> BackgroundServer:

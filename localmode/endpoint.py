@@ -12,7 +12,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from localmode.server import ping, start_background, stop_process_group
+from localmode.supervisor import ping, start_background, stop_process_group
 
 ENDPOINT_RECORD = "endpoint.json"
 

@@ -107,7 +107,7 @@ def class_image() -> Callable[..., Image.Image]:
 @pytest.fixture(scope="session")
 def local_endpoint(trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """localmode.server on the trained model (one worker), as `make local` leaves it running."""
-    from localmode.server import start_background
+    from localmode.supervisor import start_background
 
     log = tmp_path_factory.mktemp("local-endpoint") / "server.log"
     with start_background(trained_model_dir, workers=1, threads=1, log_path=log) as server:

@@ -28,7 +28,6 @@ Logs are JSON lines. SIGTERM / SIGINT drain in-flight requests, then exit.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import logging
@@ -36,7 +35,6 @@ import logging.config
 import os
 import shutil
 import signal
-import socket
 import sys
 import tarfile
 import tempfile
@@ -45,7 +43,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import anyio
 import imgclf_page
@@ -54,12 +51,12 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from imgclf import contract, runtimes, serving
 from imgclf.imaging import InferenceRequestError, PayloadTooLargeError
 from localmode import prediction_metrics
 from localmode.prediction_metrics import PredictionMetrics
+from localmode.uvicorn_setup import GRACEFUL_SHUTDOWN_TIMEOUT_S, KEEP_ALIVE_TIMEOUT_S, NoDelayH11Protocol, log_config
 
 LOGGER = logging.getLogger("localmode.server")
 
@@ -68,8 +65,6 @@ DEFAULT_PORT = 8080
 DEFAULT_WORKERS = 2
 # SageMaker's own invocation timeout for real-time endpoints is 60 s.
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
-KEEP_ALIVE_TIMEOUT_S = 5
-GRACEFUL_SHUTDOWN_TIMEOUT_S = 15
 
 # How the parent passes its settings to uvicorn's worker processes (which import create_app afresh).
 _ENV_MODEL_DIR = "IMGCLF_SERVER_MODEL_DIR"
@@ -78,58 +73,6 @@ _ENV_MODEL_DIR = "IMGCLF_SERVER_MODEL_DIR"
 _DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
 _ENV_TIMEOUT = "IMGCLF_SERVER_TIMEOUT_S"
 _ENV_MAX_BODY = "IMGCLF_SERVER_MAX_BODY_BYTES"
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: message fields merged in when the message is itself a JSON object."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {"time": round(record.created, 3), "level": record.levelname,
-                                 "logger": record.name, "pid": record.process}
-        message = record.getMessage()
-        try:
-            parsed = json.loads(message) if message.startswith("{") else None
-        except ValueError:
-            parsed = None
-        if isinstance(parsed, dict):
-            entry.update(parsed)
-        else:
-            entry["message"] = message
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-class NoDelayH11Protocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol with TCP_NODELAY on every connection.
-
-    asyncio sets TCP_NODELAY itself only when the socket says it is IPPROTO_TCP; the listening socket
-    uvicorn hands to its worker processes is rebuilt from a file descriptor with proto 0, so with
-    workers > 1 Nagle's algorithm met the client's delayed ACK and every request waited ~40 ms
-    (measured: /ping 0.4 ms with one worker, 44 ms with two, on a bare Starlette app too)."""
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        super().connection_made(transport)
-
-
-def log_config(level: str = "info") -> dict[str, Any]:
-    """logging.config dict for uvicorn and us: JSON lines on stderr, in every worker process."""
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json",
-                                "stream": "ext://sys.stderr"}},
-        "loggers": {
-            "uvicorn": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
-            "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
-        },
-        "root": {"handlers": ["stderr"], "level": level.upper()},
-    }
 
 
 # --------------------------------------------------------------------------------------------------

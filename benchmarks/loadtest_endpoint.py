@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
     server = None
     if not args.url:
-        from localmode.server import start_background
+        from localmode.supervisor import start_background
 
         server = start_background(args.model, workers=args.workers, runtime=args.runtime,
                                   log_path=args.out / "server.log")

@@ -1,5 +1,8 @@
 """Bounded load test of the inference URL: latency percentiles and how many requests were throttled (429).
 
+Over ~300 lines on purpose: a stand-alone script (run by path, no package), so its local stand-in server,
+SigV4 signing and report stay in the one file.
+
     # the deployed Function URL (stack output InferenceUrl); --iam when InferenceAuthType is AWS_IAM
     .venv/bin/python benchmarks/loadtest_url.py --url https://<id>.lambda-url.<region>.on.aws/ --requests 200
 

@@ -12,14 +12,10 @@ runtime API path instead (/endpoints/<name>/invocations).
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
+from bench_inference import photo_like_jpeg  # beside this file: locust puts the locustfile's folder on sys.path
 from locust import HttpUser, constant, task
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_inference import photo_like_jpeg
 
 IMAGES = [photo_like_jpeg(np.random.default_rng(seed))
           for seed in range(int(os.environ.get("LOADTEST_IMAGES", "16")))]

@@ -1,5 +1,7 @@
 """`imgclf aws upload DIR --stack NAME`: a dataset into the stack's bucket, checked first, manifest last.
 
+Over ~300 lines on purpose: one command's ordered steps (check, upload, manifest last), read top to bottom.
+
 1. Check locally, before a byte is sent, what the pipeline would check an hour later:
    - ValidateFunction's checks, with its own code: the manifest key and body (imgclf.manifest), the run's
      settings (mlpipeline.settings.build_settings over the stack's defaults, read from the deployed state

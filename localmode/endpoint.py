@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import botocore.session
 
 from imgclf import smoke_check
-from localmode.server import ping, start_background
+from localmode.supervisor import ping, start_background, stop_process_group
 
 ENDPOINT_RECORD = "endpoint.json"
 
@@ -49,20 +47,21 @@ def read_record(runs_dir: Path) -> LocalEndpoint | None:
     return LocalEndpoint(**json.loads(path.read_text()))
 
 
+def _running(pid: int) -> bool:
+    """Whether `pid` still exists (the recorded server is not this process's child: no wait() for it)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
 def stop(runs_dir: Path) -> LocalEndpoint | None:
     """Stop the recorded endpoint (if it still runs) and forget it. Returns what was stopped."""
     record = read_record(runs_dir)
     if record is None:
         return None
-    try:
-        os.killpg(record.pid, signal.SIGTERM)  # the server and its workers: its own process group
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            os.kill(record.pid, 0)
-            time.sleep(0.2)
-        os.killpg(record.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    stop_process_group(record.pid, 15, exited=lambda: not _running(record.pid))
     (runs_dir / ENDPOINT_RECORD).unlink(missing_ok=True)
     return record
 

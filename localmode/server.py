@@ -28,7 +28,6 @@ Logs are JSON lines. SIGTERM / SIGINT drain in-flight requests, then exit.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import logging
@@ -36,19 +35,14 @@ import logging.config
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import anyio
 import imgclf_page
@@ -57,12 +51,12 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from imgclf import contract, runtimes, serving
 from imgclf.imaging import InferenceRequestError, PayloadTooLargeError
 from localmode import prediction_metrics
 from localmode.prediction_metrics import PredictionMetrics
+from localmode.uvicorn_setup import GRACEFUL_SHUTDOWN_TIMEOUT_S, KEEP_ALIVE_TIMEOUT_S, NoDelayH11Protocol, log_config
 
 LOGGER = logging.getLogger("localmode.server")
 
@@ -71,8 +65,6 @@ DEFAULT_PORT = 8080
 DEFAULT_WORKERS = 2
 # SageMaker's own invocation timeout for real-time endpoints is 60 s.
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
-KEEP_ALIVE_TIMEOUT_S = 5
-GRACEFUL_SHUTDOWN_TIMEOUT_S = 15
 
 # How the parent passes its settings to uvicorn's worker processes (which import create_app afresh).
 _ENV_MODEL_DIR = "IMGCLF_SERVER_MODEL_DIR"
@@ -81,58 +73,6 @@ _ENV_MODEL_DIR = "IMGCLF_SERVER_MODEL_DIR"
 _DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
 _ENV_TIMEOUT = "IMGCLF_SERVER_TIMEOUT_S"
 _ENV_MAX_BODY = "IMGCLF_SERVER_MAX_BODY_BYTES"
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: message fields merged in when the message is itself a JSON object."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {"time": round(record.created, 3), "level": record.levelname,
-                                 "logger": record.name, "pid": record.process}
-        message = record.getMessage()
-        try:
-            parsed = json.loads(message) if message.startswith("{") else None
-        except ValueError:
-            parsed = None
-        if isinstance(parsed, dict):
-            entry.update(parsed)
-        else:
-            entry["message"] = message
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-class NoDelayH11Protocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol with TCP_NODELAY on every connection.
-
-    asyncio sets TCP_NODELAY itself only when the socket says it is IPPROTO_TCP; the listening socket
-    uvicorn hands to its worker processes is rebuilt from a file descriptor with proto 0, so with
-    workers > 1 Nagle's algorithm met the client's delayed ACK and every request waited ~40 ms
-    (measured: /ping 0.4 ms with one worker, 44 ms with two, on a bare Starlette app too)."""
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        super().connection_made(transport)
-
-
-def log_config(level: str = "info") -> dict[str, Any]:
-    """logging.config dict for uvicorn and us: JSON lines on stderr, in every worker process."""
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json",
-                                "stream": "ext://sys.stderr"}},
-        "loggers": {
-            "uvicorn": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
-            "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
-        },
-        "root": {"handlers": ["stderr"], "level": level.upper()},
-    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -346,82 +286,6 @@ def serve(model: str | os.PathLike[str], host: str = DEFAULT_HOST, port: int = D
 
 def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
-
-
-def free_port(host: str = DEFAULT_HOST) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def ping(url: str, timeout: float = 2.0) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/ping", timeout=timeout) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-@dataclass
-class BackgroundServer:
-    """A server started by `start_background`: `url`, `stop()`, usable as a context manager."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-    log_path: Path | None
-
-    def stop(self, timeout: float = 20.0) -> int:
-        """SIGTERM (graceful: in-flight requests finish), SIGKILL after `timeout`. Returns the exit code."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
-        return int(self.process.returncode)
-
-    def __enter__(self) -> BackgroundServer:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-
-def start_background(model: str | os.PathLike[str], host: str = DEFAULT_HOST, port: int = 0,
-                     workers: int = DEFAULT_WORKERS, *, runtime: str | None = None,
-                     threads: int | None = None, request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
-                     log_path: Path | None = None,
-                     startup_timeout_s: float = 120.0, env: dict[str, str] | None = None) -> BackgroundServer:
-    """Start `python -m localmode.server` in its own process group and wait until /ping answers 200.
-    port 0 picks a free port."""
-    port = port or free_port(host)
-    command = [sys.executable, "-m", "localmode.server", str(model), "--host", host, "--port", str(port),
-               "--workers", str(workers), "--timeout", str(request_timeout_s)]
-    if runtime:
-        command += ["--runtime", runtime]
-    if threads:
-        command += ["--threads", str(threads)]
-    log = log_path.open("ab") if log_path else subprocess.DEVNULL
-    try:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True, env={**os.environ, **(env or {})})
-    finally:
-        if log_path:
-            log.close()  # type: ignore[union-attr]
-    server = BackgroundServer(process, f"http://{host}:{port}", log_path)
-    deadline = time.monotonic() + startup_timeout_s
-    while not ping(server.url, timeout=1.0):
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with code {process.returncode}"
-                               + (f": see {log_path}" if log_path else ""))
-        if time.monotonic() > deadline:
-            server.stop(timeout=5)
-            raise RuntimeError(f"the server did not answer /ping within {startup_timeout_s:g} s")
-        time.sleep(0.2)
-    return server
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m localmode.server") -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,58 @@ _spec.loader.exec_module(serving_fixtures)
 trained_model_dir = serving_fixtures.trained_model_dir
 
 
+# The unit tier (`make test-unit`, `pytest --unit-tier`): the test files named by pyproject's `unit_tier`,
+# pure modules only. Modules that make a test slow or need a simulated AWS must not load in it: a test file
+# that imports one (itself or through what it imports) fails the tier at collection, one that imports it while
+# it runs fails that test.
+NOT_IN_UNIT_TIER = ("torch", "moto")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini("unit_tier", "test files (or folders) of the fast unit tier", type="paths", default=[])
+    parser.addoption("--unit-tier", action="store_true", help="run only the unit tier (pyproject unit_tier)")
+
+
+def _unit_paths(config: pytest.Config) -> list[Path]:
+    return [Path(p).resolve() for p in config.getini("unit_tier")]
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if not config.getoption("--unit-tier"):
+        return None
+    path = collection_path.resolve()
+    inside = any(path == unit or unit in path.parents or path in unit.parents for unit in _unit_paths(config))
+    return None if inside else True
+
+
+def _loaded_forbidden() -> list[str]:
+    return [name for name in NOT_IN_UNIT_TIER if name in sys.modules]
+
+
+_FIRST_IMPORTER: dict[str, str] = {}  # forbidden module -> the first test file whose collection loaded it
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if report.nodeid.endswith(".py"):
+        for name in _loaded_forbidden():
+            _FIRST_IMPORTER.setdefault(name, report.nodeid)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--unit-tier") and (loaded := _loaded_forbidden()):
+        raise pytest.UsageError("the unit tier must not load " + ", ".join(
+            f"{name} (loaded by {_FIRST_IMPORTER.get(name, 'a conftest')})" for name in loaded)
+            + ": take the file out of pyproject's unit_tier or drop the import")
+
+
+@pytest.fixture(autouse=True)
+def _unit_tier_stays_pure(request: pytest.FixtureRequest) -> Iterator[None]:
+    before = set(_loaded_forbidden())
+    yield
+    if request.config.getoption("--unit-tier") and (loaded := sorted(set(_loaded_forbidden()) - before)):
+        pytest.fail(f"{request.node.nodeid} loaded {', '.join(loaded)} in the unit tier")
+
+
 @pytest.fixture(scope="session")
 def model_classes(trained_model_dir: Path) -> list[str]:
     """The labels the trained model answers with, in class-id order (its metadata.json)."""
@@ -54,7 +107,7 @@ def class_image() -> Callable[..., Image.Image]:
 @pytest.fixture(scope="session")
 def local_endpoint(trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """localmode.server on the trained model (one worker), as `make local` leaves it running."""
-    from localmode.server import start_background
+    from localmode.supervisor import start_background
 
     log = tmp_path_factory.mktemp("local-endpoint") / "server.log"
     with start_background(trained_model_dir, workers=1, threads=1, log_path=log) as server:

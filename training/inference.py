@@ -13,17 +13,12 @@ model.pt, and INFERENCE_RUNTIME / INFERENCE_THREADS choose the engine (see imgcl
 from __future__ import annotations
 
 import logging
-import sys
-from pathlib import Path
 from typing import Any
 
-# In the container, code/ (this file's folder) is on sys.path already; this keeps `python inference.py`-
-# style imports working from anywhere else too.
-_CODE_DIR = str(Path(__file__).resolve().parent)
-if _CODE_DIR not in sys.path:
-    sys.path.insert(0, _CODE_DIR)
-
-from imgclf import serving  # noqa: E402
+# The container puts code/ (this file's folder, holding imgclf/) on sys.path before importing this module
+# (sagemaker-pytorch-inference-toolkit's handler service); tests and local mode import imgclf through the
+# editable install (pyproject package-dir). No path set-up here.
+from imgclf import serving
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 

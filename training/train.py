@@ -14,9 +14,9 @@ import logging
 import sys
 from pathlib import Path
 
-# SageMaker runs this file with training/ as the working directory; elsewhere make the package importable.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
+# `python train.py` puts this file's folder (the source dir, holding imgclf/) first on sys.path, in the
+# SageMaker container as anywhere else (https://docs.python.org/3/library/sys.html#sys.path); tests and
+# local mode import imgclf through the editable install (pyproject package-dir). No path set-up here.
 from imgclf.checkpoint import CheckpointMismatchError
 from imgclf.config import parse_config
 from imgclf.data import DatasetError

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from imgclf import contract, serving
-from localmode.server import BackgroundServer, start_background
+from localmode.supervisor import BackgroundServer, start_background
 
 
 @pytest.fixture(scope="module")

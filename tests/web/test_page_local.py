@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from imgclf import contract
-from localmode.server import start_background
+from localmode.supervisor import start_background
 
 NOT_AN_IMAGE = "This file is not a photo your browser can open."
 UNREACHABLE = "The classifier cannot be reached."

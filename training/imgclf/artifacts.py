@@ -5,7 +5,7 @@ SageMaker tars it into model.tar.gz; its PyTorch inference container expects thi
     model.pt                the classifier's state dict (backbone + head)
     metadata.json           backbone, classes, preprocessing, hyperparameters, metrics, serving variants
     model.onnx, ...         serving variants (imgclf.export, when --export)
-    code/inference.py       the serving entry point (written by the serving area)
+    code/inference.py       the serving entry point (training/inference.py)
     code/imgclf/            this package
     code/requirements.txt   installed by the container before inference.py is imported (on every instance)
     code/.wheels/           with bundle_serving_wheels: every serving dependency as a wheel for the inference
@@ -51,7 +51,7 @@ def build_metadata(*, backbone: str, class_names: list[str], class_folders: list
 
 
 def write_code_dir(model_dir: Path, bundle_serving_wheels: bool = False) -> wheelhouse.ServingRequirements:
-    """code/: inference.py (if the serving area's file exists), the imgclf package, requirements.txt (and the
+    """code/: inference.py (training/inference.py), the imgclf package, requirements.txt (and the
     wheels it installs from, when bundle_serving_wheels). Returns where requirements.txt installs from."""
     code = model_dir / "code"
     if code.exists():

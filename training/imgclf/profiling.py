@@ -96,10 +96,6 @@ class StepProfiler:
                                 on_trace_ready=self._trace_ready, record_shapes=False)
         self._profile.start()
 
-    @property
-    def active(self) -> bool:
-        return self._profile is not None
-
     def _trace_ready(self, prof: profile) -> None:
         before = set(self.trace_dir.glob("*.pt.trace.json"))
         self._export(prof)

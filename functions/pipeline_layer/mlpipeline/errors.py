@@ -73,6 +73,10 @@ class EndpointDeploymentFailed(PipelineError):
     """The endpoint failed to create/update, or a blue/green update rolled back."""
 
 
+class FeaturesMissing(PipelineError):
+    """The extraction job completed, yet its feature set's manifest is not in the data bucket."""
+
+
 class PollLimitExceeded(PipelineError):
     """A job or the endpoint was still not done after the last status check its phase may use."""
 

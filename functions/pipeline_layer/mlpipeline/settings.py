@@ -51,6 +51,10 @@ class Settings:
     rollout_step_type: str
     rollout_step_size: int
     rollout_wait_seconds: int
+    # A frozen backbone (train.py --freeze-backbone, the default) tunes on cached features: one extraction
+    # job, then every trial trains the head on this (CPU) instance type (functions/prepare_features).
+    freeze_backbone: bool
+    cached_features_tuning_instance_type: str
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,7 +135,8 @@ def _check(settings: dict[str, Any]) -> list[str]:
         problems.append("autoscaling_max_capacity must be >= autoscaling_min_capacity")
     if settings["autoscaling_target_invocations"] <= 0:
         problems.append("autoscaling_target_invocations must be > 0")
-    for name in ("tuning_instance_type", "training_instance_type", "endpoint_instance_type"):
+    for name in ("tuning_instance_type", "training_instance_type", "endpoint_instance_type",
+                 "cached_features_tuning_instance_type"):
         if not settings[name].startswith("ml."):
             problems.append(
                 f"{name} must be a SageMaker instance type like ml.m5.large, got {settings[name]!r}"

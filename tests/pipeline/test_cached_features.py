@@ -158,3 +158,28 @@ def _output_of_failed(world: pw.PipelineWorld, execution: dict) -> str:
         if details and details["name"] == "PrepareFeatures":
             return json.loads(details["output"])["features"]["job_name"]
     raise AssertionError("PrepareFeatures never exited")
+
+
+def test_a_retried_start_carries_on_with_its_own_extraction_and_another_execution_is_a_duplicate(
+    world: pw.PipelineWorld,
+) -> None:
+    import pytest
+    from mlpipeline.errors import DuplicateRun
+
+    world.sim.polls = 100  # the extraction stays InProgress
+    pw.upload_dataset(world.s3)
+    validate = pw.load_handler("validate").handler
+    version = world.s3.head_object(Bucket=pw.BUCKET, Key=f"datasets/{pw.DATASET}/manifest.json")["VersionId"]
+    defaults = json.loads((pw.REPO / "events" / "validate.json").read_text())["defaults"]
+    run = validate({"event": pw.s3_event(f"datasets/{pw.DATASET}/manifest.json", version_id=version),
+                    "defaults": defaults}, None)
+    prepare = pw.load_handler("prepare_features").handler
+    first = "arn:aws:states:us-east-1:123456789012:execution:imgclf-pipeline:first"
+    answer = prepare({"phase": "start", "run": run, "execution_arn": first}, None)
+    assert not answer["ready"] and answer["job_name"] == rq.extraction_job_name(run)
+    # the same execution's retry (the first attempt's answer was lost): the same job, no second one
+    assert prepare({"phase": "start", "run": run, "execution_arn": first}, None) == answer
+    assert world.sim.calls.count("CreateTrainingJob[extraction]") == 2  # the retry's create met ResourceInUse
+    second = "arn:aws:states:us-east-1:123456789012:execution:imgclf-pipeline:second"
+    with pytest.raises(DuplicateRun, match="another execution"):
+        prepare({"phase": "start", "run": run, "execution_arn": second}, None)

@@ -21,16 +21,30 @@ start-up overhead separately and the README reports the figures as measured here
 Billable time: SageMaker bills a training job from TrainingStartTime to TrainingEndTime, which includes
 downloading the training data and the container image, and uploading the artifacts
 (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_DescribeTrainingJob.html, TrainingStartTime
-and TrainingEndTime; instance provisioning before it is not billed). ASSUMPTION: that overhead is
-STARTUP_OVERHEAD_SECONDS per job (the PyTorch training container image pull and the channel download; the
-README's cost table assumed ~3 min, we take 2 min for both paths, which favours neither).
+and TrainingEndTime; instance provisioning before it is not billed). The start-up overhead per job is an
+ASSUMPTION, reported in two variants (STARTUP_VARIANTS):
+- "flat": 120 s for every job of both paths (the image pull and the channel download; the README's cost
+  table assumed ~3 min), which favours neither path;
+- "by image": the GPU training image's download as SageMaker's own logs show it, 2 min 29 s ("Downloading
+  the training image" -> "Training image download completed", huggingface/blog#96) and 2 min 51 s
+  (NVIDIA-Merlin/Transformers4Rec#794), so 150 s, plus 10 s for the toolkit's `pip install -r
+  requirements.txt`: 160 s for (a)'s trials and the extraction job; a cached trial pulls the CPU image,
+  6,200 MB against the GPU image's 21,500 MB by AWS's build size checks (aws/deep-learning-containers,
+  pytorch/training/buildspec-2-6-sm.yml, image_size_baseline): 150 s x 6,200 / 21,500 + 10 s = 53 s.
 Prices: us-east-1 SageMaker training on-demand, https://aws.amazon.com/sagemaker/pricing/ (the README's
 cost table uses the same figures).
+
+Every run saves its raw measurements (each job's wall time and objective, the final accuracies) to
+benchmarks/bench_feature_tuning.measured.json (--save), and the report is computed from that file;
+`--report FILE` prints the report of a saved run without training anything.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
 import re
 import subprocess
 import sys
@@ -43,7 +57,12 @@ from imgclf import contract
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_PY = REPO / "training" / "train.py"
 
-STARTUP_OVERHEAD_SECONDS = 120.0  # the stated assumption above
+# Start-up overhead per job, in seconds, by variant (the stated assumptions above): (GPU image, CPU image).
+STARTUP_VARIANTS: dict[str, dict[str, float]] = {
+    "flat": {"gpu": 120.0, "cpu": 120.0},
+    "by image": {"gpu": 160.0, "cpu": 53.0},
+}
+DEFAULT_SAVE = Path(__file__).with_name("bench_feature_tuning.measured.json")
 PRICE_PER_HOUR = {"ml.g4dn.xlarge": 0.736, "ml.m5.large": 0.115}  # us-east-1 training, on demand
 TODAY_TRIAL_INSTANCE = "ml.g4dn.xlarge"  # template.yaml TuningInstanceType's default before features
 CACHED_TRIAL_INSTANCE = "ml.m5.large"
@@ -67,12 +86,49 @@ def last(metric: str, stdout: str) -> float:
     return [float(v) for v in re.findall(contract.METRIC_REGEXES[metric], stdout)][-1]
 
 
-def billable(seconds: float) -> float:
-    return seconds + STARTUP_OVERHEAD_SECONDS
+def billable(seconds: float, instance: str, variant: str) -> float:
+    device = "gpu" if instance.startswith(("ml.g", "ml.p")) else "cpu"
+    return seconds + STARTUP_VARIANTS[variant][device]
 
 
-def cost(seconds: float, instance: str) -> float:
-    return billable(seconds) / 3600 * PRICE_PER_HOUR[instance]
+def cost(seconds: float, instance: str, variant: str) -> float:
+    return billable(seconds, instance, variant) / 3600 * PRICE_PER_HOUR[instance]
+
+
+def report(measured: dict) -> None:
+    """The table of a saved run, for every start-up variant (computed from the raw measurements only)."""
+    trials_per_tuning = measured["trials_per_tuning"]
+    extraction_seconds = measured["extraction_seconds"]
+    print(f"data {measured['data_dir']}, backbone {measured['backbone']}, measured {measured['measured_at']} on "
+          f"{measured['machine']}; prices {PRICE_PER_HOUR}")
+    for variant, startup in STARTUP_VARIANTS.items():
+        rows = {}
+        for name, trials, instance in (("(a) today", measured["today"], TODAY_TRIAL_INSTANCE),
+                                       ("(b) cached", measured["cached"], CACHED_TRIAL_INSTANCE)):
+            compute = sum(t["seconds"] for t in trials) / len(trials)
+            best = min(trials, key=lambda t: t["objective"])
+            per_tuning = trials_per_tuning * cost(compute, instance, variant)
+            if name == "(b) cached":
+                per_tuning += cost(extraction_seconds, EXTRACTION_INSTANCE, variant)
+            choice = f"{best['lr']},{best['batch_size']}"
+            rows[name] = {"compute": compute, "billable": billable(compute, instance, variant),
+                          "cost": cost(compute, instance, variant), "per_tuning": per_tuning, "best": choice,
+                          "accuracy": measured["final_accuracy"][choice], "instance": instance}
+        print(f"\nstart-up variant {variant!r}: {startup['gpu']:.0f} s per GPU-image job, {startup['cpu']:.0f} s per "
+              "CPU-image job (billed)")
+        print(f"{'path':12} {'instance':15} {'trial compute s':>15} {'billable s':>10} {'$/trial':>9} "
+              f"{'$/tuning':>9} {'best lr,batch':>14} {'final test acc':>14}")
+        for name, row in rows.items():
+            print(f"{name:12} {row['instance']:15} {row['compute']:15.1f} {row['billable']:10.1f} "
+                  f"{row['cost']:9.5f} {row['per_tuning']:9.4f} {row['best']:>14} {row['accuracy']:14.4f}")
+        a, b = rows["(a) today"], rows["(b) cached"]
+        print(f"(b) extraction job once per feature set: {extraction_seconds:.1f} s compute on "
+              f"{EXTRACTION_INSTANCE}, ${cost(extraction_seconds, EXTRACTION_INSTANCE, variant):.5f}; included in "
+              f"(b)'s $/tuning ({trials_per_tuning} trials)")
+        print(f"ratio (a)/(b): trial compute {a['compute'] / b['compute']:.1f}x, "
+              f"billable {a['billable'] / b['billable']:.2f}x, cost per trial {a['cost'] / b['cost']:.1f}x, "
+              f"cost per tuning {a['per_tuning'] / b['per_tuning']:.1f}x; "
+              f"final test accuracy {100 * (b['accuracy'] - a['accuracy']):+.1f} points")
 
 
 def main() -> None:
@@ -83,70 +139,59 @@ def main() -> None:
     parser.add_argument("--final-epochs", type=int, default=5)
     parser.add_argument("--trials", type=int, default=8, help="trials per tuning job, for the per-run cost "
                         "(the pipeline's MaxTuningJobs default)")
+    parser.add_argument("--save", type=Path, default=DEFAULT_SAVE, help="where the raw measurements go")
+    parser.add_argument("--report", type=Path, default=None, help="only print the report of a saved run")
     options = parser.parse_args()
+    if options.report is not None:
+        report(json.loads(options.report.read_text()))
+        return
     common = ["--backbone", options.backbone, "--no-export", "--profile-steps", "0", "--patience", "0"]
     work = Path(tempfile.mkdtemp(prefix="bench-features-"))
     data = ["--data-dir", str(options.data_dir)]
 
     print(f"data {options.data_dir}, backbone {options.backbone}, {options.tuning_epochs} tuning epochs, "
           f"{len(CANDIDATES)} candidates, final {options.final_epochs} epochs; work dir {work}")
-    today: list[tuple[float, float, tuple[str, str]]] = []
+    today: list[dict] = []
     for lr, batch in CANDIDATES:
         seconds, out = run([*data, *common, "--epochs", str(options.tuning_epochs), "--lr", lr,
                             "--batch-size", batch, "--model-dir", str(work / "a-model"),
                             "--output-data-dir", str(work / "a-out")])
-        today.append((seconds, last(contract.OBJECTIVE_METRIC_NAME, out), (lr, batch)))
-        print(f"  (a) trial lr={lr} batch={batch}: {seconds:.1f} s, objective {today[-1][1]:.4f}")
+        today.append({"lr": lr, "batch_size": batch, "seconds": round(seconds, 2),
+                      "objective": last(contract.OBJECTIVE_METRIC_NAME, out)})
+        print(f"  (a) trial lr={lr} batch={batch}: {seconds:.1f} s, objective {today[-1]['objective']:.4f}")
 
     feature_set = work / "feature-set"
     extraction_seconds, _ = run([*data, *common, f"--{contract.EXTRACT_FEATURES_HYPERPARAMETER}",
                                  "--feature-cache-dir", str(feature_set), "--model-dir", str(work / "x-model"),
                                  "--output-data-dir", str(work / "x-out")])
     print(f"  (b) extraction job: {extraction_seconds:.1f} s")
-    cached: list[tuple[float, float, tuple[str, str]]] = []
+    cached: list[dict] = []
     for lr, batch in CANDIDATES:
         seconds, out = run(["--features-dir", str(feature_set), *common, "--epochs", str(options.tuning_epochs),
                             "--lr", lr, "--batch-size", batch, "--model-dir", str(work / "b-model"),
                             "--output-data-dir", str(work / "b-out")])
-        cached.append((seconds, last(contract.OBJECTIVE_METRIC_NAME, out), (lr, batch)))
-        print(f"  (b) trial lr={lr} batch={batch}: {seconds:.1f} s, objective {cached[-1][1]:.4f}")
+        cached.append({"lr": lr, "batch_size": batch, "seconds": round(seconds, 2),
+                       "objective": last(contract.OBJECTIVE_METRIC_NAME, out)})
+        print(f"  (b) trial lr={lr} batch={batch}: {seconds:.1f} s, objective {cached[-1]['objective']:.4f}")
 
-    finals: dict[tuple[str, str], float] = {}
-
-    def final_accuracy(choice: tuple[str, str]) -> float:
-        if choice not in finals:  # the final job is the same for both paths when they pick the same point
-            _, out = run([*data, *common, "--epochs", str(options.final_epochs), "--lr", choice[0],
-                          "--batch-size", choice[1], "--model-dir", str(work / "final-model"),
+    finals: dict[str, float] = {}
+    for trials in (today, cached):  # the final job is the same for both paths when they pick the same point
+        best = min(trials, key=lambda t: t["objective"])
+        choice = f"{best['lr']},{best['batch_size']}"
+        if choice not in finals:
+            _, out = run([*data, *common, "--epochs", str(options.final_epochs), "--lr", best["lr"],
+                          "--batch-size", best["batch_size"], "--model-dir", str(work / "final-model"),
                           "--output-data-dir", str(work / "final-out")])
             finals[choice] = last(contract.TEST_ACCURACY_METRIC_NAME, out)
-        return finals[choice]
-
-    rows = {}
-    for name, trials, instance in (("(a) today", today, TODAY_TRIAL_INSTANCE),
-                                   ("(b) cached", cached, CACHED_TRIAL_INSTANCE)):
-        trial_seconds = sum(t[0] for t in trials) / len(trials)
-        best = min(trials, key=lambda t: t[1])[2]
-        per_run = options.trials * cost(trial_seconds, instance)
-        if trials is cached:
-            per_run += cost(extraction_seconds, EXTRACTION_INSTANCE)
-        rows[name] = {"compute": trial_seconds, "billable": billable(trial_seconds),
-                      "cost": cost(trial_seconds, instance), "per_run": per_run, "best": best,
-                      "accuracy": final_accuracy(best), "instance": instance}
-
-    print(f"\nassumed start-up overhead per job: {STARTUP_OVERHEAD_SECONDS:.0f} s (billed); prices {PRICE_PER_HOUR}")
-    print(f"{'path':12} {'instance':15} {'trial compute s':>15} {'billable s':>10} {'$/trial':>9} "
-          f"{'$/tuning':>9} {'best lr,batch':>14} {'final test acc':>14}")
-    for name, row in rows.items():
-        print(f"{name:12} {row['instance']:15} {row['compute']:15.1f} {row['billable']:10.1f} {row['cost']:9.5f} "
-              f"{row['per_run']:9.4f} {','.join(row['best']):>14} {row['accuracy']:14.4f}")
-    a, b = rows["(a) today"], rows["(b) cached"]
-    print(f"(b) extraction job once per dataset version: {extraction_seconds:.1f} s compute on {EXTRACTION_INSTANCE},"
-          f" ${cost(extraction_seconds, EXTRACTION_INSTANCE):.5f}; included in (b)'s $/tuning "
-          f"({options.trials} trials)")
-    print(f"ratio (a)/(b): trial compute {a['compute'] / b['compute']:.1f}x, "
-          f"billable {a['billable'] / b['billable']:.2f}x, "
-          f"cost per trial {a['cost'] / b['cost']:.1f}x, cost per tuning {a['per_run'] / b['per_run']:.1f}x; "
-          f"final test accuracy {100 * (b['accuracy'] - a['accuracy']):+.1f} points")
+    measured = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()}",
+                "data_dir": str(options.data_dir), "backbone": options.backbone,
+                "tuning_epochs": options.tuning_epochs, "final_epochs": options.final_epochs,
+                "trials_per_tuning": options.trials, "today": today, "cached": cached,
+                "extraction_seconds": round(extraction_seconds, 2), "final_accuracy": finals}
+    options.save.write_text(json.dumps(measured, indent=2) + "\n")
+    print(f"raw measurements saved to {options.save}")
+    report(measured)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     sagemaker = boto3.client("sagemaker")
     autoscaling = boto3.client("application-autoscaling")
     endpoint_name = os.environ["ENDPOINT_NAME"]
+    # PrepareFeatures' answer names the extraction job it started (None when it reused a feature set).
+    extraction_job = (state.get("features") or {}).get("job_name")
     started_tuning = "tuning" in state
     started_training = "training" in state
     registered = aws.scalable_target_registered(autoscaling, endpoint_name)
@@ -45,6 +47,9 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         # before it failed, and then never returned its output.
         deploy_attempted=(state.get("gate") or {}).get("passed") is True,
         autoscaling_registered=registered,
+        extraction=_describe(sagemaker.describe_training_job, TrainingJobName=extraction_job)
+        if extraction_job
+        else None,
     )
     for step in actions:
         action, name = step["action"], step["name"]

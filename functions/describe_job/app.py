@@ -1,7 +1,7 @@
 """DescribeJob: the progress of the tuning job, the training job or the endpoint deployment, and when to
 look again (mlpipeline.polling).
 
-Input {"kind": "tuning" | "training" | "endpoint", "name", "expected_config" (endpoint only),
+Input {"kind": "tuning" | "training" | "extraction" | "endpoint", "name", "expected_config" (endpoint only),
        "poll": {"attempt", "wait_seconds"} (the previous answer's), "poll_seconds", "settings"}.
 Output {"done": bool, "status", ..., "poll": {"attempt", "wait_seconds"}}; raises SageMakerJobFailed /
 EndpointDeploymentFailed, or PollLimitExceeded after the phase's last poll.
@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError, ConnectionError, ReadTimeoutError
 from mlpipeline import polling, requests
 from mlpipeline.errors import THROTTLING_CODES, TRANSIENT_CODES, error_code, translate_aws_errors
 
-KINDS = ("tuning", "training", "endpoint")
+KINDS = ("tuning", "training", "extraction", "endpoint")
 
 
 def _progress(sagemaker: Any, event: dict[str, Any]) -> dict[str, Any]:
@@ -29,7 +29,7 @@ def _progress(sagemaker: Any, event: dict[str, Any]) -> dict[str, Any]:
         return requests.tuning_progress(
             sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
         )
-    if kind == "training":
+    if kind in ("training", "extraction"):  # the feature extraction is a training job too
         return requests.training_progress(sagemaker.describe_training_job(TrainingJobName=name))
     return requests.endpoint_progress(sagemaker.describe_endpoint(EndpointName=name), event["expected_config"])
 
@@ -38,7 +38,7 @@ def _progress(sagemaker: Any, event: dict[str, Any]) -> dict[str, Any]:
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     kind, name = event["kind"], event["name"]
     if kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}: expected tuning, training or endpoint")
+        raise ValueError(f"unknown kind {kind!r}: expected one of {KINDS}")
     try:
         progress = _progress(boto3.client("sagemaker"), event)
     except ClientError as error:

@@ -1,6 +1,9 @@
 """StartTuning: CreateHyperParameterTuningJob for the run, tagged with the execution that starts it.
 
-Input {"run", "execution_arn" ($$.Execution.Id), "poll_seconds"}; output {"job_name", "job_arn"}.
+Input {"run", "execution_arn" ($$.Execution.Id), "poll_seconds", "features" (PrepareFeatures' answer, or
+{"ready": false} for an unfrozen backbone)}; output {"job_name", "job_arn"}. With features ready, every
+trial reads the feature set as its `features` channel and trains the head on the cached-features instance
+type (mlpipeline.requests.cached_features_tuning); otherwise the trials train on the images.
 
 The job name is deterministic per dataset version, so SageMaker answers ResourceInUse both to a retry of
 this task whose first attempt did create the job (the Lambda timed out, or AWS answered 5xx after the job
@@ -29,7 +32,9 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     run = event["run"]
     execution_arn = event["execution_arn"]
     polling.check_run_fits_one_execution(run["settings"], int(event["poll_seconds"]))
-    request = requests.tuning_job_request(run, os.environ["SAGEMAKER_ROLE_ARN"], execution_arn)
+    features = event.get("features") or {}
+    cached = requests.cached_features_tuning(run, features["feature_set"]) if features.get("ready") else None
+    request = requests.tuning_job_request(run, os.environ["SAGEMAKER_ROLE_ARN"], execution_arn, cached)
     sagemaker = boto3.client("sagemaker")
     name = run["tuning_job_name"]
     try:

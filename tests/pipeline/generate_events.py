@@ -55,6 +55,7 @@ def main() -> int:
     describe_names = {
         "tuning": "describe_job_tuning.json",
         "training": "describe_job_training.json",
+        "extraction": "describe_job_extraction.json",
         "endpoint": "describe_job_endpoint.json",
     }
     for function, payload in happy:
@@ -62,6 +63,8 @@ def main() -> int:
             files.setdefault(describe_names[payload["kind"]], payload)
         elif function == "notify":
             files.setdefault(f"notify_{payload['outcome']}.json", payload)
+        elif function == "prepare_features":
+            files.setdefault(f"prepare_features_{payload['phase']}.json", payload)
         else:
             files.setdefault(f"{function}.json", payload)
     failed, _ = capture({"tuning_outcome": "Failed"}, "events-failed")

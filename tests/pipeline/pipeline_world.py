@@ -77,6 +77,7 @@ FUNCTIONS: dict[str, str] = {
     "CleanupFunction": "cleanup",
     "NotifyFunction": "notify",
     "ReportFunction": "report",
+    "PrepareFeaturesFunction": "prepare_features",
 }
 
 
@@ -211,6 +212,7 @@ SCALING_UPDATE_DOC = "https://docs.aws.amazon.com/sagemaker/latest/dg/endpoint-s
 TRAFFIC_ROUTING_DOC = "https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_TrafficRoutingConfig.html"
 LINEAR_DOC = "https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-blue-green-linear.html"
 ROLLBACK_DOC = "https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-configuration.html"
+CHECKPOINTS_DOC = "https://docs.aws.amazon.com/sagemaker/latest/dg/model-checkpoints-enable.html"
 VARIANT_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 DATA_CAPTURE_SUMMARY_DOC = "https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_DataCaptureConfigSummary.html"
 
@@ -240,6 +242,10 @@ class SageMakerSim:
     tuning_outcome: str = "Completed"  # or "Failed"
     tuned: dict[str, str] = field(default_factory=lambda: {"lr": "0.0123", "batch-size": "64"})
     training_outcome: str = "Completed"
+    # The feature-extraction job (a training job with train.py --extract-features-only): how it ends, and
+    # whether the feature set it wrote reached S3 (SageMaker syncs its CheckpointConfig.LocalPath there).
+    extraction_outcome: str = "Completed"
+    extraction_uploads: bool = True
     test_accuracy: float | None = 0.91
     endpoint_outcome: str = "InService"  # or "Failed"
     update_outcome: str = "InService"  # or "RolledBack", "UpdateRollbackFailed"
@@ -496,8 +502,9 @@ class SageMakerSim:
             return original["describe_hyper_parameter_tuning_job"](self, hyper_parameter_tuning_job_name)
 
         def create_training(self: Any, training_job_name: str, *args: Any, **kwargs: Any) -> Any:
-            sim.calls.append("CreateTrainingJob")
-            if sim.throttle_create_training > 0:
+            extraction = contract.EXTRACT_FEATURES_HYPERPARAMETER in (kwargs.get("hyper_parameters") or {})
+            sim.calls.append("CreateTrainingJob[extraction]" if extraction else "CreateTrainingJob")
+            if sim.throttle_create_training > 0 and not extraction:
                 sim.throttle_create_training -= 1
                 raise Throttled("Rate exceeded")
             if training_job_name in self.training_jobs:
@@ -513,6 +520,9 @@ class SageMakerSim:
                 and job.training_job_status == "InProgress"
                 and sim._tick(f"training:{training_job_name}")
             ):
+                if contract.EXTRACT_FEATURES_HYPERPARAMETER in (job.hyper_parameters or {}):
+                    finish_extraction(self, job)
+                    return original["describe_training_job"](self, training_job_name)
                 job.training_job_status = sim.training_outcome
                 if sim.on_training_end is not None:
                     sim.on_training_end(job)  # what the job leaves in S3 (model.tar.gz, output.tar.gz)
@@ -543,6 +553,24 @@ class SageMakerSim:
             from moto.core.responses import ActionResult
 
             return ActionResult(sim.list_trials(self._get_param("HyperParameterTuningJobName")))
+
+        def finish_extraction(self: Any, job: Any) -> None:
+            """The extraction job ends as the scenario says. Completed, what train.py wrote under
+            CheckpointConfig.LocalPath is in CheckpointConfig.S3Uri ("SageMaker AI ... copies checkpoint
+            data from a local path to Amazon S3", CHECKPOINTS_DOC): the feature cache's folder with its
+            manifest, written last (the files' bytes are train.py's business, tested in tests/training)."""
+            job.training_job_status = sim.extraction_outcome
+            if sim.extraction_outcome != "Completed":
+                job.failure_reason = "AlgorithmError: ExecuteUserScriptError: CUDA out of memory"
+                return
+            if not sim.extraction_uploads:
+                return
+            bucket, _, folder = job.checkpoint_config["S3Uri"].removeprefix("s3://").partition("/")
+            cache = f"{folder}{contract.FEATURE_CACHE_FOLDER}/"
+            backend = s3_backends[self.account_id]["aws"]
+            for split in ("train", "valid", "test"):
+                backend.put_object(bucket, f"{cache}resnet18-{split}-0123.pt", b"\0" * 64)
+            backend.put_object(bucket, cache + contract.FEATURE_SET_MANIFEST, b"{}")
 
         def create_model(self: Any, model_name: str, *args: Any, **kwargs: Any) -> Any:
             # Names are unique: SageMaker refuses a second CreateModel (moto would overwrite the first).

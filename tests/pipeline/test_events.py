@@ -14,6 +14,10 @@ EVENTS = pw.REPO / "events"
 # (file, function folder) in the order the state machine calls them.
 HAPPY_PATH = [
     ("validate.json", "validate"),
+    ("prepare_features_start.json", "prepare_features"),
+    ("describe_job_extraction.json", "describe_job"),
+    ("describe_job_extraction.json", "describe_job"),
+    ("prepare_features_collect.json", "prepare_features"),
     ("start_tuning.json", "start_tuning"),
     ("describe_job_tuning.json", "describe_job"),
     ("describe_job_tuning.json", "describe_job"),
@@ -60,6 +64,10 @@ def test_event_files_replay_through_their_handlers(world: pw.PipelineWorld) -> N
             event["event"] = _as_uploaded_here(event["event"], world.s3)
         answers[name] = pw.load_handler(folder).handler(event, None)
     assert answers["validate.json"]["run_id"] == _load("start_tuning.json")["run"]["run_id"]
+    # the replayed extraction made the feature set the file's run tuned on (the same content key)
+    assert answers["prepare_features_collect.json"]["ready"]
+    tuned_on = _load("start_tuning.json")["features"]["feature_set"]
+    assert answers["prepare_features_start.json"]["feature_set"] == tuned_on
     assert answers["describe_job_tuning.json"]["done"] and answers["describe_job_endpoint.json"]["done"]
     assert answers["quality_gate.json"]["passed"]
     assert answers["deploy.json"]["action"] == "create"

@@ -335,7 +335,11 @@ def test_deploy_creates_then_updates(aws: dict[str, Any]) -> None:
     )
 
 
-def test_configure_autoscaling_registers_target_and_policy(aws: dict[str, Any]) -> None:
+def test_configure_autoscaling_registers_target_and_policy(
+    aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the event's gate carries the model's prediction baseline: the drift alarm notifies the topic
+    monkeypatch.setenv("NOTIFICATION_TOPIC_ARN", aws["sns"].create_topic(Name=pw.TOPIC)["TopicArn"])
     answer = handler("configure_autoscaling")(_event("configure_autoscaling.json"))
     assert answer["resource_id"] == f"endpoint/{pw.ENDPOINT}/variant/AllTraffic"
     policies = aws["application-autoscaling"].describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]

@@ -488,9 +488,17 @@ def test_a_retried_deploy_resumes_the_deployment_its_first_attempt_started() -> 
         rq.plan_deployment(updating, None, "ml.m5.large", False, "someone-elses")
 
 
+FEATURE_SET = "0123456789abcdef0123456789abcdef"
+
+
+def _listing(etag: str = "e1", name: str = "001.A/img_0.jpg") -> dict:
+    prefix = f"datasets/{pw.DATASET}/train/"
+    return {"train": (prefix, [{"Key": prefix + name, "Size": 10, "ETag": f'"{etag}"'}])}
+
+
 def test_extraction_job_request_and_its_feature_set_location() -> None:
     run = make_run()
-    request = rq.extraction_job_request(run, ROLE)
+    request = rq.extraction_job_request(run, ROLE, FEATURE_SET, EXECUTION)
     assert_valid("sagemaker", "CreateTrainingJob", request)
     # train.py's extract-only mode on the images, on the training instance type (GPU by default).
     assert json.loads(request["HyperParameters"][contract.EXTRACT_FEATURES_HYPERPARAMETER]) is True
@@ -499,19 +507,37 @@ def test_extraction_job_request_and_its_feature_set_location() -> None:
     assert [c["ChannelName"] for c in request["InputDataConfig"]] == ["train", "valid", "test"]
     assert request["ResourceConfig"]["InstanceType"] == run["settings"]["training_instance_type"]
     assert request["AlgorithmSpecification"]["TrainingImage"] == run["training_image_uri"]
+    assert rq.started_by(request["Tags"], EXECUTION)
     # The feature set lands in the data bucket, under a key of what the features depend on.
     checkpoint = request["CheckpointConfig"]
-    assert checkpoint == {"S3Uri": rq.feature_set_s3_uri(run), "LocalPath": "/opt/ml/checkpoints"}
-    assert checkpoint["S3Uri"].startswith(f"s3://{pw.BUCKET}/features/")
-    assert rq.feature_set_manifest_key(run).endswith("/feature-cache/feature-set.json")
+    assert checkpoint == {"S3Uri": rq.feature_set_s3_uri(run, FEATURE_SET), "LocalPath": "/opt/ml/checkpoints"}
+    assert checkpoint["S3Uri"] == f"s3://{pw.BUCKET}/features/{FEATURE_SET}/"
+    assert rq.feature_set_manifest_key(FEATURE_SET) == f"features/{FEATURE_SET}/feature-cache/feature-set.json"
     assert len(request["TrainingJobName"]) <= 63
-    # Same data, backbone, numerics and code: the same feature set; any of them changed: another one.
-    assert rq.feature_set_id(make_run()) == rq.feature_set_id(run)
+
+
+def test_feature_set_id_covers_content_backbone_numerics_and_code_not_the_manifest_version() -> None:
+    run = make_run()
+    digest = rq.dataset_content_digest(_listing())
+    # Same data, backbone, numerics and code: the same feature set, whatever the manifest's version says.
+    newer = plan_run(bucket=pw.BUCKET, manifest_key=f"datasets/{pw.DATASET}/manifest.json",
+                     manifest=parse_manifest(json.dumps({"version": "v9", "overrides": {"epochs": 3}}), pw.DATASET),
+                     settings=build_settings(asl_defaults(), {"epochs": 3}), prefix=pw.PREFIX, region=pw.REGION,
+                     etag='"abc"', source_key="code/sourcedir-0123.tar.gz")
+    assert rq.feature_set_id(newer, digest) == rq.feature_set_id(run, digest)
     for other in (make_run(backbone="resnet50"), make_run(precision="fp32"),
                   make_run(training_instance_type="ml.m5.xlarge")):
-        assert rq.feature_set_id(other) != rq.feature_set_id(run)
+        assert rq.feature_set_id(other, digest) != rq.feature_set_id(run, digest)
     changed_code = {**run, "source_s3_uri": f"s3://{pw.BUCKET}/code/sourcedir-4567.tar.gz"}
-    assert rq.feature_set_id(changed_code) != rq.feature_set_id(run)
+    assert rq.feature_set_id(changed_code, digest) != rq.feature_set_id(run, digest)
+    # any file changed (ETag), renamed or added: another content digest
+    assert rq.dataset_content_digest(_listing(etag="e2")) != digest
+    assert rq.dataset_content_digest(_listing(name="001.A/img_1.jpg")) != digest
+    # the digest is of the split-relative keys: the listing's order does not matter
+    two = _listing()
+    two["train"][1].append({"Key": two["train"][0] + "002.B/x.jpg", "Size": 3, "ETag": '"e3"'})
+    flipped = {"train": (two["train"][0], list(reversed(two["train"][1])))}
+    assert rq.dataset_content_digest(two) == rq.dataset_content_digest(flipped)
 
 
 @pytest.mark.parametrize("input_mode", ["File", "FastFile"])
@@ -519,16 +545,17 @@ def test_tuning_on_the_features_channel(input_mode: str) -> None:
     run = make_run()
     cpu_image = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.6-cpu-py312"
     request = rq.tuning_job_request(run, ROLE, EXECUTION, features={
-        "instance_type": "ml.m5.large", "image_uri": cpu_image, "input_mode": input_mode})
+        "feature_set": FEATURE_SET, "instance_type": "ml.m5.large", "image_uri": cpu_image,
+        "input_mode": input_mode})
     assert_valid("sagemaker", "CreateHyperParameterTuningJob", request)
     definition = request["TrainingJobDefinition"]
     assert definition["ResourceConfig"]["InstanceType"] == "ml.m5.large"
     assert definition["AlgorithmSpecification"]["TrainingImage"] == cpu_image
     (channel,) = definition["InputDataConfig"]  # only the features: no image is downloaded by a trial
     assert channel["ChannelName"] == contract.FEATURES_CHANNEL and channel["InputMode"] == input_mode
-    assert channel["DataSource"]["S3DataSource"]["S3Uri"] == rq.feature_set_s3_uri(run) + "feature-cache/"
+    assert channel["DataSource"]["S3DataSource"]["S3Uri"] == rq.feature_set_s3_uri(run, FEATURE_SET) + "feature-cache/"
     # The objective is the same metric and regex as on images.
     metrics = {m["Name"]: m["Regex"] for m in definition["AlgorithmSpecification"]["MetricDefinitions"]}
     assert metrics[contract.OBJECTIVE_METRIC_NAME] == contract.METRIC_REGEXES[contract.OBJECTIVE_METRIC_NAME]
     with pytest.raises(ValueError, match="File or FastFile"):
-        rq.features_channel(run, "Pipe")
+        rq.features_channel(run, FEATURE_SET, "Pipe")

@@ -78,6 +78,10 @@ class SmokeTestFailed(PipelineError):
     evidence and what was done to the live endpoint)."""
 
 
+class FeaturesMissing(PipelineError):
+    """The extraction job completed, yet its feature set's manifest is not in the data bucket."""
+
+
 class PollLimitExceeded(PipelineError):
     """A job or the endpoint was still not done after the last status check its phase may use."""
 

@@ -26,7 +26,7 @@ from mlpipeline.errors import InvalidDataset, PollLimitExceeded
 HISTORY_EVENT_LIMIT = 25_000
 MAX_EXECUTION_SECONDS = 365 * 24 * 3600
 # The most DescribeJob polls one phase may use (the history budget; the test derives the events).
-MAX_POLLS: dict[str, int] = {"tuning": 400, "training": 200, "endpoint": 60}
+MAX_POLLS: dict[str, int] = {"tuning": 400, "training": 200, "extraction": 40, "endpoint": 60}
 BACKOFF_RATE = 2
 # Time a job takes besides MaxRuntimeInSeconds: provisioning, image pull, data download, model upload.
 # (AWS: MaxRuntimeInSeconds is at most 28 days, the whole job at most 30 days including publishing metrics
@@ -51,14 +51,14 @@ def budget_seconds(kind: str, settings: Mapping[str, Any]) -> int:
     job = job_time_limit_seconds(settings) + JOB_OVERHEAD_SECONDS
     if kind == "tuning":
         return math.ceil(settings["max_jobs"] / settings["max_parallel_jobs"]) * job + JOB_OVERHEAD_SECONDS
-    if kind == "training":
+    if kind in ("training", "extraction"):  # the feature extraction is one training job
         return job
     if kind == "endpoint":
         # A blue/green deployment ends within MaximumExecutionTimeoutInSeconds (the rollout's steps and
         # baking periods), then may roll back as long again; CreateEndpoint has no documented bound, and
         # the same covers its provisioning and health checks.
         return 2 * rollout.max_execution_timeout_seconds(settings) + requests.TERMINATION_WAIT_SECONDS
-    raise ValueError(f"unknown kind {kind!r}: expected tuning, training or endpoint")
+    raise ValueError(f"unknown kind {kind!r}: expected one of {sorted(MAX_POLLS)}")
 
 
 @dataclass(frozen=True)

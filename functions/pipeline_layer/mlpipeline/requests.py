@@ -92,6 +92,7 @@ def static_hyperparameters(run: Mapping[str, Any], job_name: str | None = None) 
         "pretrained": _hp(s["pretrained"]),
         "patience": _hp(s["patience"]),
         "precision": _hp(s["precision"]),
+        "freeze-backbone": _hp(s["freeze_backbone"]),
         PROGRAM_HYPERPARAMETER: _hp("train.py"),
         SUBMIT_DIRECTORY_HYPERPARAMETER: _hp(run["source_s3_uri"]),
         "sagemaker_region": _hp(run["region"]),
@@ -180,43 +181,57 @@ def started_by(tags: list[Mapping[str, str]], execution_arn: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Cached backbone features (imgclf.features): one extraction job per feature set, head-only tuning trials.
-# Not yet called by the state machine (see the README, "Tuning on cached features").
+# Cached backbone features (imgclf.features): one extraction job per feature set, head-only tuning trials
+# (the state machine's PrepareFeatures / DescribeExtraction / CollectFeatures states).
 
 FEATURE_SETS_PREFIX = "features/"
 
 
-def feature_set_id(run: Mapping[str, Any]) -> str:
-    """What the features depend on, as far as the pipeline knows without torch: the dataset version, the
-    backbone and its weights source, the numerics (precision on the training instance type's device) and
-    the code version (the source tarball's content-addressed key). The container checks the rest (the
-    weights' own digest, the preprocessing, each file's bytes) before it reuses or trusts a file."""
+def dataset_content_digest(listing: Mapping[str, tuple[str, list[Mapping[str, Any]]]]) -> str:
+    """The dataset's content as S3 lists it: {split: (its prefix, ListObjectsV2 Contents)} -> sha256 over
+    every object's split, key below the split's prefix, size and ETag. The same files uploaded again (a new
+    manifest version, other overrides) give the same digest; a file added, removed or changed gives another.
+    (A multipart upload's ETag depends on its part size, so the same bytes uploaded another way may miss: an
+    extraction, never a wrong reuse. The container checks every file's SHA-256 before it reuses a file.)"""
+    rows = sorted((split, o["Key"].removeprefix(prefix), int(o["Size"]), str(o["ETag"]).strip('"'))
+                  for split, (prefix, contents) in listing.items() for o in contents)
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+
+
+def feature_set_id(run: Mapping[str, Any], content_digest: str) -> str:
+    """What the features depend on, as far as the pipeline knows without torch: the dataset's content
+    (dataset_content_digest), the backbone and its weights source, the numerics (precision on the training
+    instance type's device) and the code version (the source tarball's content-addressed key). The container
+    checks the rest (the weights' own digest, the preprocessing, each file's bytes) before it reuses or
+    trusts a file."""
     s = run["settings"]
-    description = {"dataset": run["dataset"], "version": run["version_token"], "backbone": s["backbone"],
+    description = {"content": content_digest, "backbone": s["backbone"],
                    "pretrained": s["pretrained"], "precision": s["precision"],
                    "device": images.processor_for(s["training_instance_type"]), "code": run["source_s3_uri"]}
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def feature_set_s3_uri(run: Mapping[str, Any]) -> str:
+def feature_set_s3_uri(run: Mapping[str, Any], feature_set: str) -> str:
     """The extraction job's CheckpointConfig.S3Uri: SageMaker syncs /opt/ml/checkpoints there (and downloads
     it into the container at start, so a rerun finds its files and extracts nothing)
     https://docs.aws.amazon.com/sagemaker/latest/dg/model-checkpoints-enable.html"""
-    return f"s3://{run['bucket']}/{FEATURE_SETS_PREFIX}{feature_set_id(run)}/"
+    return f"s3://{run['bucket']}/{FEATURE_SETS_PREFIX}{feature_set}/"
 
 
-def feature_set_manifest_key(run: Mapping[str, Any]) -> str:
+def feature_set_manifest_key(feature_set: str) -> str:
     """The S3 key whose presence means the feature set is complete (written last by the extraction job)."""
-    return f"{FEATURE_SETS_PREFIX}{feature_set_id(run)}/{contract.FEATURE_CACHE_FOLDER}/{contract.FEATURE_SET_MANIFEST}"
+    return f"{FEATURE_SETS_PREFIX}{feature_set}/{contract.FEATURE_CACHE_FOLDER}/{contract.FEATURE_SET_MANIFEST}"
 
 
 def extraction_job_name(run: Mapping[str, Any]) -> str:
     return f"{run['run_id']}-features"  # run ids are <= 32 characters; SageMaker allows 63
 
 
-def extraction_job_request(run: Mapping[str, Any], role_arn: str) -> dict[str, Any]:
+def extraction_job_request(run: Mapping[str, Any], role_arn: str, feature_set: str,
+                           execution_arn: str) -> dict[str, Any]:
     """CreateTrainingJob for the extraction: train.py --extract-features-only on the images, on the training
-    instance type (GPU when configured), its feature set synced to the data bucket through CheckpointConfig."""
+    instance type (GPU when configured), its feature set synced to the data bucket through CheckpointConfig;
+    tagged with the execution that starts it (a retry carries on with its own job)."""
     s = run["settings"]
     name = extraction_job_name(run)
     hyperparameters = {**static_hyperparameters(run, name), contract.EXTRACT_FEATURES_HYPERPARAMETER: _hp(True)}
@@ -230,30 +245,37 @@ def extraction_job_request(run: Mapping[str, Any], role_arn: str) -> dict[str, A
         "ResourceConfig": {"InstanceType": s["training_instance_type"], "InstanceCount": 1,
                            "VolumeSizeInGB": VOLUME_SIZE_GB},
         "StoppingCondition": {"MaxRuntimeInSeconds": s["max_runtime_seconds"]},
-        "CheckpointConfig": {"S3Uri": feature_set_s3_uri(run), "LocalPath": CHECKPOINT_LOCAL_PATH},
-        "Tags": _tags(run),
+        "CheckpointConfig": {"S3Uri": feature_set_s3_uri(run, feature_set), "LocalPath": CHECKPOINT_LOCAL_PATH},
+        "Tags": [*_tags(run), execution_tag(execution_arn)],
     }
 
 
-def features_channel(run: Mapping[str, Any], input_mode: str = "File") -> dict[str, Any]:
+def features_channel(run: Mapping[str, Any], feature_set: str, input_mode: str = "File") -> dict[str, Any]:
     """The tuning trials' only channel: the feature set (SM_CHANNEL_FEATURES). FastFile streams the files
     instead of copying them first; File copies them (a few MB for dogImages either way)."""
     if input_mode not in ("File", "FastFile"):
         raise ValueError(f"features channel input mode must be File or FastFile, not {input_mode!r}")
     return {
         "ChannelName": contract.FEATURES_CHANNEL,
-        "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
-                                        "S3Uri": f"{feature_set_s3_uri(run)}{contract.FEATURE_CACHE_FOLDER}/",
-                                        "S3DataDistributionType": "FullyReplicated"}},
+        "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix",
+            "S3Uri": f"{feature_set_s3_uri(run, feature_set)}{contract.FEATURE_CACHE_FOLDER}/",
+            "S3DataDistributionType": "FullyReplicated"}},
         "InputMode": input_mode,
     }
+
+
+def cached_features_tuning(run: Mapping[str, Any], feature_set: str) -> dict[str, str]:
+    """tuning_job_request's `features` for this run: its feature set, the trials' instance type and image."""
+    return {"feature_set": feature_set, "instance_type": run["settings"]["cached_features_tuning_instance_type"],
+            "image_uri": run["cached_tuning_image_uri"]}
 
 
 def tuning_job_request(run: Mapping[str, Any], role_arn: str, execution_arn: str,
                        features: Mapping[str, str] | None = None) -> dict[str, Any]:
     """CreateHyperParameterTuningJob: Bayesian search minimizing 'average test loss' from the training log,
-    tagged with the execution that starts it. With `features` ({"instance_type", "image_uri", optional
-    "input_mode"}), the trials read only the extracted feature set and train the head on that instance."""
+    tagged with the execution that starts it. With `features` ({"feature_set", "instance_type", "image_uri",
+    optional "input_mode"}), the trials read only that feature set and train the head on that instance."""
     s = run["settings"]
     name = run["tuning_job_name"]
     definition: dict[str, Any] = {
@@ -264,8 +286,10 @@ def tuning_job_request(run: Mapping[str, Any], role_arn: str, execution_arn: str
             "MetricDefinitions": contract.metric_definitions(),
         },
         "RoleArn": role_arn,
-        "InputDataConfig": ([features_channel(run, features.get("input_mode", "File"))] if features
-                            else input_channels(run)),
+        "InputDataConfig": (
+            [features_channel(run, features["feature_set"], features.get("input_mode", "File"))] if features
+            else input_channels(run)
+        ),
         "OutputDataConfig": {"S3OutputPath": f"{run['output_s3_uri']}tuning/"},
         "ResourceConfig": {
             "InstanceType": features["instance_type"] if features else s["tuning_instance_type"],
@@ -784,19 +808,23 @@ def plan_cleanup(
     config_exists: bool,
     deploy_attempted: bool,
     autoscaling_registered: bool,
+    extraction: Mapping[str, Any] | None = None,
 ) -> list[dict[str, str]]:
     """What to undo after a failure, in order, as [{"action", "name"}].
 
-    Stops this run's running jobs; deletes a new endpoint of this run that failed; deletes this run's
-    endpoint config and model unless the endpoint serves them or is deploying them (an update in progress
-    names the new config only in PendingDeploymentSummary, and SageMaker says never to delete a config
-    while UpdateEndpoint or CreateEndpoint runs on it); and, when this run got as far as Deploy and the
+    Stops this run's running jobs (the feature extraction's too); deletes a new endpoint of this run that
+    failed; deletes this run's endpoint config and model unless the endpoint serves them or is deploying
+    them (an update in progress names the new config only in PendingDeploymentSummary, and SageMaker says
+    never to delete a config while UpdateEndpoint or CreateEndpoint runs on it); and, when this run got as
+    far as Deploy and the
     endpoint is InService without a scalable target, registers autoscaling again: Deploy may have
     deregistered it before an UpdateEndpoint that failed or rolled back, whatever Deploy managed to
     return. The live endpoint serving another config is never deleted.
     """
     actions: list[dict[str, str]] = []
     running = ("InProgress",)
+    if extraction is not None and extraction.get("TrainingJobStatus") in running:
+        actions.append({"action": "stop_training_job", "name": extraction["TrainingJobName"]})
     if tuning is not None and tuning.get("HyperParameterTuningJobStatus") in running:
         actions.append({"action": "stop_tuning_job", "name": run["tuning_job_name"]})
     if training is not None and training.get("TrainingJobStatus") in running:

@@ -30,6 +30,11 @@ def plan_run(
     tuning_image = settings.training_image_uri or images.pytorch_image_uri(
         "training", settings.framework_version, settings.py_version, settings.tuning_instance_type, region
     )
+    # Trials on cached features train only the head: the image of their own (CPU) instance type.
+    cached_tuning_image = settings.training_image_uri or images.pytorch_image_uri(
+        "training", settings.framework_version, settings.py_version,
+        settings.cached_features_tuning_instance_type, region,
+    )
     inference_image = settings.inference_image_uri or images.pytorch_image_uri(
         "inference", settings.framework_version, settings.py_version, settings.endpoint_instance_type, region
     )
@@ -54,6 +59,7 @@ def plan_run(
         "endpoint_config_name": run_id,
         "training_image_uri": training_image,
         "tuning_image_uri": tuning_image,
+        "cached_tuning_image_uri": cached_tuning_image,
         "inference_image_uri": inference_image,
         "settings": settings.as_dict(),
     }

@@ -58,6 +58,10 @@ class Settings:
     endpoint_mode: str
     serverless_memory_mb: int
     serverless_max_concurrency: int
+    # A frozen backbone (train.py --freeze-backbone, the default) tunes on cached features: one extraction
+    # job, then every trial trains the head on this (CPU) instance type (functions/prepare_features).
+    freeze_backbone: bool
+    cached_features_tuning_instance_type: str
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -142,7 +146,8 @@ def _check(settings: dict[str, Any]) -> list[str]:
     # (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_DataCaptureConfig.html)
     if not 0 <= settings["data_capture_percentage"] <= 100:
         problems.append(f"data_capture_percentage must be in 0..100, got {settings['data_capture_percentage']}")
-    for name in ("tuning_instance_type", "training_instance_type", "endpoint_instance_type"):
+    for name in ("tuning_instance_type", "training_instance_type", "endpoint_instance_type",
+                 "cached_features_tuning_instance_type"):
         if not settings[name].startswith("ml."):
             problems.append(
                 f"{name} must be a SageMaker instance type like ml.m5.large, got {settings[name]!r}"

@@ -118,7 +118,7 @@ def test_extraction_failure_goes_to_cleanup_and_no_tuning_starts(world: pw.Pipel
     error, cause = _failure(world, execution)
     assert error == "SageMakerJobFailed" and "CUDA out of memory" in cause
     states = world.states_entered(execution["executionArn"])
-    assert states[-3:] == ["Cleanup", "NotifyFailure", "PipelineFailed"]
+    assert states[-4:] == ["Cleanup", "ReportFailure", "NotifyFailure", "PipelineFailed"]
     assert "StartTuning" not in states and "CreateHyperParameterTuningJob" not in world.sim.calls
 
 

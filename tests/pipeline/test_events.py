@@ -30,6 +30,7 @@ HAPPY_PATH = [
     ("describe_job_endpoint.json", "describe_job"),
     ("smoke_test.json", "smoke_test"),
     ("configure_autoscaling.json", "configure_autoscaling"),
+    ("report.json", "report"),
     ("notify_succeeded.json", "notify"),
 ]
 FAILURE_PATH = [("cleanup.json", "cleanup"), ("notify_failed.json", "notify")]
@@ -72,6 +73,7 @@ def test_event_files_replay_through_their_handlers(world: pw.PipelineWorld) -> N
     assert answers["quality_gate.json"]["passed"]
     assert answers["deploy.json"]["action"] == "create"
     assert world.sagemaker.describe_endpoint(EndpointName=pw.ENDPOINT)["EndpointStatus"] == "InService"
+    assert answers["report.json"]["report_s3_uri"].startswith(f"s3://{pw.BUCKET}/reports/")
     assert "succeeded" in answers["notify_succeeded.json"]["subject"]
     # the failure path: nothing of a later run is running, cleanup finds nothing to undo and says so
     assert pw.load_handler("cleanup").handler(_load("cleanup.json"), None)["actions"] == []

@@ -1,0 +1,42 @@
+"""The README's state-machine diagram is the one generated from statemachine/pipeline.asl.json."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pipeline_world as pw
+
+_spec = importlib.util.spec_from_file_location("asl_to_mermaid", pw.REPO / "statemachine" / "asl_to_mermaid.py")
+asl_to_mermaid = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(asl_to_mermaid)
+
+
+def _asl() -> dict:
+    return json.loads((pw.REPO / "statemachine" / "pipeline.asl.json").read_text())
+
+
+def test_readme_diagram_matches_the_asl() -> None:
+    block = asl_to_mermaid.block_in((pw.REPO / "README.md").read_text())
+    assert block is not None, "README.md lacks the generated state-machine diagram"
+    assert block == asl_to_mermaid.readme_block(_asl()), (
+        "README's state-machine diagram is stale: run .venv/bin/python statemachine/asl_to_mermaid.py"
+    )
+
+
+def test_every_state_and_transition_is_drawn() -> None:
+    asl = _asl()
+    diagram = asl_to_mermaid.mermaid(asl)
+    for name, state in asl["States"].items():
+        node = asl_to_mermaid._node_id(name)
+        assert f'{node}' in diagram and f'"{name}' in diagram
+        targets = [state.get("Next"), state.get("Default")] + [r["Next"] for r in state.get("Choices", [])]
+        targets += [c["Next"] for c in state.get("Catch", [])]
+        for target in filter(None, targets):
+            assert f"{node} " in diagram and asl_to_mermaid._node_id(target) in diagram
+
+
+def test_a_new_state_makes_the_diagram_stale() -> None:
+    asl = _asl()
+    asl["States"]["SmokeTest"] = {"Type": "Pass", "End": True}
+    assert asl_to_mermaid.readme_block(asl) != asl_to_mermaid.readme_block(_asl())

@@ -30,11 +30,13 @@ HAPPY_PATH = [
     ("describe_job_endpoint.json", "describe_job"),
     ("smoke_test.json", "smoke_test"),
     ("configure_autoscaling.json", "configure_autoscaling"),
-    ("report.json", "report"),
     ("notify_succeeded.json", "notify"),
 ]
 FAILURE_PATH = [("cleanup.json", "cleanup"), ("notify_failed.json", "notify")]
 STATE_MACHINE_INPUTS = ["start_execution.json", "s3_manifest_created.json"]
+# The report reads its execution's history (Step Functions transitions, Lambda time): replayed after an
+# execution of the file's name has run.
+AFTER_ITS_EXECUTION = [("report.json", "report")]
 
 
 def _load(name: str) -> dict:
@@ -51,7 +53,7 @@ def _as_uploaded_here(event: dict, s3) -> dict:
 
 
 def test_every_pipeline_event_file_is_covered() -> None:
-    covered = {name for name, _ in HAPPY_PATH + FAILURE_PATH} | set(STATE_MACHINE_INPUTS)
+    covered = {name for name, _ in HAPPY_PATH + FAILURE_PATH + AFTER_ITS_EXECUTION} | set(STATE_MACHINE_INPUTS)
     on_disk = {p.name for p in EVENTS.glob("*.json") if not p.name.startswith("inference_")}
     assert on_disk == covered
 
@@ -73,11 +75,20 @@ def test_event_files_replay_through_their_handlers(world: pw.PipelineWorld) -> N
     assert answers["quality_gate.json"]["passed"]
     assert answers["deploy.json"]["action"] == "create"
     assert world.sagemaker.describe_endpoint(EndpointName=pw.ENDPOINT)["EndpointStatus"] == "InService"
-    assert answers["report.json"]["report_s3_uri"].startswith(f"s3://{pw.BUCKET}/reports/")
     assert "succeeded" in answers["notify_succeeded.json"]["subject"]
     # the failure path: nothing of a later run is running, cleanup finds nothing to undo and says so
     assert pw.load_handler("cleanup").handler(_load("cleanup.json"), None)["actions"] == []
     assert "failed" in pw.load_handler("notify").handler(_load("notify_failed.json"), None)["subject"]
+
+
+def test_report_event_replays_after_its_execution(world: pw.PipelineWorld) -> None:
+    [(name, folder)] = AFTER_ITS_EXECUTION
+    event = _load(name)
+    execution = world.run(pw.upload_dataset(world.s3), event["execution_arn"].rsplit(":", 1)[1])
+    assert execution["executionArn"] == event["execution_arn"] and execution["status"] == "SUCCEEDED"
+    answer = pw.load_handler(folder).handler(event, None)
+    assert answer["report_s3_uri"].startswith(f"s3://{pw.BUCKET}/reports/")
+    assert answer["cost_line"]
 
 
 def test_start_execution_input_runs_the_state_machine(world: pw.PipelineWorld) -> None:

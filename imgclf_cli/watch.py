@@ -4,6 +4,8 @@ Every `interval` seconds it reads the execution (status, history) and the SageMa
 busy with, and prints a line when something changed:
 
 - the state the execution is in (the last state entered, from GetExecutionHistory);
+- the feature extraction (frozen backbones): the extraction job's status (DescribeTrainingJob), or that an
+  existing feature set is reused;
 - tuning: trials done and running out of the budget, the best objective so far
   (DescribeHyperParameterTuningJob);
 - the final training: status, epoch and the latest metrics, read from the job's log in CloudWatch Logs
@@ -147,6 +149,13 @@ def describe_training(description: dict[str, Any], log_text: str = "") -> str:
     return text + (", " + ", ".join(shown) if shown else "")
 
 
+def describe_extraction(description: dict[str, Any]) -> str:
+    """The feature-extraction job (a training job): status and secondary status."""
+    text = f"extraction {description.get('TrainingJobName')}: {description.get('TrainingJobStatus')}"
+    secondary = description.get("SecondaryStatus")
+    return text + (f" ({secondary})" if secondary and secondary != description.get("TrainingJobStatus") else "")
+
+
 def describe_endpoint(description: dict[str, Any]) -> str:
     """Status, and for each variant being rolled out (or live) its phase: Creating, Updating,
     ActivatingTraffic, Baking (DescribeEndpoint ProductionVariants[].VariantStatus)."""
@@ -205,17 +214,20 @@ class _TrainingLog:
 
 def _phase(data: dict[str, Any]) -> str | None:
     """Which SageMaker resource the run is busy with: the latest phase whose result is in the data."""
-    for phase in ("deployment", "training", "tuning"):
+    for phase in ("deployment", "training", "tuning", "features"):
         if isinstance(data.get(phase), dict):
             return phase
     return None
 
 
-def _names(data: dict[str, Any], endpoint_name: str | None) -> dict[str, str | None]:
+def _names(data: dict[str, Any], endpoint_name: str | None) -> dict[str, Any]:
     run = data.get("run") if isinstance(data.get("run"), dict) else {}
     training = data.get("training") if isinstance(data.get("training"), dict) else {}
     deployment = data.get("deployment") if isinstance(data.get("deployment"), dict) else {}
-    return {"tuning": run.get("tuning_job_name"),
+    features = data.get("features") if isinstance(data.get("features"), dict) else {}
+    return {"features": features.get("job_name"),
+            "features_reused": features.get("feature_set") if features.get("reused") else None,
+            "tuning": run.get("tuning_job_name"),
             "training": training.get("job_name") or run.get("training_job_name"),
             "deployment": deployment.get("endpoint_name") or endpoint_name}
 
@@ -255,6 +267,10 @@ def follow(session: Any, arn: str, *, endpoint_name: str | None = None, interval
                     training_log = _TrainingLog(logs, str(names["training"]))
                 detail = describe_training(sagemaker.describe_training_job(TrainingJobName=names["training"]),
                                            training_log.refresh())
+            elif phase == "features" and names["features"]:
+                detail = describe_extraction(sagemaker.describe_training_job(TrainingJobName=names["features"]))
+            elif phase == "features" and names["features_reused"]:
+                detail = f"feature set {names['features_reused']} reused: no extraction job"
             elif phase == "deployment" and names["deployment"]:
                 detail = describe_endpoint(sagemaker.describe_endpoint(EndpointName=names["deployment"]))
         except ClientError as error:  # e.g. a job not visible yet: say so, and look again next time

@@ -62,12 +62,15 @@ def test_every_phase_is_shown_live_until_the_model_is_live(world, sim):
     arn = _start(world, _watched_machine(world))
     # Each SageMaker job runs until the watcher has shown it, then ends as SageMakerSim says.
     shown: set[str] = set()
-    sim._tick = lambda key, polls=None: key.split(":")[0] in shown
+    # (the extraction job is a training job named ...-features: its own phase, shown before tuning)
+    sim._tick = lambda key, polls=None: ("extraction" if key.endswith("-features") else key.split(":")[0]) in shown
     out = io.StringIO()
     log_written: list[str] = []
 
     def between_looks(seconds: float) -> None:
         text = out.getvalue()
+        if "| extraction " in text:
+            shown.add("extraction")
         if "| tuning " in text:
             shown.add("tuning")
         training = re.search(r"\| training (\S+): InProgress", text)
@@ -86,6 +89,7 @@ def test_every_phase_is_shown_live_until_the_model_is_live(world, sim):
     assert code == ExitCode.OK, text
     epochs = pw.parameter_defaults()["Epochs"]
     tuning = pw.parameter_defaults()["MaxTuningJobs"]
+    assert re.search(r"\| extraction imgclf-dogimages-\w+-features: InProgress", text), text
     assert re.search(rf"\| tuning imgclf-dogimages-\w+: InProgress, \d+/{tuning} trials done, \d+ running", text), text
     assert re.search(r"\| tuning imgclf-dogimages-\w+: Completed, .*, best average test loss 0\.4200 so far",
                      text), text
@@ -97,7 +101,7 @@ def test_every_phase_is_shown_live_until_the_model_is_live(world, sim):
     assert "succeeded: the new model is live on endpoint imgclf-classifier, test accuracy 0.9100" in text
     console = "https://us-east-1.console.aws.amazon.com/states/home?region=us-east-1#/v2/executions/details/"
     assert f"details: {console}{arn}" in text
-    assert shown == {"tuning", "training", "endpoint"}
+    assert shown == {"extraction", "tuning", "training", "endpoint"}
 
 
 def test_the_stacks_latest_run_rejected_by_the_gate_exits_3(world, sim, stack, capsys):

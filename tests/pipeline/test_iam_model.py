@@ -408,9 +408,11 @@ def test_the_world_template_resolves_as_the_world_names_things() -> None:
     (their environment), so a policy's ARN and a call's ARN are comparable."""
     template = iam_model.world_template()
     world = pw.lambda_environment(topic_arn=f"arn:aws:sns:{pw.REGION}:{pw.ACCOUNT}:{pw.TOPIC}")
-    for logical_id in pw.FUNCTIONS:
+    for logical_id, folder in pw.FUNCTIONS.items():
         environment = template.environment(logical_id)
-        assert environment, logical_id
+        if not environment:  # a handler that takes everything from its event (SmokeTest) reads no variable
+            assert "os.environ" not in (pw.REPO / "functions" / folder / "app.py").read_text(), logical_id
+            continue
         assert {k: world[k] for k in environment} == environment, logical_id
     assert template.role_arn("SageMakerExecutionRole") == pw.ROLE_ARN
 

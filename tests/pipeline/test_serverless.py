@@ -4,7 +4,8 @@ combinations AWS refuses refused at Validate, and a serverless deploy end to end
 AWS's rules (mlpipeline/serverless.py cites each):
 https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ProductionVariantServerlessConfig.html,
 https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoints-update.html,
-https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_TrafficRoutingConfig.html.
+https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_TrafficRoutingConfig.html,
+https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoints.html (feature exclusions: data capture).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def test_a_serverless_endpoint_config_has_serverless_config_and_no_instances() -
         ({"rollout_strategy": "CANARY", "rollout_step_type": "CAPACITY_PERCENT", "rollout_step_size": 50},
          "ALL_AT_ONCE"),
         ({"endpoint_instance_type": "ml.g4dn.xlarge"}, "no GPUs"),
+        ({"data_capture_percentage": 10}, "do not support data capture"),
         ({"endpoint_mode": "async"}, "endpoint_mode must be one of"),
     ],
 )

@@ -10,6 +10,8 @@ AWS's rules:
   https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoints.html), so the inference image must
   be the CPU one; the pipeline picks the image by EndpointInstanceType (mlpipeline.images), which must then
   be a CPU type.
+- No data capture: the same feature exclusions list "data capture" (and Model Monitor, multiple production
+  variants) among what Serverless Inference does not support, so DataCapturePercentage must stay 0.
 - Payloads of at most 4 MB each way, /invocations answered within 1 minute, and the model downloaded and
   /ping answered within 3 minutes of a cold start
   (https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoints-invoke.html).
@@ -60,6 +62,9 @@ def problems(settings: Mapping[str, Any], processor: str) -> list[str]:
     if settings["rollout_strategy"] != "ALL_AT_ONCE":
         found.append(f"rollout_strategy {settings['rollout_strategy']} sizes its steps by instance count, which a "
                      "serverless endpoint does not have: use ALL_AT_ONCE with endpoint_mode=serverless")
+    if settings.get("data_capture_percentage", 0):
+        found.append(f"serverless endpoints do not support data capture: data_capture_percentage must be 0 with "
+                     f"endpoint_mode=serverless, got {settings['data_capture_percentage']}")
     if processor != "cpu":
         found.append(f"serverless endpoints have no GPUs: endpoint_instance_type {settings['endpoint_instance_type']} "
                      "picks a GPU inference image; use a CPU type (e.g. ml.m5.large) with endpoint_mode=serverless")

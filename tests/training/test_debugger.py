@@ -127,7 +127,7 @@ def test_each_rule_line_is_read_by_its_metric_regex() -> None:
     """The line train.py prints for a rule carries 1 (IssuesFound) or 0 (NoIssuesFound), and the rule's
     MetricDefinition reads exactly that; an Error line gives no datapoint, and no rule reads another's."""
     definitions = {d["Name"]: d["Regex"] for d in contract.metric_definitions()}
-    for rule, sagemaker_rule in debugger.SAGEMAKER_RULE_NAMES.items():
+    for rule, sagemaker_rule in contract.DEBUGGER_RULES.items():
         regex = definitions[contract.rule_metric_name(sagemaker_rule)]
         log = "\n".join(debugger.RuleResult(rule, status, {"summary": "loss fell (3/4) in 2 windows"}, {}).log_line()
                         for status in (debugger.NO_ISSUES, debugger.ISSUES, debugger.ERROR, debugger.NO_ISSUES))

@@ -47,8 +47,7 @@ ERROR = contract.RULE_ERROR
 # Our rule names -> the names SageMaker Debugger gives the built-in rules (RuleEvaluationStatus, the
 # console); shared with the pipeline, which configures the same four rules on the training job when a
 # stack opts in to SageMaker Debugger.
-SAGEMAKER_RULE_NAMES = contract.DEBUGGER_RULES
-RULE_NAMES: tuple[str, ...] = tuple(SAGEMAKER_RULE_NAMES)
+RULE_NAMES: tuple[str, ...] = tuple(contract.DEBUGGER_RULES)
 
 DEFAULT_PARAMETERS: dict[str, dict[str, float]] = {
     "loss_not_decreasing": {"num_steps": 10, "diff_percent": 0.1, "increase_threshold_percent": 5},
@@ -67,7 +66,7 @@ class RuleResult:
     sagemaker_rule: str = ""
 
     def __post_init__(self) -> None:
-        self.sagemaker_rule = self.sagemaker_rule or SAGEMAKER_RULE_NAMES[self.rule]
+        self.sagemaker_rule = self.sagemaker_rule or contract.DEBUGGER_RULES[self.rule]
 
     def log_line(self) -> str:
         """What train.py prints (stdout) after every evaluation; the rule's MetricDefinition reads it."""
@@ -278,7 +277,7 @@ def parse_stop_on_rule(value: str) -> list[str]:
         return []
     if value.lower() in ("any", "all", "true"):
         return list(RULE_NAMES)
-    by_sagemaker = {v.lower(): k for k, v in SAGEMAKER_RULE_NAMES.items()}
+    by_sagemaker = {v.lower(): k for k, v in contract.DEBUGGER_RULES.items()}
     rules = []
     for item in value.split(","):
         key = item.strip().lower()

@@ -42,8 +42,7 @@ CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 # regional rule-evaluator image runs them, as the SDK's Rule.sagemaker(rule_configs.<rule>()) does), the
 # ProfilerReport rule and system monitoring every 500 ms. Caveat: the smdebug hook that saves the rules'
 # tensors is not in the PyTorch 2.x containers, so those rule jobs may find nothing to evaluate; the
-# in-script rules stay the signal. The rule jobs never fail the training job.
-DEBUGGER_RULES = contract.DEBUGGER_RULES
+# in-script rules stay the signal. The rule jobs never fail the training job. The rules: contract.DEBUGGER_RULES.
 # Tensors those rules read (the SDK's defaults for them); saved every 100 steps to keep the output small.
 DEBUG_COLLECTIONS = ("losses", "weights", "gradients", "biases")
 DEBUG_SAVE_INTERVAL = "100"
@@ -341,7 +340,7 @@ def tensorboard_output_config(run: Mapping[str, Any], job_name: str) -> dict[str
 
 
 def _debugger_and_profiler(run: Mapping[str, Any], debugger_image: str | None) -> dict[str, Any]:
-    """No Debugger or Profiler feature unless the stack opted in (see the note on DEBUGGER_RULES)."""
+    """No Debugger or Profiler feature unless the stack opted in (see the note on DEBUG_COLLECTIONS)."""
     if not run["settings"]["enable_sagemaker_debugger"]:
         return {"ProfilerConfig": {"DisableProfiler": True}}
     if not debugger_image:
@@ -360,7 +359,7 @@ def _debugger_and_profiler(run: Mapping[str, Any], debugger_image: str | None) -
                 "RuleEvaluatorImage": debugger_image,
                 "RuleParameters": {"rule_to_invoke": rule},
             }
-            for rule in DEBUGGER_RULES.values()
+            for rule in contract.DEBUGGER_RULES.values()
         ],
         "ProfilerConfig": {
             "S3OutputPath": run["profiler_s3_uri"],

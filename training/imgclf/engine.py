@@ -557,6 +557,8 @@ def _write_outputs(cfg: TrainConfig, model: nn.Module, splits: data.DatasetSplit
     artifacts.write_model_artifacts(cfg.model_dir, model, metadata, export=cfg.export,
                                     validation_samples=validation_samples, calibration_samples=calibration_samples,
                                     bundle_serving_wheels=cfg.bundle_serving_wheels)
-    smoke_sample.record(cfg.model_dir, splits.splits["test"].samples, splits.splits["test"].root)
+    if cfg.features_dir is None and not cfg.extract_features_only:
+        # A trial on a feature set has no images to record (only the deployed, image-trained model needs it).
+        smoke_sample.record(cfg.model_dir, splits.splits["test"].samples, splits.splits["test"].root)
     logger.info("artifacts written to %s, reports to %s", cfg.model_dir, out)
 

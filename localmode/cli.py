@@ -27,8 +27,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs-dir", type=Path, default=DEFAULTS.runs_dir,
                         help="where runs, the live endpoint's record and reports go (default: %(default)s)")
     tuning = parser.add_argument_group("tuning (Optuna TPE; same search space and objective as SageMaker)")
-    tuning.add_argument("--trials", type=int, default=DEFAULTS.trials, help="trials in all (default: %(default)s)")
-    tuning.add_argument("--parallel", type=int, default=DEFAULTS.parallel,
+    # The flags carry the stack's setting names (mlpipeline.settings), as the manifest's overrides do.
+    tuning.add_argument("--max-jobs", type=int, default=DEFAULTS.max_jobs,
+                        help="trials in all (default: %(default)s)")
+    tuning.add_argument("--max-parallel-jobs", type=int, default=DEFAULTS.max_parallel_jobs,
                         help="trials at once (default: %(default)s)")
     tuning.add_argument("--tuning-epochs", type=int, default=DEFAULTS.tuning_epochs,
                         help="epochs per trial (default: %(default)s)")
@@ -36,7 +38,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     training.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="(default: %(default)s)")
     training.add_argument("--patience", type=int, default=DEFAULTS.patience,
                           help="early-stopping patience in epochs (default: %(default)s)")
-    training.add_argument("--instances", type=int, default=DEFAULTS.instances,
+    training.add_argument("--training-instance-count", type=int, default=DEFAULTS.training_instance_count,
                           help="processes, data-parallel like a multi-instance job (default: %(default)s)")
     training.add_argument("--no-final-feature-cache", dest="final_feature_cache", action="store_false",
                           help="train the best model on augmented images instead of cached features")
@@ -46,7 +48,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     training.add_argument("--precision", default=DEFAULTS.precision, choices=("auto", "fp32", "bf16"))
     training.add_argument("--seed", type=int, default=DEFAULTS.seed)
     serving = parser.add_argument_group("gate and endpoint")
-    serving.add_argument("--min-accuracy", type=float, default=DEFAULTS.min_accuracy,
+    serving.add_argument("--quality-threshold", type=float, default=DEFAULTS.quality_threshold,
                          help="the quality gate's test-accuracy threshold, 0..1 (default: %(default)s)")
     serving.add_argument("--no-serve", dest="serve", action="store_false", help="stop after the gate")
     serving.add_argument("--endpoint-name", default=DEFAULTS.endpoint_name)

@@ -39,13 +39,13 @@ class RunOptions:
     runs_dir: Path = REPO_ROOT / "runs"
     run_id: str | None = None  # default: derived from the data and the settings below
     # tuning
-    trials: int = 8
-    parallel: int = 2
+    max_jobs: int = 8  # trials in all
+    max_parallel_jobs: int = 2  # trials at once
     tuning_epochs: int = 6
     # the best model's training
     epochs: int = 10
     patience: int = 3
-    instances: int = 1
+    training_instance_count: int = 1  # processes, data-parallel like instances
     final_feature_cache: bool = True
     # model
     backbone: str = "efficientnet_lite0"
@@ -54,7 +54,7 @@ class RunOptions:
     precision: str = "auto"
     # gate and endpoint
     # The bundled sample reaches ~0.8 (README); a model under this is not worth serving.
-    min_accuracy: float = 0.6
+    quality_threshold: float = 0.6
     serve: bool = True
     endpoint_name: str = "image-classifier"
     port: int = 8080
@@ -97,7 +97,7 @@ def dataset_fingerprint(data_dir: Path) -> str:
 
 def default_run_id(options: RunOptions) -> str:
     settings = json.dumps([options.backbone, options.pretrained, options.image_size, options.tuning_epochs,
-                           options.epochs, options.instances, options.final_feature_cache, options.seed])
+                           options.epochs, options.training_instance_count, options.final_feature_cache, options.seed])
     digest = hashlib.sha256((dataset_fingerprint(options.data_dir) + settings).encode()).hexdigest()[:10]
     name = "".join(c if c.isalnum() or c == "-" else "-" for c in options.data_dir.resolve().name)
     return f"{name}-{digest}"
@@ -139,7 +139,7 @@ def run(options: RunOptions) -> RunSummary:
     run_dir = options.runs_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     log.info("run %s in %s", run_id, run_dir)
-    threads = max(1, (os.cpu_count() or 1) // max(1, options.parallel))
+    threads = max(1, (os.cpu_count() or 1) // max(1, options.max_parallel_jobs))
 
     # 1. Feature extraction, as the AWS pipeline's extraction job: train.py --extract-features-only writes
     # the feature set every trial reads (cache hits when an earlier run extracted the same data, backbone
@@ -149,7 +149,7 @@ def run(options: RunOptions) -> RunSummary:
     # 2. Tuning (resumes from the SQLite study of an interrupted run): head-only trials on the feature set.
     study = tuning.open_study(run_dir / "tuning.db", study_name=run_id, seed=options.seed)
     done = tuning.finished_trial_count(study)
-    with tqdm(total=options.trials, initial=min(done, options.trials), desc="tuning trials", unit="trial") as bar:
+    with tqdm(total=options.max_jobs, initial=min(done, options.max_jobs), desc="tuning trials", unit="trial") as bar:
         def on_trial_done(trial: Any) -> None:
             bar.update(1)
             value = "pruned" if trial.value is None else f"{trial.value:.4f}"
@@ -160,7 +160,7 @@ def run(options: RunOptions) -> RunSummary:
             static_hyperparameters={**options.static_hyperparameters(options.tuning_epochs),
                                     "features-dir": str(feature_set),
                                     "export": "false", "profile-steps": 0},
-            n_trials=options.trials, parallel=options.parallel, threads_per_trial=threads,
+            n_trials=options.max_jobs, parallel=options.max_parallel_jobs, threads_per_trial=threads,
             on_trial_done=on_trial_done)
     log.info("best trial #%d: %s (%s %.4f)", result.best_trial_number, result.best_hyperparameters,
              contract.OBJECTIVE_METRIC_NAME, result.best_objective)
@@ -171,7 +171,7 @@ def run(options: RunOptions) -> RunSummary:
 
     # 4. Quality gate against the threshold and the model deployed now.
     live = read_live_model(options.runs_dir)
-    decision = gate.decide(metrics.get(contract.TEST_ACCURACY_METRIC_NAME), options.min_accuracy,
+    decision = gate.decide(metrics.get(contract.TEST_ACCURACY_METRIC_NAME), options.quality_threshold,
                            live.get("test_accuracy") if live else None)
     summary = RunSummary(run_id=run_id, run_dir=str(run_dir), best_hyperparameters=result.best_hyperparameters,
                          best_objective=result.best_objective, metrics=metrics, gate=decision.as_dict(),
@@ -215,14 +215,14 @@ def train_best(options: RunOptions, run_dir: Path, best: dict[str, str]) -> Trai
         hyperparameters={**options.static_hyperparameters(options.epochs), **best,
                          "feature-cache": str(options.final_feature_cache).lower(),
                          "feature-cache-dir": str(run_dir / "feature-cache")},
-        quoted_hyperparameters=frozenset(best), instance_count=options.instances)
+        quoted_hyperparameters=frozenset(best), instance_count=options.training_instance_count)
     done_marker = job.job_dir / "COMPLETED"
     if done_marker.exists() and json.loads(done_marker.read_text()) == job.hyperparameters:
         log.info("the best model was already trained in %s: reusing it", job.job_dir)
         return TrainingJobResult(job=job, log_text=job.log_path.read_text())
     shutil.rmtree(job.model_dir, ignore_errors=True)
-    with tqdm(total=options.epochs, desc=f"training the best model ({options.instances} process"
-              f"{'es' if options.instances > 1 else ''})", unit="epoch") as bar:
+    with tqdm(total=options.epochs, desc=f"training the best model ({options.training_instance_count} process"
+              f"{'es' if options.training_instance_count > 1 else ''})", unit="epoch") as bar:
         def on_line(line: str) -> None:
             if line.startswith("Epoch time:"):
                 bar.update(1)

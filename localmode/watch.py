@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mlpipeline.settings import Settings
+
 from imgclf import manifest as manifests
 from localmode.pipeline import RunOptions, RunSummary, run
 
@@ -28,18 +30,10 @@ log = logging.getLogger("localmode.watch")
 RUN_ID_PREFIX = "local"
 CLAIMS_FOLDER = ".runs"
 
-# Manifest overrides (the stack's setting names, see the README) that mean something on one machine.
-LOCAL_OVERRIDES: dict[str, str] = {
-    "epochs": "epochs",
-    "max_jobs": "trials",
-    "max_parallel_jobs": "parallel",
-    "patience": "patience",
-    "backbone": "backbone",
-    "pretrained": "pretrained",
-    "precision": "precision",
-    "quality_threshold": "min_accuracy",
-    "training_instance_count": "instances",
-}
+# Manifest overrides carry the stack's setting names (mlpipeline.settings.Settings); RunOptions uses the
+# same names, so an override means something here exactly when RunOptions has a field of its name.
+STACK_SETTINGS = frozenset(f.name for f in dataclasses.fields(Settings))
+LOCAL_OVERRIDES = STACK_SETTINGS & {f.name for f in dataclasses.fields(RunOptions)}
 
 
 def s3_etag(data: bytes) -> str:
@@ -49,14 +43,17 @@ def s3_etag(data: bytes) -> str:
 
 def apply_overrides(options: RunOptions, overrides: dict[str, Any]) -> RunOptions:
     changes: dict[str, Any] = {}
+    unknown = sorted(set(overrides) - STACK_SETTINGS)
+    if unknown:
+        # The stack refuses these too (mlpipeline.settings.build_settings): a typo must not pass silently.
+        raise manifests.ManifestError(f"unknown overrides {unknown}; known settings: {sorted(STACK_SETTINGS)}")
     for name, value in overrides.items():
-        field_name = LOCAL_OVERRIDES.get(name)
-        if field_name is None:
+        if name not in LOCAL_OVERRIDES:
             log.info("override %s=%r applies to the AWS stack only: ignored here", name, value)
             continue
-        current = getattr(options, field_name)
+        current = getattr(options, name)
         try:
-            changes[field_name] = type(current)(value)
+            changes[name] = type(current)(value)
         except (TypeError, ValueError) as error:
             raise manifests.ManifestError(f"overrides.{name}: {error}") from error
     return dataclasses.replace(options, **changes)

@@ -46,8 +46,9 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _fast_options(data_dir: Path, runs_dir: Path, **changes: object) -> RunOptions:
     """The real defaults (efficientnet_lite0 with its offline ImageNet weights) made small and quick."""
-    options = RunOptions(data_dir=data_dir, runs_dir=runs_dir, trials=2, parallel=1, tuning_epochs=1, epochs=1,
-                         patience=1, image_size=64, min_accuracy=0.0, port=free_port(), workers=1, samples=2)
+    options = RunOptions(data_dir=data_dir, runs_dir=runs_dir, max_jobs=2, max_parallel_jobs=1, tuning_epochs=1,
+                         epochs=1, patience=1, image_size=64, quality_threshold=0.0, port=free_port(), workers=1,
+                         samples=2)
     return dataclasses.replace(options, **changes)
 
 

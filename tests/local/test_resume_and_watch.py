@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import signal
 import sqlite3
 import subprocess
@@ -39,9 +41,9 @@ def _trial_running(trials_dir: Path, after: int) -> bool:
 def test_interrupted_tuning_resumes(tiny_dataset: Path, tmp_path: Path, fast_options) -> None:
     runs = tmp_path / "runs"
     args = [sys.executable, "-m", "localmode", "run", "--data", str(tiny_dataset), "--runs-dir", str(runs),
-            "--trials", "3", "--tuning-epochs", "1", "--epochs", "1", "--image-size", "64", "--no-serve",
-            "--min-accuracy", "0"]
-    run_id = default_run_id(fast_options(tiny_dataset, runs, trials=3))
+            "--max-jobs", "3", "--tuning-epochs", "1", "--epochs", "1", "--image-size", "64", "--no-serve",
+            "--quality-threshold", "0"]
+    run_id = default_run_id(fast_options(tiny_dataset, runs, max_jobs=3))
     db = runs / run_id / "tuning.db"
 
     process = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -85,7 +87,7 @@ def _upload(bucket: Path, source: Path, name: str, manifest: dict) -> Path:
 @pytest.mark.slow
 def test_watch_runs_a_dataset_version_once(tiny_dataset: Path, tmp_path: Path, fast_options) -> None:
     bucket = tmp_path / "bucket"
-    options = fast_options(tiny_dataset, tmp_path / "runs", serve=False, trials=1)
+    options = fast_options(tiny_dataset, tmp_path / "runs", serve=False, max_jobs=1)
     # The overrides also ask for the best model on two data-parallel processes, as on two instances.
     manifest = {"version": "2026-11-23", "overrides": {"max_jobs": 1, "epochs": 1, "training_instance_count": 2}}
     _upload(bucket, tiny_dataset, "tiny", manifest)
@@ -126,6 +128,25 @@ def test_overrides_map_to_local_settings(tmp_path: Path, fast_options) -> None:
     options = fast_options(tmp_path, tmp_path / "runs")
     changed = watch.apply_overrides(options, {"max_jobs": "5", "epochs": 3, "endpoint_instance_type": "ml.c5.xlarge",
                                               "quality_threshold": 0.7})
-    assert (changed.trials, changed.epochs, changed.min_accuracy) == (5, 3, 0.7)
+    assert (changed.max_jobs, changed.epochs, changed.quality_threshold) == (5, 3, 0.7)
     with pytest.raises(manifests.ManifestError, match=r"overrides\.max_jobs"):
         watch.apply_overrides(options, {"max_jobs": "many"})
+    # A name the stack does not know is refused, as the stack's Validate refuses it (settings.build_settings).
+    with pytest.raises(manifests.ManifestError, match=r"unknown overrides \['max_job'\]"):
+        watch.apply_overrides(options, {"max_job": 5})
+
+
+def test_local_mode_shares_the_stacks_setting_names() -> None:
+    """One name per setting: the RunOptions fields that are stack settings are the overrides that apply here,
+    and the README lists exactly those."""
+    shared = {"max_jobs", "max_parallel_jobs", "epochs", "patience", "backbone", "pretrained", "precision",
+              "quality_threshold", "training_instance_count"}
+    assert shared == watch.LOCAL_OVERRIDES
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    listed = readme.split("`overrides` with a local meaning apply (", 1)[1].split(":", 1)[0]
+    assert set(re.findall(r"`(\w+)`", listed)) == watch.LOCAL_OVERRIDES
+    # The CLI's flags are the same names.
+    from localmode import cli
+    parser = argparse.ArgumentParser()
+    cli.add_run_arguments(parser)
+    assert set(vars(parser.parse_args([]))) >= watch.LOCAL_OVERRIDES

@@ -18,7 +18,7 @@ import iam_model
 import pipeline_world as pw
 import pytest
 from mlpipeline import images
-from mlpipeline.settings import Settings, search_space_defaults
+from mlpipeline.settings import Settings
 from moto import mock_aws
 
 from imgclf import contract
@@ -144,6 +144,17 @@ def test_every_substitution_is_defined_used_and_every_function_exists() -> None:
         assert resource["Properties"]["Handler"] == "app.handler" and "def handler(" in code.read_text()
         assert pw.FUNCTIONS[logical_id] == Path(resource["Properties"]["CodeUri"]).name
     assert {f"{fn}Arn" for fn in pw.FUNCTIONS} == task_functions
+
+
+def search_space_defaults() -> dict[str, Any]:
+    """lr bounds and batch sizes of contract.SEARCH_SPACE (the template's defaults must equal these)."""
+    out: dict[str, Any] = {}
+    for parameter in contract.SEARCH_SPACE:
+        if isinstance(parameter, contract.ContinuousParameter) and parameter.name == "lr":
+            out["lr_min"], out["lr_max"] = parameter.min_value, parameter.max_value
+        elif isinstance(parameter, contract.CategoricalParameter) and parameter.name == "batch-size":
+            out["batch_sizes"] = list(parameter.values)
+    return out
 
 
 def test_settings_in_the_asl_match_the_settings_model_and_the_contract() -> None:

@@ -97,11 +97,6 @@ def key_of(description: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
 
 
-def cache_key(backbone: str, weights_digest: str, preprocessing: Preprocessing, plan: PrecisionPlan,
-              split: SplitScan) -> str:
-    return key_of(describe(backbone, weights_digest, preprocessing, plan, split))
-
-
 @torch.no_grad()
 def extract_features(backbone: Callable[[torch.Tensor], torch.Tensor], split: SplitScan,
                      preprocessing: Preprocessing, batch_size: int, num_workers: int, device: torch.device

@@ -37,7 +37,6 @@ MODES = ("realtime", "serverless")
 SERVERLESS = "serverless"
 MEMORY_SIZES_MB = (1024, 2048, 3072, 4096, 5120, 6144)
 MAX_CONCURRENCY_RANGE = (1, 200)
-MAX_PAYLOAD_BYTES = 4 * 1000 * 1000  # "4 MB" (serverless-endpoints-invoke.html)
 
 
 def is_serverless(settings: Mapping[str, Any]) -> bool:

@@ -10,7 +10,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from imgclf import contract
 from mlpipeline import images, rollout, serverless
 
 
@@ -187,14 +186,3 @@ def build_settings(defaults: Mapping[str, Any], overrides: Mapping[str, Any] | N
     if problems:
         raise SettingsError("; ".join(problems))
     return Settings(**values)
-
-
-def search_space_defaults() -> dict[str, Any]:
-    """lr bounds and batch sizes of contract.SEARCH_SPACE (the template's defaults must equal these)."""
-    out: dict[str, Any] = {}
-    for parameter in contract.SEARCH_SPACE:
-        if isinstance(parameter, contract.ContinuousParameter) and parameter.name == "lr":
-            out["lr_min"], out["lr_max"] = parameter.min_value, parameter.max_value
-        elif isinstance(parameter, contract.CategoricalParameter) and parameter.name == "batch-size":
-            out["batch_sizes"] = list(parameter.values)
-    return out

@@ -2,6 +2,7 @@
 #   make local   - the main job: local mode, end to end on the bundled sample
 #   make test    - ruff + the whole test suite (what CI runs)
 #   make test-unit - the fast unit tier only (pure modules, no moto, no torch; pyproject unit_tier)
+#   make test-integration - everything but the unit tier (moto worlds, training, serving, browsers)
 SHELL := /bin/bash
 # The CPU torch wheel on this platform is built for CPython 3.11.
 PYTHON ?= python3.11
@@ -29,7 +30,7 @@ CHROMIUM := /usr/bin/chromium
 CHROMIUM_STAMP := $(VENV)/.installed-chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: local stop test test-unit lint setup benchmarks clean aws-tools browser image-uris
+.PHONY: local stop test test-unit test-integration lint setup benchmarks clean aws-tools browser image-uris
 
 setup: $(DEV_STAMP)
 
@@ -61,6 +62,9 @@ test: $(DEV_STAMP) $(SAM_STAMP) $(NPM_STAMP) $(CHECKOV_STAMP) $(CHROMIUM_STAMP) 
 
 test-unit: $(DEV_STAMP)
 	$(PY) -m pytest --unit-tier $(PYTEST_ARGS)
+
+test-integration: $(DEV_STAMP) $(SAM_STAMP) $(NPM_STAMP) $(CHECKOV_STAMP) $(CHROMIUM_STAMP)
+	$(PY) -m pytest --no-unit-tier $(PYTEST_ARGS)
 
 $(CHROMIUM_STAMP): | $(VENV)/bin/python
 	test -x $(CHROMIUM) || { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium; }

@@ -49,6 +49,7 @@ NOT_IN_UNIT_TIER = ("torch", "moto")
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("unit_tier", "test files (or folders) of the fast unit tier", type="paths", default=[])
     parser.addoption("--unit-tier", action="store_true", help="run only the unit tier (pyproject unit_tier)")
+    parser.addoption("--no-unit-tier", action="store_true", help="run everything but the unit tier")
 
 
 def _unit_paths(config: pytest.Config) -> list[Path]:
@@ -56,9 +57,11 @@ def _unit_paths(config: pytest.Config) -> list[Path]:
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    path = collection_path.resolve()
+    if config.getoption("--no-unit-tier"):
+        return True if any(path == unit or unit in path.parents for unit in _unit_paths(config)) else None
     if not config.getoption("--unit-tier"):
         return None
-    path = collection_path.resolve()
     inside = any(path == unit or unit in path.parents or path in unit.parents for unit in _unit_paths(config))
     return None if inside else True
 

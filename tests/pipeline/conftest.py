@@ -5,15 +5,19 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from moto import mock_aws
 
 # --import-mode=importlib keeps test folders off sys.path; the helpers module lives beside this file.
 sys.path.insert(0, str(Path(__file__).parent))
-import iam_model
-import pipeline_world as pw
+import stack
+
+if TYPE_CHECKING:
+    import pipeline_world as pw
+
+# moto and the world load only with a fixture that needs them, so the pure pipeline tests stay in the
+# unit tier (pyproject's unit_tier; tests/conftest.py keeps it free of moto and torch).
 
 
 @pytest.fixture
@@ -24,16 +28,18 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_SECURITY_TOKEN": "testing",
         "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": pw.REGION,
-        "AWS_REGION": pw.REGION,
+        "AWS_DEFAULT_REGION": stack.REGION,
+        "AWS_REGION": stack.REGION,
     }.items():
         monkeypatch.setenv(name, value)
-    for name, value in pw.lambda_environment().items():
+    for name, value in stack.lambda_environment().items():
         monkeypatch.setenv(name, value)
 
 
 @pytest.fixture
 def sim(monkeypatch: pytest.MonkeyPatch) -> pw.SageMakerSim:
+    import pipeline_world as pw
+
     simulation = pw.SageMakerSim()
     simulation.install(monkeypatch)
     return simulation
@@ -41,6 +47,9 @@ def sim(monkeypatch: pytest.MonkeyPatch) -> pw.SageMakerSim:
 
 @pytest.fixture
 def world(aws_env: None, sim: pw.SageMakerSim, monkeypatch: pytest.MonkeyPatch) -> Iterator[pw.PipelineWorld]:
+    import pipeline_world as pw
+    from moto import mock_aws
+
     invocations: list[tuple[str, dict[str, Any]]] = []
     pw.install_inprocess_lambdas(monkeypatch, invocations)
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
@@ -60,6 +69,9 @@ def iam_as_aws_evaluates_it(request: pytest.FixtureRequest) -> Iterator[None]:
     if "world" not in request.fixturenames:
         yield
         return
+    import iam_model
+    import pipeline_world as pw
+
     start = len(pw.AWS_CALL_LOG)
     world = request.getfixturevalue("world")
     if not isinstance(world, pw.PipelineWorld):

@@ -5,19 +5,19 @@ from __future__ import annotations
 import importlib.util
 import json
 
-import pipeline_world as pw
+import stack
 
-_spec = importlib.util.spec_from_file_location("asl_to_mermaid", pw.REPO / "statemachine" / "asl_to_mermaid.py")
+_spec = importlib.util.spec_from_file_location("asl_to_mermaid", stack.REPO / "statemachine" / "asl_to_mermaid.py")
 asl_to_mermaid = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(asl_to_mermaid)
 
 
 def _asl() -> dict:
-    return json.loads((pw.REPO / "statemachine" / "pipeline.asl.json").read_text())
+    return json.loads((stack.REPO / "statemachine" / "pipeline.asl.json").read_text())
 
 
 def test_readme_diagram_matches_the_asl() -> None:
-    block = asl_to_mermaid.block_in((pw.REPO / "README.md").read_text())
+    block = asl_to_mermaid.block_in((stack.REPO / "README.md").read_text())
     assert block is not None, "README.md lacks the generated state-machine diagram"
     assert block == asl_to_mermaid.readme_block(_asl()), (
         "README's state-machine diagram is stale: run .venv/bin/python statemachine/asl_to_mermaid.py"

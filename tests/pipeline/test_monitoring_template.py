@@ -9,8 +9,8 @@ import json
 import re
 from typing import Any
 
-import pipeline_world as pw
 import pytest
+import stack
 from mlpipeline import drift_alarm
 
 from imgclf import monitoring
@@ -22,7 +22,7 @@ ENDPOINT_REF = {"Ref": "EndpointName"}
 
 @pytest.fixture(scope="module")
 def resources() -> dict[str, Any]:
-    return pw.template()["Resources"]
+    return stack.template()["Resources"]
 
 
 def _metric_stats(alarm: dict[str, Any]) -> list[dict[str, Any]]:
@@ -80,7 +80,7 @@ def test_the_drift_alarm_is_the_one_the_pipeline_writes(resources):
 def _dashboard(resources) -> dict[str, Any]:
     body, variables = resources["MonitoringDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
     names = set(re.findall(r"\$\{([^}]+)\}", body))
-    known = set(pw.template()["Parameters"]) | set(resources) | set(variables) | {"AWS::Region"}
+    known = set(stack.template()["Parameters"]) | set(resources) | set(variables) | {"AWS::Region"}
     assert {n.split(".")[0] for n in names} <= known, names - known
     # Numbers stand in for the substitutions, so the body must be JSON once CloudFormation has substituted.
     return json.loads(re.sub(r"\$\{[^}]+\}", "1", body))

@@ -11,8 +11,8 @@ import re
 import tarfile
 from pathlib import Path
 
-import pipeline_world as pw
 import pytest
+import stack
 from hypothesis import given
 from hypothesis import strategies as st
 from mlpipeline import images, notifications, settings, sourcedir
@@ -114,7 +114,7 @@ def test_gate_rejects_impossible_numbers_and_reads_metrics_and_tags() -> None:
 
 
 def _defaults() -> dict[str, str]:
-    return json.loads((pw.REPO / "events" / "validate.json").read_text())["defaults"]
+    return json.loads((stack.REPO / "events" / "validate.json").read_text())["defaults"]
 
 
 def test_settings_coerce_the_state_machine_strings() -> None:
@@ -136,6 +136,9 @@ def test_settings_report_all_problems() -> None:
         settings.build_settings(_defaults(), {"lr_min": 0.5, "lr_max": 0.1})
     with pytest.raises(settings.SettingsError, match="max_parallel_jobs"):
         settings.build_settings(_defaults(), {"max_jobs": 2, "max_parallel_jobs": 3})
+    # A backbone train.py cannot build is refused before any job bills (contract.BACKBONE_NAMES).
+    with pytest.raises(settings.SettingsError, match=r"backbone must be one of \['resnet18'"):
+        settings.build_settings(_defaults(), {"backbone": "resnet19"})
 
 
 # --- training source tarball ----------------------------------------------------------------------------
@@ -170,7 +173,7 @@ def test_sourcedir_requires_train_py(tmp_path: Path) -> None:
 
 
 def test_the_real_training_source_packs() -> None:
-    tarball = sourcedir.build_sourcedir_tarball(pw.REPO / "training")
+    tarball = sourcedir.build_sourcedir_tarball(stack.REPO / "training")
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(tarball))) as tar:
         names = tar.getnames()
     assert {"train.py", "inference.py", "requirements.txt", "imgclf/contract.py"} <= set(names)
@@ -216,15 +219,15 @@ def test_lambda_code_imports_neither_torch_nor_numpy() -> None:
     import sys
 
     handlers = "; ".join(
-        f"importlib.util.spec_from_file_location('h_{f}', r'{pw.REPO / 'functions' / f / 'app.py'}')"
+        f"importlib.util.spec_from_file_location('h_{f}', r'{stack.REPO / 'functions' / f / 'app.py'}')"
         f".loader.exec_module(importlib.util.module_from_spec("
-        f"importlib.util.spec_from_file_location('h_{f}', r'{pw.REPO / 'functions' / f / 'app.py'}')))"
+        f"importlib.util.spec_from_file_location('h_{f}', r'{stack.REPO / 'functions' / f / 'app.py'}')))"
         # ReportFunction packages matplotlib (and numpy) on its own (functions/report/requirements.txt)
-        for f in pw.FUNCTIONS.values() if f != "report")
+        for f in stack.FUNCTIONS.values() if f != "report")
     code = ("import importlib.util, sys; " + handlers +
             "; import mlpipeline.requests, mlpipeline.runs, imgclf.manifest, imgclf.gate; "
             "heavy = sorted(m for m in ('torch', 'numpy', 'PIL') if m in sys.modules); "
             "assert not heavy, heavy; print('light')")
-    env = {"PYTHONPATH": f"{pw.LAYER}:{pw.REPO / 'training'}", "PATH": "/usr/bin:/bin"}
+    env = {"PYTHONPATH": f"{stack.LAYER}:{stack.REPO / 'training'}", "PATH": "/usr/bin:/bin"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.stdout.strip() == "light", result.stderr[-2000:]

@@ -8,9 +8,9 @@ import re
 from typing import Any
 
 import botocore.session
-import pipeline_world as pw
 import pytest
 import regex
+import stack
 from botocore.validate import ParamValidator
 from mlpipeline import requests as rq
 from mlpipeline.errors import EndpointDeploymentFailed, SageMakerJobFailed
@@ -27,19 +27,19 @@ EXECUTION = "arn:aws:states:us-east-1:123456789012:execution:imgclf-pipeline:2f6
 
 
 def asl_defaults() -> dict[str, str]:
-    definition = json.loads(pw.substitute(pw.ASL_PATH.read_text(), pw.resolve_substitutions()))
+    definition = json.loads(stack.substitute(stack.ASL_PATH.read_text(), stack.resolve_substitutions()))
     return definition["States"]["ApplyDefaults"]["Parameters"]["defaults"]
 
 
 def make_run(**overrides: Any) -> dict[str, Any]:
-    manifest = parse_manifest(json.dumps({"version": "v1", "overrides": overrides}), pw.DATASET)
+    manifest = parse_manifest(json.dumps({"version": "v1", "overrides": overrides}), stack.DATASET)
     return plan_run(
-        bucket=pw.BUCKET,
-        manifest_key=f"datasets/{pw.DATASET}/manifest.json",
+        bucket=stack.BUCKET,
+        manifest_key=f"datasets/{stack.DATASET}/manifest.json",
         manifest=manifest,
         settings=build_settings(asl_defaults(), manifest.overrides),
-        prefix=pw.PREFIX,
-        region=pw.REGION,
+        prefix=stack.PREFIX,
+        region=stack.REGION,
         etag='"abc"',
         source_key="code/sourcedir-0123.tar.gz",
     )
@@ -101,7 +101,7 @@ def test_tuning_job_request() -> None:
     assert definition["AlgorithmSpecification"]["TrainingImage"].endswith("pytorch-training:2.6-gpu-py312")
     assert [c["ChannelName"] for c in definition["InputDataConfig"]] == ["train", "valid", "test"]
     assert definition["InputDataConfig"][2]["DataSource"]["S3DataSource"]["S3Uri"] == (
-        f"s3://{pw.BUCKET}/datasets/{pw.DATASET}/test/"
+        f"s3://{stack.BUCKET}/datasets/{stack.DATASET}/test/"
     )
     assert "EnableManagedSpotTraining" not in definition
     assert json.loads(definition["StaticHyperParameters"]["sagemaker_submit_directory"]) == run["source_s3_uri"]
@@ -118,7 +118,7 @@ def test_managed_spot_adds_checkpoints_and_wait_time() -> None:
     assert (
         definition["StoppingCondition"]["MaxWaitTimeInSeconds"] > definition["StoppingCondition"]["MaxRuntimeInSeconds"]
     )
-    assert definition["CheckpointConfig"]["S3Uri"].startswith(f"s3://{pw.BUCKET}/checkpoints/")
+    assert definition["CheckpointConfig"]["S3Uri"].startswith(f"s3://{stack.BUCKET}/checkpoints/")
 
 
 DEBUGGER_AND_PROFILER_FIELDS = ("DebugHookConfig", "DebugRuleConfigurations", "ProfilerRuleConfigurations")
@@ -236,7 +236,7 @@ def test_tuned_hyperparameters_must_cover_the_search_space() -> None:
 def _job() -> dict[str, Any]:
     return {
         "TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/imgclf-x-final",
-        "ModelArtifacts": {"S3ModelArtifacts": f"s3://{pw.BUCKET}/models/imgclf-x-final/output/model.tar.gz"},
+        "ModelArtifacts": {"S3ModelArtifacts": f"s3://{stack.BUCKET}/models/imgclf-x-final/output/model.tar.gz"},
     }
 
 
@@ -249,8 +249,8 @@ def test_model_endpoint_and_registry_requests() -> None:
     config = rq.endpoint_config_request(run, 0.91)
     assert_valid("sagemaker", "CreateEndpointConfig", config)
     assert gate.accuracy_from_tags(config["Tags"]) == pytest.approx(0.91)
-    assert_valid("sagemaker", "CreateEndpoint", rq.create_endpoint_request(pw.ENDPOINT, run))
-    update = rq.update_endpoint_request(pw.ENDPOINT, run, ["a-5xx", "a-latency"])
+    assert_valid("sagemaker", "CreateEndpoint", rq.create_endpoint_request(stack.ENDPOINT, run))
+    update = rq.update_endpoint_request(stack.ENDPOINT, run, ["a-5xx", "a-latency"])
     assert_valid("sagemaker", "UpdateEndpoint", update)
     assert update["DeploymentConfig"]["AutoRollbackConfiguration"]["Alarms"] == [
         {"AlarmName": "a-5xx"},
@@ -261,25 +261,25 @@ def test_model_endpoint_and_registry_requests() -> None:
     )
     for passed in (True, False):
         decision = gate.decide(0.91 if passed else 0.5, 0.7, None)
-        package = rq.model_package_request(run, pw.MODEL_PACKAGE_GROUP, _job(), decision)
+        package = rq.model_package_request(run, stack.MODEL_PACKAGE_GROUP, _job(), decision)
         assert_valid("sagemaker", "CreateModelPackage", package)
         assert package["ModelApprovalStatus"] == ("Approved" if passed else "Rejected")
 
 
 def test_autoscaling_requests() -> None:
     settings = make_run()["settings"]
-    register = rq.register_scalable_target_request(pw.ENDPOINT, settings)
+    register = rq.register_scalable_target_request(stack.ENDPOINT, settings)
     assert_valid("application-autoscaling", "RegisterScalableTarget", register)
-    assert register["ResourceId"] == f"endpoint/{pw.ENDPOINT}/variant/AllTraffic"
+    assert register["ResourceId"] == f"endpoint/{stack.ENDPOINT}/variant/AllTraffic"
     assert (register["MinCapacity"], register["MaxCapacity"]) == (1, 4)
-    policy = rq.scaling_policy_request(pw.ENDPOINT, settings)
+    policy = rq.scaling_policy_request(stack.ENDPOINT, settings)
     assert_valid("application-autoscaling", "PutScalingPolicy", policy)
     tracking = policy["TargetTrackingScalingPolicyConfiguration"]
     assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == (
         "SageMakerVariantInvocationsPerInstance"
     )
     assert (tracking["TargetValue"], tracking["ScaleInCooldown"], tracking["ScaleOutCooldown"]) == (100.0, 300, 60)
-    assert_valid("application-autoscaling", "DeregisterScalableTarget", rq.scalable_target_id(pw.ENDPOINT))
+    assert_valid("application-autoscaling", "DeregisterScalableTarget", rq.scalable_target_id(stack.ENDPOINT))
 
 
 def test_tuning_progress() -> None:
@@ -360,12 +360,12 @@ def test_every_endpoint_status_of_the_service_model_is_classified() -> None:
 
 def test_update_keeps_the_live_instance_count_unless_the_type_changes() -> None:
     run = make_run()
-    update = rq.update_endpoint_request(pw.ENDPOINT, run, ["a"])
+    update = rq.update_endpoint_request(stack.ENDPOINT, run, ["a"])
     assert_valid("sagemaker", "UpdateEndpoint", update)
     assert update["RetainAllVariantProperties"] is True and "ExcludeRetainedVariantProperties" not in update
     live = {"EndpointName": "e", "EndpointStatus": "InService"}
     plan = rq.plan_deployment(live, "ml.m5.large", "ml.c5.large", True)
-    changed = rq.update_endpoint_request(pw.ENDPOINT, run, ["a"], plan["exclude_retained"])
+    changed = rq.update_endpoint_request(stack.ENDPOINT, run, ["a"], plan["exclude_retained"])
     assert_valid("sagemaker", "UpdateEndpoint", changed)
     assert changed["ExcludeRetainedVariantProperties"] == [{"VariantPropertyType": "DesiredInstanceCount"}]
 
@@ -404,7 +404,7 @@ def _cleanup(run: dict[str, Any], **kwargs: Any) -> list[str]:
 
 def test_plan_cleanup() -> None:
     run = make_run()
-    ours = {"EndpointName": pw.ENDPOINT, "EndpointConfigName": run["endpoint_config_name"]}
+    ours = {"EndpointName": stack.ENDPOINT, "EndpointConfigName": run["endpoint_config_name"]}
     running = _cleanup(
         run,
         tuning={"HyperParameterTuningJobStatus": "InProgress"},
@@ -418,7 +418,7 @@ def test_plan_cleanup() -> None:
     assert failed_new == ["delete_endpoint", "delete_endpoint_config", "delete_model"]
     # e.g. autoscaling failed: the new model serves, keep it
     assert _cleanup(run, endpoint={**ours, "EndpointStatus": "InService"}) == []
-    old = {"EndpointName": pw.ENDPOINT, "EndpointConfigName": "old", "EndpointStatus": "InService"}
+    old = {"EndpointName": stack.ENDPOINT, "EndpointConfigName": "old", "EndpointStatus": "InService"}
     rolled_back = _cleanup(run, endpoint=old, autoscaling_registered=False)
     assert rolled_back == ["delete_endpoint_config", "delete_model", "register_autoscaling"]
     assert _cleanup(run, endpoint=old) == ["delete_endpoint_config", "delete_model"]
@@ -428,7 +428,7 @@ def test_cleanup_registers_autoscaling_whatever_deploy_returned() -> None:
     """Deploy deregistered the target, then UpdateEndpoint raised: the state has no deployment output,
     only the gate that let Deploy run. What AWS says (no target) decides."""
     run = make_run()
-    old = {"EndpointName": pw.ENDPOINT, "EndpointConfigName": "old", "EndpointStatus": "InService"}
+    old = {"EndpointName": stack.ENDPOINT, "EndpointConfigName": "old", "EndpointStatus": "InService"}
     assert "register_autoscaling" in _cleanup(run, endpoint=old, autoscaling_registered=False)
     # a run that never reached Deploy leaves the live endpoint's autoscaling as the operator set it
     assert "register_autoscaling" not in _cleanup(run, endpoint=old, autoscaling_registered=False,
@@ -443,7 +443,7 @@ def test_cleanup_keeps_the_config_and_model_a_deployment_uses(status: str) -> No
     """While updating, EndpointConfigName still names the old config; the new one, this run's, is only in
     PendingDeploymentSummary. Deleting it would break the deployment in progress."""
     run = make_run()
-    endpoint = {"EndpointName": pw.ENDPOINT, "EndpointConfigName": "old", "EndpointStatus": status,
+    endpoint = {"EndpointName": stack.ENDPOINT, "EndpointConfigName": "old", "EndpointStatus": status,
                 "PendingDeploymentSummary": {"EndpointConfigName": run["endpoint_config_name"]}}
     assert _cleanup(run, endpoint=endpoint) == []
     assert rq.configs_in_use(endpoint) == {"old", run["endpoint_config_name"]}
@@ -492,7 +492,7 @@ FEATURE_SET = "0123456789abcdef0123456789abcdef"
 
 
 def _listing(etag: str = "e1", name: str = "001.A/img_0.jpg") -> dict:
-    prefix = f"datasets/{pw.DATASET}/train/"
+    prefix = f"datasets/{stack.DATASET}/train/"
     return {"train": (prefix, [{"Key": prefix + name, "Size": 10, "ETag": f'"{etag}"'}])}
 
 
@@ -511,7 +511,7 @@ def test_extraction_job_request_and_its_feature_set_location() -> None:
     # The feature set lands in the data bucket, under a key of what the features depend on.
     checkpoint = request["CheckpointConfig"]
     assert checkpoint == {"S3Uri": rq.feature_set_s3_uri(run, FEATURE_SET), "LocalPath": "/opt/ml/checkpoints"}
-    assert checkpoint["S3Uri"] == f"s3://{pw.BUCKET}/features/{FEATURE_SET}/"
+    assert checkpoint["S3Uri"] == f"s3://{stack.BUCKET}/features/{FEATURE_SET}/"
     assert rq.feature_set_manifest_key(FEATURE_SET) == f"features/{FEATURE_SET}/feature-cache/feature-set.json"
     assert len(request["TrainingJobName"]) <= 63
 
@@ -520,15 +520,15 @@ def test_feature_set_id_covers_content_backbone_numerics_and_code_not_the_manife
     run = make_run()
     digest = rq.dataset_content_digest(_listing())
     # Same data, backbone, numerics and code: the same feature set, whatever the manifest's version says.
-    newer = plan_run(bucket=pw.BUCKET, manifest_key=f"datasets/{pw.DATASET}/manifest.json",
-                     manifest=parse_manifest(json.dumps({"version": "v9", "overrides": {"epochs": 3}}), pw.DATASET),
-                     settings=build_settings(asl_defaults(), {"epochs": 3}), prefix=pw.PREFIX, region=pw.REGION,
+    newer = plan_run(bucket=stack.BUCKET, manifest_key=f"datasets/{stack.DATASET}/manifest.json",
+                     manifest=parse_manifest(json.dumps({"version": "v9", "overrides": {"epochs": 3}}), stack.DATASET),
+                     settings=build_settings(asl_defaults(), {"epochs": 3}), prefix=stack.PREFIX, region=stack.REGION,
                      etag='"abc"', source_key="code/sourcedir-0123.tar.gz")
     assert rq.feature_set_id(newer, digest) == rq.feature_set_id(run, digest)
     for other in (make_run(backbone="resnet50"), make_run(precision="fp32"),
                   make_run(training_instance_type="ml.m5.xlarge")):
         assert rq.feature_set_id(other, digest) != rq.feature_set_id(run, digest)
-    changed_code = {**run, "source_s3_uri": f"s3://{pw.BUCKET}/code/sourcedir-4567.tar.gz"}
+    changed_code = {**run, "source_s3_uri": f"s3://{stack.BUCKET}/code/sourcedir-4567.tar.gz"}
     assert rq.feature_set_id(changed_code, digest) != rq.feature_set_id(run, digest)
     # any file changed (ETag), renamed or added: another content digest
     assert rq.dataset_content_digest(_listing(etag="e2")) != digest

@@ -166,6 +166,8 @@ def test_settings_in_the_asl_match_the_settings_model_and_the_contract() -> None
     assert float(parameters["LearningRateMin"]["Default"]) == space["lr_min"]
     assert float(parameters["LearningRateMax"]["Default"]) == space["lr_max"]
     assert parameters["BatchSizes"]["Default"].split(",") == space["batch_sizes"]
+    assert tuple(parameters["Backbone"]["AllowedValues"]) == contract.BACKBONE_NAMES
+    assert parameters["Backbone"]["Default"] == contract.DEFAULT_BACKBONE
     # every offered framework version resolves to training and inference images in the main regions
     for version in parameters["FrameworkVersion"]["AllowedValues"]:
         py = "py312" if version == "2.6" else "py311"

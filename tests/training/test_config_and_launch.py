@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from imgclf import config, distributed
+from imgclf import config, launch
 
 
 def test_sagemaker_style_and_json_quoted_hyperparameters() -> None:
@@ -57,18 +57,18 @@ def test_job_identity_and_tensorboard_dir_from_the_sagemaker_environment(tmp_pat
 
 
 def test_launch_plans() -> None:
-    assert distributed.plan_from_env({}).world_size == 1
+    assert launch.plan_from_env({}).world_size == 1
     hosts = '["algo-2", "algo-1"]'
-    plan = distributed.plan_from_env({"SM_HOSTS": hosts, "SM_CURRENT_HOST": "algo-2"})
+    plan = launch.plan_from_env({"SM_HOSTS": hosts, "SM_CURRENT_HOST": "algo-2"})
     assert (plan.rank, plan.world_size, plan.master_addr, plan.master_port, plan.source) == (
         1, 2, "algo-1", 29500, "sagemaker")
-    local = distributed.plan_from_env({"SM_HOSTS": hosts, "SM_CURRENT_HOST": "algo-1",
+    local = launch.plan_from_env({"SM_HOSTS": hosts, "SM_CURRENT_HOST": "algo-1",
                                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1234"})
     assert (local.rank, local.master_addr, local.master_port) == (0, "127.0.0.1", 1234)
-    single_host = distributed.plan_from_env({"SM_HOSTS": '["algo-1"]', "SM_CURRENT_HOST": "algo-1"})
+    single_host = launch.plan_from_env({"SM_HOSTS": '["algo-1"]', "SM_CURRENT_HOST": "algo-1"})
     assert single_host.world_size == 1
-    torchrun = distributed.plan_from_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1",
+    torchrun = launch.plan_from_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1",
                                           "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "10.0.0.1"})
     assert (torchrun.rank, torchrun.world_size, torchrun.local_rank, torchrun.source) == (3, 4, 1, "torchrun")
     with pytest.raises(ValueError, match="not in SM_HOSTS"):
-        distributed.plan_from_env({"SM_HOSTS": hosts, "SM_CURRENT_HOST": "algo-9"})
+        launch.plan_from_env({"SM_HOSTS": hosts, "SM_CURRENT_HOST": "algo-9"})

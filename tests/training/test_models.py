@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from imgclf import models
+from imgclf import contract, models
 
 # torchvision.models.resnet{18,34,50} (weights IMAGENET1K_V1): total parameter counts from torchvision's
 # model documentation, including its 1000-way fc (512*1000+1000 = 513000; 2048*1000+1000 = 2049000).
@@ -163,3 +163,9 @@ def test_fold_batchnorm_is_exact_in_eval_mode(backbone: str) -> None:
     with torch.no_grad():
         assert torch.allclose(folded.forward_features(x), model.forward_features(x), rtol=1e-3, atol=2e-3)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original keeps its BN
+
+
+def test_every_backbone_the_contract_names_has_a_builder() -> None:
+    """contract.BACKBONE_NAMES is what train.py's --backbone, the template and the pipeline accept."""
+    assert tuple(models.BACKBONES) == contract.BACKBONE_NAMES
+    assert contract.DEFAULT_BACKBONE in models.BACKBONES

@@ -23,33 +23,23 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from imgclf.contract import check_job_name
+
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 JOBS_FOLDER = "jobs"
 FORMAT_VERSION = 1
-# CreateTrainingJob's TrainingJobName pattern (a tuning job's trials are named within it too): safe as a
-# folder name. https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateTrainingJob.html
-JOB_NAME_PATTERN = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 
 
 class CheckpointMismatchError(RuntimeError):
     """The checkpoint directory holds a checkpoint of a different run."""
-
-
-def check_job_name(job_name: str) -> str:
-    """TRAINING_JOB_NAME as SageMaker names jobs; ValueError for anything else (it becomes a folder name)."""
-    if not JOB_NAME_PATTERN.fullmatch(job_name):
-        raise ValueError(f"TRAINING_JOB_NAME {job_name!r:.80} is not a SageMaker training job name "
-                         f"({JOB_NAME_PATTERN.pattern})")
-    return job_name
 
 
 def checkpoint_path(checkpoint_dir: Path, job_name: str | None) -> Path:

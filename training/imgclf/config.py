@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from imgclf import contract
-from imgclf.checkpoint import check_job_name
-from imgclf.models import BACKBONES, DEFAULT_BACKBONE
+from imgclf.contract import check_job_name
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="early stopping: epochs without a better validation loss (0 = off; default 3)")
     hp.add_argument("--min-delta", type=FLOAT, default=0.0, help="early stopping: minimum improvement")
     hp.add_argument("--seed", type=INT, default=42)
-    hp.add_argument("--backbone", type=TEXT, default=DEFAULT_BACKBONE, choices=sorted(BACKBONES))
+    hp.add_argument("--backbone", type=TEXT, default=contract.DEFAULT_BACKBONE, choices=contract.BACKBONE_NAMES)
     hp.add_argument("--pretrained", type=TEXT, default="imagenet",
                     help="imagenet | channel | none | a weights file path (default imagenet)")
     _add_bool(hp, "freeze-backbone", True, "train only the head; the backbone stays frozen in eval mode")

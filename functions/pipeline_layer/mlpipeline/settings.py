@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from imgclf import contract
 from mlpipeline import images, rollout, serverless
 
 
@@ -115,7 +116,8 @@ _COERCE: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _check(settings: dict[str, Any]) -> list[str]:
+def _bound_problems(settings: dict[str, Any]) -> list[str]:
+    """Counts that must be positive, durations that must not be negative."""
     problems = []
     for name in (
         "training_instance_count",
@@ -131,10 +133,18 @@ def _check(settings: dict[str, Any]) -> list[str]:
     for name in ("patience", "scale_in_cooldown_seconds", "scale_out_cooldown_seconds"):
         if settings[name] < 0:
             problems.append(f"{name} must be >= 0, got {settings[name]}")
+    return problems
+
+
+def _check(settings: dict[str, Any]) -> list[str]:
+    problems = _bound_problems(settings)
     if settings["max_parallel_jobs"] > settings["max_jobs"]:
         problems.append("max_parallel_jobs must not exceed max_jobs")
     if not 0 < settings["lr_min"] < settings["lr_max"]:
         problems.append(f"need 0 < lr_min < lr_max, got {settings['lr_min']} and {settings['lr_max']}")
+    if settings["backbone"] not in contract.BACKBONE_NAMES:
+        # train.py would refuse it only once the job runs (and bills).
+        problems.append(f"backbone must be one of {list(contract.BACKBONE_NAMES)}, got {settings['backbone']!r}")
     if not 0.0 <= settings["quality_threshold"] <= 1.0:
         problems.append(f"quality_threshold is a fraction in [0, 1], got {settings['quality_threshold']}")
     if settings["autoscaling_max_capacity"] < settings["autoscaling_min_capacity"]:

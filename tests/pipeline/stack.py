@@ -1,0 +1,148 @@
+"""The stack the pipeline tests run against: its names, template.yaml and the ASL with their substitutions
+resolved as CloudFormation would, the functions' environment and the S3 trigger's event. Pure (no moto),
+so the unit tier's pipeline tests import it; pipeline_world re-exports it for the scenarios."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from samtranslator.yaml_helper import yaml_parse
+
+REPO = Path(__file__).resolve().parents[2]
+LAYER = REPO / "functions" / "pipeline_layer"
+if str(LAYER) not in sys.path:  # what the Lambda layer's python/ puts on sys.path at run time
+    sys.path.insert(0, str(LAYER))
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+BUCKET = "imgclf-data-example"
+PREFIX = "imgclf"
+ENDPOINT = "imgclf-classifier"
+TOPIC = "imgclf-notifications"
+STATE_MACHINE = "imgclf-pipeline"
+DATASET = "dogImages"
+MODEL_PACKAGE_GROUP = f"{PREFIX}-models"
+ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/imgclf-sagemaker"
+ASL_PATH = REPO / "statemachine" / "pipeline.asl.json"
+TEMPLATE_PATH = REPO / "template.yaml"
+
+# Logical id in template.yaml -> code folder in functions/.
+FUNCTIONS: dict[str, str] = {
+    "ValidateFunction": "validate",
+    "StartTuningFunction": "start_tuning",
+    "DescribeJobFunction": "describe_job",
+    "StartTrainingFunction": "start_training",
+    "QualityGateFunction": "quality_gate",
+    "DeployFunction": "deploy",
+    "ConfigureAutoscalingFunction": "configure_autoscaling",
+    "SmokeTestFunction": "smoke_test",
+    "CleanupFunction": "cleanup",
+    "NotifyFunction": "notify",
+    "ReportFunction": "report",
+    "PrepareFeaturesFunction": "prepare_features",
+}
+
+
+def load_handler(folder: str) -> ModuleType:
+    """functions/<folder>/app.py as a module (every function's file is app.py, so load each by path)."""
+    name = f"pipeline_fn_{folder}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "functions" / folder / "app.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def lambda_environment(topic_arn: str = "") -> dict[str, str]:
+    """The union of the pipeline functions' environment variables in template.yaml, for this world."""
+    return {
+        "DATA_BUCKET": BUCKET,
+        "RESOURCE_PREFIX": PREFIX,
+        "SAGEMAKER_ROLE_ARN": ROLE_ARN,
+        "ENDPOINT_NAME": ENDPOINT,
+        "MODEL_PACKAGE_GROUP_NAME": MODEL_PACKAGE_GROUP,
+        "NOTIFICATION_TOPIC_ARN": topic_arn,
+        "ERRORS_ALARM_NAME": f"{ENDPOINT}-5xx-errors",
+        "LATENCY_ALARM_NAME": f"{ENDPOINT}-model-latency",
+        "TRAINING_SOURCE_DIR": str(REPO / "training"),
+        "PRICE_LIST_API": "true",  # ReportFunction
+    }
+
+
+def template() -> dict[str, Any]:
+    return yaml_parse(TEMPLATE_PATH.read_text())
+
+
+def parameter_defaults() -> dict[str, str]:
+    return {name: str(p.get("Default", "")) for name, p in template()["Parameters"].items()}
+
+
+def function_arn(logical_id: str) -> str:
+    return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{FUNCTIONS[logical_id]}"
+
+
+def resolve_substitutions(poll_seconds: int = 0) -> dict[str, str]:
+    """template.yaml's DefinitionSubstitutions, resolved the way CloudFormation would for this world:
+    Ref -> the parameter's default, GetAtt X.Arn -> the moto function's ARN, Join -> joined defaults."""
+    defaults = parameter_defaults()
+    defaults["PollSeconds"] = str(poll_seconds)
+    raw = template()["Resources"]["PipelineStateMachine"]["Properties"]["DefinitionSubstitutions"]
+    resolved = {}
+    for key, value in raw.items():
+        if "Ref" in value:
+            resolved[key] = defaults[value["Ref"]]
+        elif "Fn::GetAtt" in value:
+            logical_id, attribute = value["Fn::GetAtt"]
+            assert attribute == "Arn", value
+            resolved[key] = function_arn(logical_id)
+        elif "Fn::Join" in value:
+            _separator, ref = value["Fn::Join"]
+            resolved[key] = defaults[ref["Ref"]]  # a CommaDelimitedList default is already joined
+        else:
+            raise AssertionError(f"unexpected substitution {key}: {value}")
+    return resolved
+
+
+def substitute(definition: str, substitutions: dict[str, str]) -> str:
+    for key, value in substitutions.items():
+        definition = definition.replace("${" + key + "}", value)
+    assert "${" not in definition, "a substitution is missing"
+    return definition
+
+
+def s3_event(
+    key: str,
+    etag: str = "0123456789abcdef0123456789abcdef",
+    bucket: str = BUCKET,
+    version_id: str | None = None,
+) -> dict[str, Any]:
+    """The EventBridge event S3 sends for "Object Created" (the state machine's input). A versioned bucket
+    (the template's DataBucket is) puts the version-id S3 returned for the put into every event."""
+    obj: dict[str, Any] = {"key": key, "size": 64, "etag": etag, "sequencer": "0062E99A88DC407460"}
+    if version_id is not None:
+        obj["version-id"] = version_id
+    return {
+        "version": "0",
+        "id": "17793124-05d4-b198-2fde-7ededc63b103",
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "account": ACCOUNT,
+        "time": "2026-11-23T12:00:00Z",
+        "region": REGION,
+        "resources": [f"arn:aws:s3:::{bucket}"],
+        "detail": {
+            "version": "0",
+            "bucket": {"name": bucket},
+            "object": obj,
+            "request-id": "N4N7GDK58NMKJ12R",
+            "requester": ACCOUNT,
+            "source-ip-address": "203.0.113.15",
+            "reason": "PutObject",
+        },
+    }

@@ -1,6 +1,7 @@
 """The AWS run's report: gather what the run's jobs left (SageMaker descriptions, the final job's
 output.tar.gz and model.tar.gz in S3, the execution history), build the same report as local mode
 (imgclf.report) and its cost (mlpipeline.costs), and put both under the run's prefix in the data bucket.
+What a failed run never created reads as None (aws.describe_or_none), so its report still renders.
 
 Only ReportFunction imports this module: imgclf.report needs matplotlib, which that function packages on its
 own (functions/report/requirements.txt) and the thin pipeline functions do not.
@@ -21,7 +22,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from imgclf import report
-from mlpipeline import costs
+from mlpipeline import aws, costs
 
 REPORT_PREFIX = "reports"
 # SigV4 presigned URLs live at most 7 days; one signed with a role's temporary credentials stops working when
@@ -35,23 +36,6 @@ def report_key(run: Mapping[str, Any], name: str = "index.html") -> str:
     return f"{REPORT_PREFIX}/{run['run_id']}/{name}"
 
 
-def _not_found(error: ClientError) -> bool:
-    code = error.response.get("Error", {}).get("Code", "")
-    message = error.response.get("Error", {}).get("Message", "")
-    return code in ("ResourceNotFound", "ValidationException", "NoSuchKey", "404") or \
-        bool(re.search(r"not (be )?found|does not exist|could not find", message, re.I))
-
-
-def _quiet(call: Callable[[], Any]) -> Any:
-    """None where the run never got as far as creating the thing (a failed run's report still renders)."""
-    try:
-        return call()
-    except ClientError as error:
-        if _not_found(error):
-            return None
-        raise
-
-
 def _unquote(value: Any) -> Any:
     text = str(value)
     return text[1:-1] if len(text) > 1 and text[0] == text[-1] == '"' else text
@@ -62,7 +46,7 @@ def tuning_trials(sagemaker: Any, tuning_job_name: str) -> list[dict[str, Any]]:
     summaries: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {"HyperParameterTuningJobName": tuning_job_name, "MaxResults": 100}
     while True:
-        page = _quiet(lambda: sagemaker.list_training_jobs_for_hyper_parameter_tuning_job(**kwargs))
+        page = aws.describe_or_none(sagemaker.list_training_jobs_for_hyper_parameter_tuning_job, **kwargs)
         if page is None:
             return []
         summaries += page.get("TrainingJobSummaries", [])
@@ -89,7 +73,7 @@ def _split_s3(uri: str) -> tuple[str, str]:
 def _tar_members(s3: Any, uri: str, wanted: Callable[[str], bool]) -> Iterator[tuple[str, bytes]]:
     """Stream an S3 tar.gz and yield the wanted regular files (no temporary copy of a large model.tar.gz)."""
     bucket, key = _split_s3(uri)
-    body = _quiet(lambda: s3.get_object(Bucket=bucket, Key=key))
+    body = aws.describe_or_none(s3.get_object, Bucket=bucket, Key=key)
     if body is None:
         return
     with tarfile.open(fileobj=body["Body"], mode="r|gz") as archive:
@@ -195,8 +179,8 @@ def build(*, outcome: str, state: Mapping[str, Any], execution_arn: str | None, 
     sagemaker, s3 = clients["sagemaker"], clients["s3"]
     trials = tuning_trials(sagemaker, run["tuning_job_name"])
     jobs = [costs.training_job_usage(d, "tuning trial") for d in
-            (_quiet(lambda name=t["job"]: sagemaker.describe_training_job(TrainingJobName=name)) for t in trials) if d]
-    final = _quiet(lambda: sagemaker.describe_training_job(TrainingJobName=run["training_job_name"]))
+            (aws.describe_or_none(sagemaker.describe_training_job, TrainingJobName=t["job"]) for t in trials) if d]
+    final = aws.describe_or_none(sagemaker.describe_training_job, TrainingJobName=run["training_job_name"])
     data_dir = workdir / "data"
     metadata = None
     if final:
@@ -204,8 +188,8 @@ def build(*, outcome: str, state: Mapping[str, Any], execution_arn: str | None, 
         for rule in final.get("DebugRuleEvaluationStatuses") or []:
             arn = rule.get("RuleEvaluationJobArn")
             if arn:
-                processing = _quiet(lambda arn=arn: sagemaker.describe_processing_job(
-                    ProcessingJobName=arn.rsplit("/", 1)[-1]))
+                processing = aws.describe_or_none(sagemaker.describe_processing_job,
+                                                  ProcessingJobName=arn.rsplit("/", 1)[-1])
                 if processing:
                     jobs.append(costs.processing_job_usage(processing))
         metadata = job_outputs(s3, final, data_dir)
@@ -255,10 +239,10 @@ def _notes(outcome: str, state: Mapping[str, Any]) -> list[str]:
 
 def _live_endpoint(sagemaker: Any, endpoint_name: str) -> tuple[str, int] | None:
     """(instance type, current instance count) of the endpoint serving now, or None."""
-    endpoint = _quiet(lambda: sagemaker.describe_endpoint(EndpointName=endpoint_name))
+    endpoint = aws.describe_or_none(sagemaker.describe_endpoint, EndpointName=endpoint_name)
     if not endpoint or endpoint.get("EndpointStatus") not in ("InService", "Updating", "SystemUpdating"):
         return None
-    config = _quiet(lambda: sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"]))
+    config = aws.describe_or_none(sagemaker.describe_endpoint_config, EndpointConfigName=endpoint["EndpointConfigName"])
     if not config:
         return None
     variant = config["ProductionVariants"][0]

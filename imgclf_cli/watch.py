@@ -29,8 +29,8 @@ from typing import IO, Any
 
 from botocore.exceptions import ClientError
 
-from imgclf import contract
 from imgclf_cli.errors import CliError, ExitCode
+from imgclf_cli.phases import describe_endpoint, describe_extraction, describe_training, describe_tuning
 
 DEFAULT_INTERVAL_S = 15.0
 # Succeed states of statemachine/pipeline.asl.json that end a run without a new live model.
@@ -41,7 +41,6 @@ NOT_DEPLOYED_STATES = {
 # Where SageMaker writes a training job's log: /aws/sagemaker/TrainingJobs, one stream per instance named
 # <job name>/algo-<n>-<epoch seconds> (https://docs.aws.amazon.com/sagemaker/latest/dg/logging-cloudwatch.html).
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
-_SHOWN_METRICS = ("valid loss", "valid accuracy", contract.OBJECTIVE_METRIC_NAME, contract.TEST_ACCURACY_METRIC_NAME)
 
 
 def resolve_execution(sfn: Any, execution: str | None, state_machine_arn: str | None) -> str:
@@ -100,77 +99,6 @@ def state_data(events: list[dict[str, Any]]) -> dict[str, Any]:
             if isinstance(document, dict):
                 return document
     return {}
-
-
-# --------------------------------------------------------------------------------------------------
-# What each phase looks like (pure: descriptions in, one line out).
-
-
-def describe_tuning(description: dict[str, Any]) -> str:
-    counters = description.get("TrainingJobStatusCounters") or {}
-    budget = ((description.get("HyperParameterTuningJobConfig") or {}).get("ResourceLimits") or {}).get(
-        "MaxNumberOfTrainingJobs")
-    failed = int(counters.get("NonRetryableError", 0)) + int(counters.get("RetryableError", 0))
-    text = (f"tuning {description.get('HyperParameterTuningJobName')}: "
-            f"{description.get('HyperParameterTuningJobStatus')}, {counters.get('Completed', 0)}"
-            f"{'/' + str(budget) if budget else ''} trials done, {counters.get('InProgress', 0)} running")
-    if failed:
-        text += f", {failed} failed"
-    best = (description.get("BestTrainingJob") or {}).get("FinalHyperParameterTuningJobObjectiveMetric")
-    if best and best.get("Value") is not None:
-        text += f", best {best.get('MetricName', 'objective')} {float(best['Value']):.4f} so far"
-    return text
-
-
-def _hyperparameter(description: dict[str, Any], name: str) -> str | None:
-    value = (description.get("HyperParameters") or {}).get(name)
-    if value is None:
-        return None
-    try:  # the pipeline JSON-encodes hyperparameter values, as the SageMaker SDK does
-        return str(json.loads(value))
-    except ValueError:
-        return str(value)
-
-
-def describe_training(description: dict[str, Any], log_text: str = "") -> str:
-    """Status, the epoch (one "Epoch time" line per epoch in the log) and the latest metrics."""
-    text = f"training {description.get('TrainingJobName')}: {description.get('TrainingJobStatus')}"
-    secondary = description.get("SecondaryStatus")
-    if secondary and secondary != description.get("TrainingJobStatus"):
-        text += f" ({secondary})"
-    series = contract.parse_metrics(log_text)
-    epochs_done = len(series.get("epoch seconds", []))
-    if epochs_done:
-        total = _hyperparameter(description, "epochs")
-        text += f", epoch {epochs_done}{'/' + total if total else ''}"
-    final = {m["MetricName"]: m["Value"] for m in description.get("FinalMetricDataList") or []}
-    latest = {**{name: values[-1] for name, values in series.items()}, **final}
-    shown = [f"{name} {float(latest[name]):.4f}" for name in _SHOWN_METRICS if name in latest]
-    return text + (", " + ", ".join(shown) if shown else "")
-
-
-def describe_extraction(description: dict[str, Any]) -> str:
-    """The feature-extraction job (a training job): status and secondary status."""
-    text = f"extraction {description.get('TrainingJobName')}: {description.get('TrainingJobStatus')}"
-    secondary = description.get("SecondaryStatus")
-    return text + (f" ({secondary})" if secondary and secondary != description.get("TrainingJobStatus") else "")
-
-
-def describe_endpoint(description: dict[str, Any]) -> str:
-    """Status, and for each variant being rolled out (or live) its phase: Creating, Updating,
-    ActivatingTraffic, Baking (DescribeEndpoint ProductionVariants[].VariantStatus)."""
-    text = f"endpoint {description.get('EndpointName')}: {description.get('EndpointStatus')}"
-    pending = (description.get("PendingDeploymentSummary") or {}).get("ProductionVariants")
-    variants = pending or description.get("ProductionVariants") or []
-    phases = [s.get("Status") for v in variants for s in v.get("VariantStatus") or [] if s.get("Status")]
-    if phases:
-        text += f", rollout {'/'.join(dict.fromkeys(phases))}"
-    counts = [(v.get("CurrentInstanceCount"), v.get("DesiredInstanceCount")) for v in variants]
-    if counts and all(current is not None for current, _ in counts):
-        text += ", instances " + ", ".join(f"{c}/{d}" if d is not None else str(c) for c, d in counts)
-    if description.get("FailureReason"):
-        text += f" ({description['FailureReason']})"
-    return text
 
 
 # --------------------------------------------------------------------------------------------------

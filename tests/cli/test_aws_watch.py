@@ -13,7 +13,7 @@ import pytest
 from cli_world import STACK, pw
 
 from imgclf import contract
-from imgclf_cli import watch
+from imgclf_cli import phases, watch
 from imgclf_cli.errors import ExitCode
 from imgclf_cli.main import main
 
@@ -147,7 +147,8 @@ def test_a_blue_green_rollout_phase_is_shown():
             {"VariantName": "AllTraffic", "CurrentInstanceCount": 1, "DesiredInstanceCount": 2,
              "VariantStatus": [{"Status": "Baking", "StatusMessage": "baking for 600 s"}]}]},
     }
-    assert watch.describe_endpoint(description) == "endpoint imgclf-classifier: Updating, rollout Baking, instances 1/2"
+    expected = "endpoint imgclf-classifier: Updating, rollout Baking, instances 1/2"
+    assert phases.describe_endpoint(description) == expected
 
 
 def test_tuning_shows_the_best_objective_so_far():
@@ -158,7 +159,7 @@ def test_tuning_shows_the_best_objective_so_far():
         "BestTrainingJob": {"FinalHyperParameterTuningJobObjectiveMetric": {
             "MetricName": contract.OBJECTIVE_METRIC_NAME, "Value": 0.4213}},
     }
-    assert watch.describe_tuning(description) == (
+    assert phases.describe_tuning(description) == (
         "tuning imgclf-dogimages-0123456789: InProgress, 3/8 trials done, 2 running, 1 failed, "
         "best average test loss 0.4213 so far")
 

@@ -19,6 +19,9 @@ the stack lives, because the stack's model package group is named `<ResourcePref
 names are unique per account and region; the prefix has no hyphen (template AllowedPattern), so
 `imgclf-` never matches another stack's `imgclfb-`. The endpoint is this stack's only while it serves one
 of this stack's endpoint configs: an endpoint of the same name serving someone else's config is left alone.
+
+Over ~300 lines on purpose: what the stack owns, the plan's order (jobs, endpoint, configs and models,
+packages, bucket) and when to hand over to a fresh invocation are one decision, read top to bottom.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The README's state-machine diagram is the one generated from statemachine/pipeline.asl.json."""
+"""The README's state-machine diagram and steps table are the ones generated from statemachine/pipeline.asl.json."""
 
 from __future__ import annotations
 
@@ -22,6 +22,21 @@ def test_readme_diagram_matches_the_asl() -> None:
     assert block == asl_to_mermaid.readme_block(_asl()), (
         "README's state-machine diagram is stale: run .venv/bin/python statemachine/asl_to_mermaid.py"
     )
+
+
+def test_readme_steps_are_the_asl_comments() -> None:
+    """Each step is described once, in its state's Comment; the README's table is generated from them."""
+    readme = (stack.REPO / "README.md").read_text()
+    block = asl_to_mermaid.block_in(readme, asl_to_mermaid.STEPS_BEGIN, asl_to_mermaid.STEPS_END)
+    assert block is not None, "README.md lacks the generated steps table"
+    assert block == asl_to_mermaid.steps_block(_asl()), (
+        "README's steps table is stale: run .venv/bin/python statemachine/asl_to_mermaid.py"
+    )
+    asl = _asl()
+    assert all("Comment" in state for state in asl["States"].values()), "every state describes itself"
+    changed = _asl()
+    changed["States"]["Deploy"]["Comment"] += " More."
+    assert asl_to_mermaid.steps_block(changed) != asl_to_mermaid.steps_block(asl)
 
 
 def test_every_state_and_transition_is_drawn() -> None:

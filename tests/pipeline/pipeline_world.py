@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[2]
 LAYER = REPO / "functions" / "pipeline_layer"
 if str(LAYER) not in sys.path:  # what the Lambda layer's python/ puts on sys.path at run time
     sys.path.insert(0, str(LAYER))
-from mlpipeline import requests as rq  # noqa: E402 (needs the layer on sys.path)
+from mlpipeline import deployment_requests, resource_tags  # noqa: E402 (needs the layer on sys.path)
 
 from imgclf import contract, smoke_check  # noqa: E402
 
@@ -448,8 +448,8 @@ class SageMakerSim:
             jobs = self.hyper_parameter_tuning_jobs
             if sim.racing_execution is not None and hyper_parameter_tuning_job_name not in jobs:
                 # the other execution's StartTuning wins the race: the same request, its own execution tag
-                tags = [t for t in kwargs.get("tags") or [] if t["Key"] != rq.EXECUTION_TAG_KEY]
-                tags.append(rq.execution_tag(sim.racing_execution))
+                tags = [t for t in kwargs.get("tags") or [] if t["Key"] != resource_tags.EXECUTION_TAG_KEY]
+                tags.append(resource_tags.execution_tag(sim.racing_execution))
                 original["create_hyper_parameter_tuning_job"](
                     self, hyper_parameter_tuning_job_name, **{**kwargs, "tags": tags}
                 )
@@ -816,7 +816,7 @@ class SageMakerSim:
             answer = sim._invoke_answer(
                 sm_models.sagemaker_backends[ACCOUNT][REGION], self.path.split("/")[2], self.body)
             return 200, {"Content-Type": contract.JSON_CONTENT_TYPE,
-                         "x-Amzn-Invoked-Production-Variant": rq.VARIANT_NAME}, json.dumps(answer)
+                         "x-Amzn-Invoked-Production-Variant": deployment_requests.VARIANT_NAME}, json.dumps(answer)
 
         monkeypatch.setattr(SageMakerRuntimeResponse, "use_raw_body", True)
         monkeypatch.setattr(SageMakerRuntimeResponse, "invoke_endpoint", invoke_endpoint_response)

@@ -1,4 +1,4 @@
-"""Cleanup: after any failure, undo what this run started (mlpipeline.requests.plan_cleanup decides).
+"""Cleanup: after any failure, undo what this run started (mlpipeline.deployment_plan.plan_cleanup decides).
 
 Input {"state": the whole execution state, with "error" and, when Validate got that far, "run"}.
 Output {"actions": [{"action", "name"}]} (what was done).
@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 import boto3
-from mlpipeline import aws, requests
+from mlpipeline import aws, deployment_plan, deployment_requests
 from mlpipeline.errors import translate_aws_errors
 
 
@@ -29,7 +29,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     started_training = "training" in state
     registered = aws.scalable_target_registered(autoscaling, endpoint_name)
     _describe = aws.describe_or_none
-    actions = requests.plan_cleanup(
+    actions = deployment_plan.plan_cleanup(
         run,
         tuning=_describe(
             sagemaker.describe_hyper_parameter_tuning_job, HyperParameterTuningJobName=run["tuning_job_name"]
@@ -56,6 +56,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         if aws.sagemaker_action(sagemaker, action, name):
             continue
         if action == "register_autoscaling":
-            autoscaling.register_scalable_target(**requests.register_scalable_target_request(name, run["settings"]))
-            autoscaling.put_scaling_policy(**requests.scaling_policy_request(name, run["settings"]))
+            target = deployment_requests.register_scalable_target_request(name, run["settings"])
+            autoscaling.register_scalable_target(**target)
+            autoscaling.put_scaling_policy(**deployment_requests.scaling_policy_request(name, run["settings"]))
     return {"actions": actions}

@@ -13,16 +13,16 @@ import os
 from typing import Any
 
 import boto3
-from mlpipeline import drift_alarm, requests, serverless
+from mlpipeline import deployment_requests, drift_alarm, serverless
 from mlpipeline.errors import translate_aws_errors
 
 from imgclf import monitoring
 
 
 def configure(autoscaling: Any, endpoint_name: str, settings: dict[str, Any]) -> dict[str, Any]:
-    target = requests.register_scalable_target_request(endpoint_name, settings)
+    target = deployment_requests.register_scalable_target_request(endpoint_name, settings)
     autoscaling.register_scalable_target(**target)
-    policy = autoscaling.put_scaling_policy(**requests.scaling_policy_request(endpoint_name, settings))
+    policy = autoscaling.put_scaling_policy(**deployment_requests.scaling_policy_request(endpoint_name, settings))
     return {
         "resource_id": target["ResourceId"],
         "min_capacity": target["MinCapacity"],

@@ -15,7 +15,7 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
-from mlpipeline import aws, requests, serverless
+from mlpipeline import aws, deployment_plan, deployment_requests, serverless
 from mlpipeline.errors import EndpointDeploymentFailed, TransientAwsError, error_code, translate_aws_errors
 
 # What CreateEndpoint/UpdateEndpoint answer for a config they cannot see: also, for a moment, for the
@@ -55,7 +55,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         if mode_problem:
             raise EndpointDeploymentFailed(f"endpoint {endpoint_name}: {mode_problem}")
     registered = aws.scalable_target_registered(autoscaling, endpoint_name)
-    plan = requests.plan_deployment(
+    plan = deployment_plan.plan_deployment(
         endpoint,
         live_type,
         run["settings"]["endpoint_instance_type"],
@@ -64,13 +64,14 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         run["settings"],
     )
 
-    aws.create_once(sagemaker.create_model, **requests.model_request(run, os.environ["SAGEMAKER_ROLE_ARN"], job))
+    model = deployment_requests.model_request(run, os.environ["SAGEMAKER_ROLE_ARN"], job)
+    aws.create_once(sagemaker.create_model, **model)
     aws.create_once(
         sagemaker.create_endpoint_config,
-        **requests.endpoint_config_request(run, event["gate"]["test_accuracy"]),
+        **deployment_requests.endpoint_config_request(run, event["gate"]["test_accuracy"]),
     )
     if plan["deregister_autoscaling"]:
-        autoscaling.deregister_scalable_target(**requests.scalable_target_id(endpoint_name))
+        autoscaling.deregister_scalable_target(**deployment_requests.scalable_target_id(endpoint_name))
     if plan["action"] == "recreate":
         sagemaker.delete_endpoint(EndpointName=endpoint_name)
         sagemaker.get_waiter("endpoint_deleted").wait(
@@ -79,10 +80,12 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     if plan["action"] == "resume":
         pass  # a retry: this run's create or update is already under way
     elif plan["action"] in ("create", "recreate"):
-        _using_new_config(sagemaker.create_endpoint, **requests.create_endpoint_request(endpoint_name, run))
+        _using_new_config(sagemaker.create_endpoint, **deployment_requests.create_endpoint_request(endpoint_name, run))
     else:
         alarms = [os.environ["ERRORS_ALARM_NAME"], os.environ["LATENCY_ALARM_NAME"]]
-        update = requests.update_endpoint_request(endpoint_name, run, alarms, plan["exclude_retained"], plan["fleet"])
+        update = deployment_requests.update_endpoint_request(
+            endpoint_name, run, alarms, plan["exclude_retained"], plan["fleet"]
+        )
         _using_new_config(sagemaker.update_endpoint, **update)
     previous = endpoint["EndpointConfigName"] if endpoint else None
     return {

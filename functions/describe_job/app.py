@@ -17,7 +17,7 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError, ConnectionError, ReadTimeoutError
-from mlpipeline import polling, requests
+from mlpipeline import job_progress, polling
 from mlpipeline.errors import THROTTLING_CODES, TRANSIENT_CODES, error_code, translate_aws_errors
 
 KINDS = ("tuning", "training", "extraction", "endpoint")
@@ -26,12 +26,12 @@ KINDS = ("tuning", "training", "extraction", "endpoint")
 def _progress(sagemaker: Any, event: dict[str, Any]) -> dict[str, Any]:
     kind, name = event["kind"], event["name"]
     if kind == "tuning":
-        return requests.tuning_progress(
+        return job_progress.tuning_progress(
             sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
         )
     if kind in ("training", "extraction"):  # the feature extraction is a training job too
-        return requests.training_progress(sagemaker.describe_training_job(TrainingJobName=name))
-    return requests.endpoint_progress(sagemaker.describe_endpoint(EndpointName=name), event["expected_config"])
+        return job_progress.training_progress(sagemaker.describe_training_job(TrainingJobName=name))
+    return job_progress.endpoint_progress(sagemaker.describe_endpoint(EndpointName=name), event["expected_config"])
 
 
 @translate_aws_errors
@@ -44,9 +44,9 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     except ClientError as error:
         if error_code(error) not in THROTTLING_CODES | TRANSIENT_CODES:
             raise
-        progress = requests.unknown_progress(error_code(error))
+        progress = job_progress.unknown_progress(error_code(error))
     except (ConnectionError, ReadTimeoutError) as error:
-        progress = requests.unknown_progress(type(error).__name__)
+        progress = job_progress.unknown_progress(type(error).__name__)
     poll = polling.next_poll(
         kind, name, progress, event["poll"], event["settings"], int(event["poll_seconds"])
     )

@@ -1,5 +1,6 @@
 """PrepareFeatures: the run's cached backbone features (a frozen backbone only), found in the data bucket's
-content-addressed store or made by one extraction job (mlpipeline.requests has the key and the request).
+content-addressed store or made by one extraction job (mlpipeline.feature_sets has the key,
+mlpipeline.training_requests the request).
 
 Input {"phase": "start" | "collect", "run", "execution_arn" ($$.Execution.Id), "features" (collect: the
 start phase's answer)}.
@@ -23,7 +24,7 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
-from mlpipeline import requests
+from mlpipeline import feature_sets, resource_tags, training_requests
 from mlpipeline.errors import DuplicateRun, FeaturesMissing, error_code, translate_aws_errors
 
 logger = logging.getLogger()
@@ -43,7 +44,7 @@ def _listing(s3: Any, run: dict[str, Any]) -> dict[str, tuple[str, list[dict[str
 
 def feature_set_exists(s3: Any, bucket: str, feature_set: str) -> bool:
     try:
-        s3.head_object(Bucket=bucket, Key=requests.feature_set_manifest_key(feature_set))
+        s3.head_object(Bucket=bucket, Key=feature_sets.feature_set_manifest_key(feature_set))
     except ClientError as error:
         if error_code(error) in ("404", "NoSuchKey", "NotFound"):
             return False
@@ -56,7 +57,8 @@ def _tags(sagemaker: Any, arn: str) -> list[dict[str, str]]:
 
 
 def start_extraction(sagemaker: Any, run: dict[str, Any], feature_set: str, execution_arn: str) -> str:
-    request = requests.extraction_job_request(run, os.environ["SAGEMAKER_ROLE_ARN"], feature_set, execution_arn)
+    role_arn = os.environ["SAGEMAKER_ROLE_ARN"]
+    request = training_requests.extraction_job_request(run, role_arn, feature_set, execution_arn)
     name = request["TrainingJobName"]
     try:
         sagemaker.create_training_job(**request)
@@ -64,7 +66,7 @@ def start_extraction(sagemaker: Any, run: dict[str, Any], feature_set: str, exec
         if error_code(error) != "ResourceInUse":
             raise
         arn = sagemaker.describe_training_job(TrainingJobName=name)["TrainingJobArn"]
-        if not requests.started_by(_tags(sagemaker, arn), execution_arn):
+        if not resource_tags.started_by(_tags(sagemaker, arn), execution_arn):
             raise DuplicateRun(
                 f"extraction job {name} already exists, started by another execution: this dataset version "
                 "is already being processed"
@@ -74,7 +76,7 @@ def start_extraction(sagemaker: Any, run: dict[str, Any], feature_set: str, exec
 
 
 def _answer(run: dict[str, Any], feature_set: str, ready: bool, reused: bool, job_name: str | None) -> dict[str, Any]:
-    return {"ready": ready, "feature_set": feature_set, "s3_uri": requests.feature_set_s3_uri(run, feature_set),
+    return {"ready": ready, "feature_set": feature_set, "s3_uri": feature_sets.feature_set_s3_uri(run, feature_set),
             "reused": reused, "job_name": job_name}
 
 
@@ -87,12 +89,12 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         if not feature_set_exists(s3, run["bucket"], features["feature_set"]):
             raise FeaturesMissing(
                 f"extraction job {features['job_name']} completed, but s3://{run['bucket']}/"
-                f"{requests.feature_set_manifest_key(features['feature_set'])} is missing (see the job's log)"
+                f"{feature_sets.feature_set_manifest_key(features['feature_set'])} is missing (see the job's log)"
             )
         return {**features, "ready": True}
     if phase != "start":
         raise ValueError(f"unknown phase {phase!r}: expected start or collect")
-    feature_set = requests.feature_set_id(run, requests.dataset_content_digest(_listing(s3, run)))
+    feature_set = feature_sets.feature_set_id(run, feature_sets.dataset_content_digest(_listing(s3, run)))
     if feature_set_exists(s3, run["bucket"], feature_set):
         logger.info("feature set %s reused: no extraction job", feature_set)
         return _answer(run, feature_set, True, True, None)

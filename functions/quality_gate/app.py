@@ -11,8 +11,8 @@ from typing import Any
 
 import boto3
 from mlpipeline import aws, drift_alarm
+from mlpipeline.deployment_requests import model_package_request
 from mlpipeline.errors import translate_aws_errors
-from mlpipeline.requests import model_package_request
 
 from imgclf import gate
 

@@ -3,7 +3,7 @@
 Input {"run", "best_training_job": {"TrainingJobName", "TunedHyperParameters"}};
 output {"job_name", "job_arn", "hyperparameters"}.
 train.py's rules are its metrics and its curves go to TensorBoard; SageMaker Debugger's four rules and
-ProfilerReport run beside it only when the stack opts in (mlpipeline.requests.training_job_request).
+ProfilerReport run beside it only when the stack opts in (mlpipeline.training_requests.training_job_request).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import boto3
 from botocore.exceptions import ClientError
 from mlpipeline.errors import error_code, translate_aws_errors
 from mlpipeline.images import debugger_image_uri
-from mlpipeline.requests import training_job_request, tuned_hyperparameters
+from mlpipeline.training_requests import training_job_request, tuned_hyperparameters
 
 
 @translate_aws_errors

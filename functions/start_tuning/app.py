@@ -3,7 +3,7 @@
 Input {"run", "execution_arn" ($$.Execution.Id), "poll_seconds", "features" (PrepareFeatures' answer, or
 {"ready": false} for an unfrozen backbone)}; output {"job_name", "job_arn"}. With features ready, every
 trial reads the feature set as its `features` channel and trains the head on the cached-features instance
-type (mlpipeline.requests.cached_features_tuning); otherwise the trials train on the images.
+type (mlpipeline.feature_sets.cached_features_tuning); otherwise the trials train on the images.
 
 The job name is deterministic per dataset version, so SageMaker answers ResourceInUse both to a retry of
 this task whose first attempt did create the job (the Lambda timed out, or AWS answered 5xx after the job
@@ -19,7 +19,7 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
-from mlpipeline import polling, requests
+from mlpipeline import feature_sets, polling, resource_tags, training_requests
 from mlpipeline.errors import DuplicateRun, error_code, translate_aws_errors
 
 
@@ -33,8 +33,8 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     execution_arn = event["execution_arn"]
     polling.check_run_fits_one_execution(run["settings"], int(event["poll_seconds"]))
     features = event.get("features") or {}
-    cached = requests.cached_features_tuning(run, features["feature_set"]) if features.get("ready") else None
-    request = requests.tuning_job_request(run, os.environ["SAGEMAKER_ROLE_ARN"], execution_arn, cached)
+    cached = feature_sets.cached_features_tuning(run, features["feature_set"]) if features.get("ready") else None
+    request = training_requests.tuning_job_request(run, os.environ["SAGEMAKER_ROLE_ARN"], execution_arn, cached)
     sagemaker = boto3.client("sagemaker")
     name = run["tuning_job_name"]
     try:
@@ -45,7 +45,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         arn = sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)[
             "HyperParameterTuningJobArn"
         ]
-        if not requests.started_by(_tags(sagemaker, arn), execution_arn):
+        if not resource_tags.started_by(_tags(sagemaker, arn), execution_arn):
             raise DuplicateRun(
                 f"tuning job {name} already exists, started by another execution: this dataset version "
                 "is already being processed"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mlpipeline import requests as rq
+from mlpipeline import deployment_requests
 from PIL import Image
 
 from imgclf import contract, serving
@@ -43,7 +43,7 @@ def _answer(label_index: int) -> str:
     probabilities[label_index] = 0.8
     text, content_type = serving.encode_output(serving.Prediction(probabilities, CLASSES, "onnx"),
                                                contract.JSON_CONTENT_TYPE)
-    assert content_type in rq.DATA_CAPTURE_JSON_CONTENT_TYPES  # so SageMaker captures it as JSON text
+    assert content_type in deployment_requests.DATA_CAPTURE_JSON_CONTENT_TYPES  # so SageMaker captures it as JSON text
     return text
 
 

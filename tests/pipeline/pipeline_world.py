@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import boto3
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
-from mlpipeline import requests as rq
+from mlpipeline import deployment_requests, resource_tags
 from moto.applicationautoscaling.models import applicationautoscaling_backends
 from moto.awslambda.models import LambdaFunction
 from moto.s3.models import s3_backends
@@ -331,8 +331,8 @@ class SageMakerSim:
             jobs = self.hyper_parameter_tuning_jobs
             if sim.racing_execution is not None and hyper_parameter_tuning_job_name not in jobs:
                 # the other execution's StartTuning wins the race: the same request, its own execution tag
-                tags = [t for t in kwargs.get("tags") or [] if t["Key"] != rq.EXECUTION_TAG_KEY]
-                tags.append(rq.execution_tag(sim.racing_execution))
+                tags = [t for t in kwargs.get("tags") or [] if t["Key"] != resource_tags.EXECUTION_TAG_KEY]
+                tags.append(resource_tags.execution_tag(sim.racing_execution))
                 original["create_hyper_parameter_tuning_job"](
                     self, hyper_parameter_tuning_job_name, **{**kwargs, "tags": tags}
                 )
@@ -699,7 +699,7 @@ class SageMakerSim:
             answer = sim._invoke_answer(
                 sm_models.sagemaker_backends[ACCOUNT][REGION], self.path.split("/")[2], self.body)
             return 200, {"Content-Type": contract.JSON_CONTENT_TYPE,
-                         "x-Amzn-Invoked-Production-Variant": rq.VARIANT_NAME}, json.dumps(answer)
+                         "x-Amzn-Invoked-Production-Variant": deployment_requests.VARIANT_NAME}, json.dumps(answer)
 
         monkeypatch.setattr(SageMakerRuntimeResponse, "use_raw_body", True)
         monkeypatch.setattr(SageMakerRuntimeResponse, "invoke_endpoint", invoke_endpoint_response)

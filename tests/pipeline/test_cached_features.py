@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pipeline_world as pw
-from mlpipeline import requests as rq
+from mlpipeline import feature_sets
 
 from imgclf import contract
 
@@ -35,7 +35,8 @@ def test_extraction_then_tuning_on_the_features_channel_then_final_training_on_i
     assert _dedupe([s for s in states if s in order]) == order
     out = _output(execution)
     run, features = out["run"], out["features"]
-    assert features["ready"] and not features["reused"] and features["job_name"] == rq.extraction_job_name(run)
+    assert features["ready"] and not features["reused"]
+    assert features["job_name"] == feature_sets.extraction_job_name(run)
     assert world.sim.calls.count("CreateTrainingJob[extraction]") == 1
     # the extraction: train.py's extract-only mode on the images, on the training instance type, its feature
     # set synced to the content-addressed prefix in the data bucket
@@ -176,7 +177,7 @@ def test_a_retried_start_carries_on_with_its_own_extraction_and_another_executio
     prepare = pw.load_handler("prepare_features").handler
     first = "arn:aws:states:us-east-1:123456789012:execution:imgclf-pipeline:first"
     answer = prepare({"phase": "start", "run": run, "execution_arn": first}, None)
-    assert not answer["ready"] and answer["job_name"] == rq.extraction_job_name(run)
+    assert not answer["ready"] and answer["job_name"] == feature_sets.extraction_job_name(run)
     # the same execution's retry (the first attempt's answer was lost): the same job, no second one
     assert prepare({"phase": "start", "run": run, "execution_arn": first}, None) == answer
     assert world.sim.calls.count("CreateTrainingJob[extraction]") == 2  # the retry's create met ResourceInUse

@@ -16,7 +16,7 @@ from typing import Any
 import iam_model
 import pipeline_world as pw
 import pytest
-from mlpipeline import requests as rq
+from mlpipeline import deployment_requests
 from mlpipeline.settings import SettingsError, build_settings
 from test_requests import asl_defaults, assert_valid, make_run
 
@@ -31,13 +31,13 @@ def test_capture_is_off_by_default_everywhere() -> None:
     assert asl_defaults()["data_capture_percentage"] == "0"
     run = make_run()
     assert run["settings"]["data_capture_percentage"] == 0
-    assert rq.data_capture_config(run) is None
-    assert "DataCaptureConfig" not in rq.endpoint_config_request(run, 0.9)
+    assert deployment_requests.data_capture_config(run) is None
+    assert "DataCaptureConfig" not in deployment_requests.endpoint_config_request(run, 0.9)
 
 
 def test_a_sampling_percentage_captures_requests_and_answers_under_the_data_bucket() -> None:
     run = make_run(data_capture_percentage=25)
-    request = rq.endpoint_config_request(run, 0.9)
+    request = deployment_requests.endpoint_config_request(run, 0.9)
     assert_valid("sagemaker", "CreateEndpointConfig", request)  # botocore's shape and the service's patterns
     capture = request["DataCaptureConfig"]
     assert capture == {
@@ -118,7 +118,7 @@ def test_the_capture_write_is_evaluated_and_needs_the_template_grant() -> None:
     """The derivation yields the capture write as the execution role, and the template's policy is what
     allows it: without the WriteDataCapture statement, IAM denies it."""
     template = iam_model.world_template()
-    config = rq.endpoint_config_request(make_run(data_capture_percentage=10), 0.9)
+    config = deployment_requests.endpoint_config_request(make_run(data_capture_percentage=10), 0.9)
     model = {"ModelName": config["ProductionVariants"][0]["ModelName"],
              "ExecutionRoleArn": template.role_arn("SageMakerExecutionRole")}
     calls = [

@@ -15,7 +15,7 @@ from typing import Any
 import iam_model
 import pipeline_world as pw
 import pytest
-from mlpipeline import requests
+from mlpipeline import deployment_requests, training_requests
 
 EXECUTION_ARN = f"arn:aws:states:{pw.REGION}:{pw.ACCOUNT}:execution:imgclf-pipeline:run-1"
 RUN = json.loads((pw.REPO / "events" / "deploy.json").read_text())["run"]
@@ -76,19 +76,21 @@ def _deployment_calls(update: bool) -> list[iam_model.Call]:
     """What DeployFunction sends for a new model: the same request builders the handler uses."""
     deploy = [
         iam_model.Call(
-            "DeployFunction", "sagemaker", "CreateModel", requests.model_request(RUN, pw.ROLE_ARN, TRAINING_JOB)
+            "DeployFunction", "sagemaker", "CreateModel",
+            deployment_requests.model_request(RUN, pw.ROLE_ARN, TRAINING_JOB),
         ),
         iam_model.Call(
-            "DeployFunction", "sagemaker", "CreateEndpointConfig", requests.endpoint_config_request(RUN, 0.9)
+            "DeployFunction", "sagemaker", "CreateEndpointConfig", deployment_requests.endpoint_config_request(RUN, 0.9)
         ),
     ]
     if update:
-        request = requests.update_endpoint_request(pw.ENDPOINT, RUN, ALARMS)
+        request = deployment_requests.update_endpoint_request(pw.ENDPOINT, RUN, ALARMS)
         return [*deploy, iam_model.Call("DeployFunction", "sagemaker", "UpdateEndpoint", request)]
     return [
         *deploy,
         iam_model.Call(
-            "DeployFunction", "sagemaker", "CreateEndpoint", requests.create_endpoint_request(pw.ENDPOINT, RUN)
+            "DeployFunction", "sagemaker", "CreateEndpoint",
+            deployment_requests.create_endpoint_request(pw.ENDPOINT, RUN),
         ),
     ]
 
@@ -101,13 +103,13 @@ def _autoscaling_calls(function: str) -> list[iam_model.Call]:
                 "CleanupFunction",
                 "application-autoscaling",
                 "RegisterScalableTarget",
-                requests.register_scalable_target_request(pw.ENDPOINT, settings),
+                deployment_requests.register_scalable_target_request(pw.ENDPOINT, settings),
             ),
             iam_model.Call(
                 "CleanupFunction",
                 "application-autoscaling",
                 "PutScalingPolicy",
-                requests.scaling_policy_request(pw.ENDPOINT, settings),
+                deployment_requests.scaling_policy_request(pw.ENDPOINT, settings),
             ),
         ]
         if function == "CleanupFunction"
@@ -116,7 +118,7 @@ def _autoscaling_calls(function: str) -> list[iam_model.Call]:
                 function,
                 "application-autoscaling",
                 "DeregisterScalableTarget",
-                requests.scalable_target_id(pw.ENDPOINT),
+                deployment_requests.scalable_target_id(pw.ENDPOINT),
             ),
         ]
     )
@@ -321,7 +323,7 @@ def test_pass_role_needs_the_service_it_is_passed_to() -> None:
         "StartTuningFunction",
         "sagemaker",
         "CreateHyperParameterTuningJob",
-        requests.tuning_job_request(RUN, pw.ROLE_ARN, EXECUTION_ARN),
+        training_requests.tuning_job_request(RUN, pw.ROLE_ARN, EXECUTION_ARN),
     )
     to_lambda = _template(
         {
@@ -348,7 +350,7 @@ def test_pass_role_needs_the_service_it_is_passed_to() -> None:
 def test_the_execution_role_needs_every_location_and_image_a_job_request_names() -> None:
     """Derived from the request's fields, so a field another change adds (here a TensorBoard output under a
     prefix nobody granted) is checked without teaching the model anything."""
-    request = requests.tuning_job_request(RUN, pw.ROLE_ARN, EXECUTION_ARN)
+    request = training_requests.tuning_job_request(RUN, pw.ROLE_ARN, EXECUTION_ARN)
     request["TrainingJobDefinition"]["TensorBoardOutputConfig"] = {"S3OutputPath": f"s3://{pw.BUCKET}/somewhere-new/"}
     call = iam_model.Call("StartTuningFunction", "sagemaker", "CreateHyperParameterTuningJob", request)
     template = iam_model.world_template()  # the real SageMakerExecutionRole

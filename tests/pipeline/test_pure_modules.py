@@ -225,7 +225,8 @@ def test_lambda_code_imports_neither_torch_nor_numpy() -> None:
         # ReportFunction packages matplotlib (and numpy) on its own (functions/report/requirements.txt)
         for f in stack.FUNCTIONS.values() if f != "report")
     code = ("import importlib.util, sys; " + handlers +
-            "; import mlpipeline.requests, mlpipeline.runs, imgclf.manifest, imgclf.gate; "
+            "; import mlpipeline.training_requests, mlpipeline.deployment_requests, mlpipeline.runs; "
+            "import imgclf.manifest, imgclf.gate; "
             "heavy = sorted(m for m in ('torch', 'numpy', 'PIL') if m in sys.modules); "
             "assert not heavy, heavy; print('light')")
     env = {"PYTHONPATH": f"{stack.LAYER}:{stack.REPO / 'training'}", "PATH": "/usr/bin:/bin"}

@@ -1,5 +1,6 @@
-"""mlpipeline.requests: every SageMaker / Application Auto Scaling request, validated by botocore against
-the service model, and the pure decisions (job progress, create vs update, cleanup)."""
+"""mlpipeline's request builders (training_requests, deployment_requests): every SageMaker / Application
+Auto Scaling request, validated by botocore against the service model, and the pure decisions around them
+(job_progress, deployment_plan: create vs update, cleanup)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ import pytest
 import regex
 import stack
 from botocore.validate import ParamValidator
-from mlpipeline import requests as rq
+from mlpipeline import (
+    deployment_plan,
+    deployment_requests,
+    feature_sets,
+    job_progress,
+    resource_tags,
+    training_requests,
+)
 from mlpipeline.errors import EndpointDeploymentFailed, SageMakerJobFailed
 from mlpipeline.runs import plan_run
 from mlpipeline.settings import build_settings
@@ -76,7 +84,7 @@ def assert_valid(service: str, operation: str, params: dict[str, Any]) -> None:
 
 
 def test_validator_does_reject_a_bad_request() -> None:
-    request = rq.tuning_job_request(make_run(), ROLE, EXECUTION)
+    request = training_requests.tuning_job_request(make_run(), ROLE, EXECUTION)
     del request["HyperParameterTuningJobConfig"]["Strategy"]
     with pytest.raises(AssertionError, match="Strategy"):
         assert_valid("sagemaker", "CreateHyperParameterTuningJob", request)
@@ -84,7 +92,7 @@ def test_validator_does_reject_a_bad_request() -> None:
 
 def test_tuning_job_request() -> None:
     run = make_run()
-    request = rq.tuning_job_request(run, ROLE, EXECUTION)
+    request = training_requests.tuning_job_request(run, ROLE, EXECUTION)
     assert_valid("sagemaker", "CreateHyperParameterTuningJob", request)
     config = request["HyperParameterTuningJobConfig"]
     assert config["Strategy"] == "Bayesian" and config["TrainingJobEarlyStoppingType"] == "Auto"
@@ -111,7 +119,7 @@ def test_tuning_job_request() -> None:
 
 
 def test_managed_spot_adds_checkpoints_and_wait_time() -> None:
-    request = rq.tuning_job_request(make_run(use_spot_instances=True), ROLE, EXECUTION)
+    request = training_requests.tuning_job_request(make_run(use_spot_instances=True), ROLE, EXECUTION)
     assert_valid("sagemaker", "CreateHyperParameterTuningJob", request)
     definition = request["TrainingJobDefinition"]
     assert definition["EnableManagedSpotTraining"] is True
@@ -130,25 +138,26 @@ def test_training_job_request_uses_no_debugger_or_profiler_by_default() -> None:
     job (https://docs.aws.amazon.com/sagemaker/latest/dg/debugger-configure-system-monitoring.html)."""
     run = make_run()
     assert run["settings"]["enable_sagemaker_debugger"] is False
-    tuned = rq.tuned_hyperparameters(
+    tuned = training_requests.tuned_hyperparameters(
         {"TrainingJobName": "t", "TunedHyperParameters": {"lr": "0.0123", "batch-size": '"64"', "ignored": "x"}}
     )
-    request = rq.training_job_request(run, ROLE, tuned)
+    request = training_requests.training_job_request(run, ROLE, tuned)
     assert_valid("sagemaker", "CreateTrainingJob", request)
     assert not set(DEBUGGER_AND_PROFILER_FIELDS) & set(request)
     assert request["ProfilerConfig"] == {"DisableProfiler": True}
-    assert rq.training_job_request(run, ROLE, tuned, DEBUGGER_IMAGE) == request  # the image changes nothing
+    # the image changes nothing
+    assert training_requests.training_job_request(run, ROLE, tuned, DEBUGGER_IMAGE) == request
     # The rules' results are training metrics instead, from the one list both jobs use.
     assert request["AlgorithmSpecification"]["MetricDefinitions"] == contract.metric_definitions()
     names = {m["Name"] for m in request["AlgorithmSpecification"]["MetricDefinitions"]}
     assert {"rule LossNotDecreasing", "rule Overfit", "rule Overtraining", "rule PoorWeightInitialization"} <= names
     assert request["ResourceConfig"]["InstanceCount"] == 1
-    assert rq.DISTRIBUTED_HYPERPARAMETER not in request["HyperParameters"]
+    assert training_requests.DISTRIBUTED_HYPERPARAMETER not in request["HyperParameters"]
 
 
 def test_training_job_request_sends_tensorboard_output_where_train_py_writes_it() -> None:
     run = make_run()
-    request = rq.training_job_request(run, ROLE, {"lr": "0.01", "batch-size": "64"})
+    request = training_requests.training_job_request(run, ROLE, {"lr": "0.01", "batch-size": "64"})
     output = request["TensorBoardOutputConfig"]
     # Under the run's output prefix, beside the job's model artifacts (the role may write models/*).
     assert output["S3OutputPath"] == f"{run['output_s3_uri']}{run['training_job_name']}/tensorboard/"
@@ -163,7 +172,7 @@ def test_training_job_request_sends_tensorboard_output_where_train_py_writes_it(
 def test_sagemaker_debugger_and_profiler_are_opt_in() -> None:
     run = make_run(enable_sagemaker_debugger=True)
     tuned = {"lr": "0.0123", "batch-size": '"64"'}
-    request = rq.training_job_request(run, ROLE, tuned, DEBUGGER_IMAGE)
+    request = training_requests.training_job_request(run, ROLE, tuned, DEBUGGER_IMAGE)
     assert_valid("sagemaker", "CreateTrainingJob", request)
     rules = {r["RuleConfigurationName"]: r for r in request["DebugRuleConfigurations"]}
     assert set(rules) == {"LossNotDecreasing", "Overfit", "Overtraining", "PoorWeightInitialization"}
@@ -176,7 +185,7 @@ def test_sagemaker_debugger_and_profiler_are_opt_in() -> None:
     assert [r["RuleParameters"]["rule_to_invoke"] for r in request["ProfilerRuleConfigurations"]] == ["ProfilerReport"]
     assert "TensorBoardOutputConfig" in request  # TensorBoard either way
     with pytest.raises(ValueError, match="rule-evaluator image"):
-        rq.training_job_request(run, ROLE, tuned)
+        training_requests.training_job_request(run, ROLE, tuned)
 
 
 def test_metric_definitions_fit_the_service_limits() -> None:
@@ -189,7 +198,8 @@ def test_metric_definitions_fit_the_service_limits() -> None:
         assert shape.metadata["max"] == contract.MAX_METRIC_DEFINITIONS
         assert shape.member.members["Name"].metadata["max"] == contract.MAX_METRIC_NAME_LENGTH
         assert shape.member.members["Regex"].metadata["max"] == contract.MAX_METRIC_REGEX_LENGTH
-    tuning = rq.tuning_job_request(make_run(), ROLE, EXECUTION)["TrainingJobDefinition"]["AlgorithmSpecification"]
+    tuning_request = training_requests.tuning_job_request(make_run(), ROLE, EXECUTION)
+    tuning = tuning_request["TrainingJobDefinition"]["AlgorithmSpecification"]
     assert tuning["MetricDefinitions"] == contract.metric_definitions()
 
 
@@ -197,7 +207,7 @@ def test_hyperparameters_are_understood_by_train_py() -> None:
     """SageMaker passes every hyperparameter not starting with sagemaker_ as `--name value`; train.py's
     real parser (imgclf.config) must read the static and the tuned ones, JSON-quoted or not."""
     tuned = {"lr": "0.0123", "batch-size": '"128"'}
-    request = rq.training_job_request(
+    request = training_requests.training_job_request(
         make_run(epochs=7, backbone="resnet34", precision="bf16"), ROLE, tuned, DEBUGGER_IMAGE
     )
     argv = []
@@ -218,19 +228,19 @@ def test_hyperparameters_are_understood_by_train_py() -> None:
 
 def test_data_parallel_launcher_depends_on_the_processor() -> None:
     tuned = {"lr": "0.01", "batch-size": "64"}
-    gpu = rq.training_job_request(make_run(training_instance_count=4), ROLE, tuned, DEBUGGER_IMAGE)
+    gpu = training_requests.training_job_request(make_run(training_instance_count=4), ROLE, tuned, DEBUGGER_IMAGE)
     assert gpu["ResourceConfig"]["InstanceCount"] == 4
-    assert json.loads(gpu["HyperParameters"][rq.DISTRIBUTED_HYPERPARAMETER]) is True
-    cpu = rq.training_job_request(
+    assert json.loads(gpu["HyperParameters"][training_requests.DISTRIBUTED_HYPERPARAMETER]) is True
+    cpu = training_requests.training_job_request(
         make_run(training_instance_count=2, training_instance_type="ml.c5.4xlarge"), ROLE, tuned, DEBUGGER_IMAGE
     )
-    assert rq.DISTRIBUTED_HYPERPARAMETER not in cpu["HyperParameters"]  # train.py uses SM_HOSTS itself
+    assert training_requests.DISTRIBUTED_HYPERPARAMETER not in cpu["HyperParameters"]  # train.py uses SM_HOSTS itself
     assert cpu["AlgorithmSpecification"]["TrainingImage"].endswith("pytorch-training:2.6-cpu-py312")
 
 
 def test_tuned_hyperparameters_must_cover_the_search_space() -> None:
     with pytest.raises(SageMakerJobFailed, match="batch-size"):
-        rq.tuned_hyperparameters({"TrainingJobName": "t", "TunedHyperParameters": {"lr": "0.1"}})
+        training_requests.tuned_hyperparameters({"TrainingJobName": "t", "TunedHyperParameters": {"lr": "0.1"}})
 
 
 def _job() -> dict[str, Any]:
@@ -242,15 +252,15 @@ def _job() -> dict[str, Any]:
 
 def test_model_endpoint_and_registry_requests() -> None:
     run = make_run()
-    model = rq.model_request(run, ROLE, _job())
+    model = deployment_requests.model_request(run, ROLE, _job())
     assert_valid("sagemaker", "CreateModel", model)
     assert model["PrimaryContainer"]["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
     assert model["PrimaryContainer"]["Image"].endswith("pytorch-inference:2.6-cpu-py312")
-    config = rq.endpoint_config_request(run, 0.91)
+    config = deployment_requests.endpoint_config_request(run, 0.91)
     assert_valid("sagemaker", "CreateEndpointConfig", config)
     assert gate.accuracy_from_tags(config["Tags"]) == pytest.approx(0.91)
-    assert_valid("sagemaker", "CreateEndpoint", rq.create_endpoint_request(stack.ENDPOINT, run))
-    update = rq.update_endpoint_request(stack.ENDPOINT, run, ["a-5xx", "a-latency"])
+    assert_valid("sagemaker", "CreateEndpoint", deployment_requests.create_endpoint_request(stack.ENDPOINT, run))
+    update = deployment_requests.update_endpoint_request(stack.ENDPOINT, run, ["a-5xx", "a-latency"])
     assert_valid("sagemaker", "UpdateEndpoint", update)
     assert update["DeploymentConfig"]["AutoRollbackConfiguration"]["Alarms"] == [
         {"AlarmName": "a-5xx"},
@@ -261,35 +271,37 @@ def test_model_endpoint_and_registry_requests() -> None:
     )
     for passed in (True, False):
         decision = gate.decide(0.91 if passed else 0.5, 0.7, None)
-        package = rq.model_package_request(run, stack.MODEL_PACKAGE_GROUP, _job(), decision)
+        package = deployment_requests.model_package_request(run, stack.MODEL_PACKAGE_GROUP, _job(), decision)
         assert_valid("sagemaker", "CreateModelPackage", package)
         assert package["ModelApprovalStatus"] == ("Approved" if passed else "Rejected")
 
 
 def test_autoscaling_requests() -> None:
     settings = make_run()["settings"]
-    register = rq.register_scalable_target_request(stack.ENDPOINT, settings)
+    register = deployment_requests.register_scalable_target_request(stack.ENDPOINT, settings)
     assert_valid("application-autoscaling", "RegisterScalableTarget", register)
     assert register["ResourceId"] == f"endpoint/{stack.ENDPOINT}/variant/AllTraffic"
     assert (register["MinCapacity"], register["MaxCapacity"]) == (1, 4)
-    policy = rq.scaling_policy_request(stack.ENDPOINT, settings)
+    policy = deployment_requests.scaling_policy_request(stack.ENDPOINT, settings)
     assert_valid("application-autoscaling", "PutScalingPolicy", policy)
     tracking = policy["TargetTrackingScalingPolicyConfiguration"]
     assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == (
         "SageMakerVariantInvocationsPerInstance"
     )
     assert (tracking["TargetValue"], tracking["ScaleInCooldown"], tracking["ScaleOutCooldown"]) == (100.0, 300, 60)
-    assert_valid("application-autoscaling", "DeregisterScalableTarget", rq.scalable_target_id(stack.ENDPOINT))
+    assert_valid(
+        "application-autoscaling", "DeregisterScalableTarget", deployment_requests.scalable_target_id(stack.ENDPOINT)
+    )
 
 
 def test_tuning_progress() -> None:
     base = {"HyperParameterTuningJobName": "j"}
-    assert rq.tuning_progress({**base, "HyperParameterTuningJobStatus": "InProgress"})["done"] is False
+    assert job_progress.tuning_progress({**base, "HyperParameterTuningJobStatus": "InProgress"})["done"] is False
     with pytest.raises(SageMakerJobFailed, match="boom"):
-        rq.tuning_progress({**base, "HyperParameterTuningJobStatus": "Failed", "FailureReason": "boom"})
+        job_progress.tuning_progress({**base, "HyperParameterTuningJobStatus": "Failed", "FailureReason": "boom"})
     with pytest.raises(SageMakerJobFailed, match="without a successful"):
-        rq.tuning_progress({**base, "HyperParameterTuningJobStatus": "Completed"})
-    done = rq.tuning_progress(
+        job_progress.tuning_progress({**base, "HyperParameterTuningJobStatus": "Completed"})
+    done = job_progress.tuning_progress(
         {
             **base,
             "HyperParameterTuningJobStatus": "Completed",
@@ -312,24 +324,24 @@ def test_training_progress_reports_rule_issues() -> None:
             {"RuleConfigurationName": "Overtraining", "RuleEvaluationStatus": "NoIssuesFound"},
         ],
     }
-    assert rq.training_progress(description) == {
+    assert job_progress.training_progress(description) == {
         "done": True,
         "status": "Completed",
         "secondary_status": None,
         "rule_issues": ["Overfit"],
     }
     with pytest.raises(SageMakerJobFailed, match="stopped"):
-        rq.training_progress({"TrainingJobName": "t", "TrainingJobStatus": "Stopped"})
+        job_progress.training_progress({"TrainingJobName": "t", "TrainingJobStatus": "Stopped"})
 
 
 def test_endpoint_progress_detects_failure_and_rollback() -> None:
     base = {"EndpointName": "e", "EndpointConfigName": "new"}
-    assert rq.endpoint_progress({**base, "EndpointStatus": "Updating"}, "new")["done"] is False
-    assert rq.endpoint_progress({**base, "EndpointStatus": "InService"}, "new")["done"] is True
+    assert job_progress.endpoint_progress({**base, "EndpointStatus": "Updating"}, "new")["done"] is False
+    assert job_progress.endpoint_progress({**base, "EndpointStatus": "InService"}, "new")["done"] is True
     with pytest.raises(EndpointDeploymentFailed, match="rolled back to old"):
-        rq.endpoint_progress({**base, "EndpointConfigName": "old", "EndpointStatus": "InService"}, "new")
+        job_progress.endpoint_progress({**base, "EndpointConfigName": "old", "EndpointStatus": "InService"}, "new")
     with pytest.raises(EndpointDeploymentFailed, match="health"):
-        rq.endpoint_progress({**base, "EndpointStatus": "Failed", "FailureReason": "health check"}, "new")
+        job_progress.endpoint_progress({**base, "EndpointStatus": "Failed", "FailureReason": "health check"}, "new")
 
 
 @pytest.mark.parametrize("status", ["OutOfService", "UpdateRollbackFailed", "Deleting", "Failed"])
@@ -337,16 +349,17 @@ def test_endpoint_progress_ends_in_every_terminal_status(status: str) -> None:
     """DescribeEndpoint's statuses that no waiting ends; polling them would spin until the poll cap."""
     described = {"EndpointName": "e", "EndpointConfigName": "old", "EndpointStatus": status,
                  "PendingDeploymentSummary": {"EndpointConfigName": "new"}}
-    expected = re.escape(f"endpoint e {rq.ENDPOINT_TERMINAL_STATUSES[status]}")
+    expected = re.escape(f"endpoint e {job_progress.ENDPOINT_TERMINAL_STATUSES[status]}")
     with pytest.raises(EndpointDeploymentFailed, match=expected):
-        rq.endpoint_progress(described, "new")
+        job_progress.endpoint_progress(described, "new")
 
 
 @pytest.mark.parametrize("status", ["Creating", "Updating", "SystemUpdating", "RollingBack"])
 def test_endpoint_progress_waits_through_passing_statuses(status: str) -> None:
     described = {"EndpointName": "e", "EndpointConfigName": "old", "EndpointStatus": status,
                  "PendingDeploymentSummary": {"EndpointConfigName": "new"}}
-    assert rq.endpoint_progress(described, "new") == {"done": False, "status": status, "pending_config": "new"}
+    progress = job_progress.endpoint_progress(described, "new")
+    assert progress == {"done": False, "status": status, "pending_config": "new"}
 
 
 def test_every_endpoint_status_of_the_service_model_is_classified() -> None:
@@ -355,51 +368,50 @@ def test_every_endpoint_status_of_the_service_model_is_classified() -> None:
     model = botocore.session.get_session().get_service_model("sagemaker")
     statuses = set(model.shape_for("EndpointStatus").enum)
     passing = {"Creating", "Updating", "SystemUpdating", "RollingBack"}
-    assert statuses == set(rq.ENDPOINT_TERMINAL_STATUSES) | passing | {"InService"}
+    assert statuses == set(job_progress.ENDPOINT_TERMINAL_STATUSES) | passing | {"InService"}
 
 
 def test_update_keeps_the_live_instance_count_unless_the_type_changes() -> None:
     run = make_run()
-    update = rq.update_endpoint_request(stack.ENDPOINT, run, ["a"])
+    update = deployment_requests.update_endpoint_request(stack.ENDPOINT, run, ["a"])
     assert_valid("sagemaker", "UpdateEndpoint", update)
     assert update["RetainAllVariantProperties"] is True and "ExcludeRetainedVariantProperties" not in update
     live = {"EndpointName": "e", "EndpointStatus": "InService"}
-    plan = rq.plan_deployment(live, "ml.m5.large", "ml.c5.large", True)
-    changed = rq.update_endpoint_request(stack.ENDPOINT, run, ["a"], plan["exclude_retained"])
+    plan = deployment_plan.plan_deployment(live, "ml.m5.large", "ml.c5.large", True)
+    changed = deployment_requests.update_endpoint_request(stack.ENDPOINT, run, ["a"], plan["exclude_retained"])
     assert_valid("sagemaker", "UpdateEndpoint", changed)
     assert changed["ExcludeRetainedVariantProperties"] == [{"VariantPropertyType": "DesiredInstanceCount"}]
 
 
 def test_plan_deployment() -> None:
     live = {"EndpointName": "e", "EndpointStatus": "InService"}
-    assert rq.plan_deployment(None, None, "ml.m5.large", False)["action"] == "create"
-    assert rq.plan_deployment(live, "ml.m5.large", "ml.m5.large", True) == {
+    assert deployment_plan.plan_deployment(None, None, "ml.m5.large", False)["action"] == "create"
+    assert deployment_plan.plan_deployment(live, "ml.m5.large", "ml.m5.large", True) == {
         "action": "update",
         "deregister_autoscaling": False,
         "exclude_retained": [],
         "fleet": None,
     }
-    assert rq.plan_deployment(live, "ml.m5.large", "ml.c5.large", True) == {
+    assert deployment_plan.plan_deployment(live, "ml.m5.large", "ml.c5.large", True) == {
         "action": "update",
         "deregister_autoscaling": True,
         "exclude_retained": ["DesiredInstanceCount"],
         "fleet": None,
     }
-    assert rq.plan_deployment(live, "ml.m5.large", "ml.c5.large", False)["deregister_autoscaling"] is False
-    assert rq.plan_deployment({**live, "EndpointStatus": "Failed"}, None, "ml.m5.large", False)["action"] == (
-        "recreate"
-    )
+    assert deployment_plan.plan_deployment(live, "ml.m5.large", "ml.c5.large", False)["deregister_autoscaling"] is False
+    failed = {**live, "EndpointStatus": "Failed"}
+    assert deployment_plan.plan_deployment(failed, None, "ml.m5.large", False)["action"] == "recreate"
     with pytest.raises(EndpointDeploymentFailed, match="in progress"):
-        rq.plan_deployment({**live, "EndpointStatus": "Updating"}, None, "ml.m5.large", False)
+        deployment_plan.plan_deployment({**live, "EndpointStatus": "Updating"}, None, "ml.m5.large", False)
     for status in ("OutOfService", "UpdateRollbackFailed", "Deleting"):
         with pytest.raises(EndpointDeploymentFailed, match="needs an operator"):
-            rq.plan_deployment({**live, "EndpointStatus": status}, None, "ml.m5.large", False)
+            deployment_plan.plan_deployment({**live, "EndpointStatus": status}, None, "ml.m5.large", False)
 
 
 def _cleanup(run: dict[str, Any], **kwargs: Any) -> list[str]:
     arguments = {"tuning": None, "training": None, "endpoint": None, "model_exists": True, "config_exists": True,
                  "deploy_attempted": True, "autoscaling_registered": True, **kwargs}
-    return [a["action"] for a in rq.plan_cleanup(run, **arguments)]
+    return [a["action"] for a in deployment_plan.plan_cleanup(run, **arguments)]
 
 
 def test_plan_cleanup() -> None:
@@ -446,31 +458,32 @@ def test_cleanup_keeps_the_config_and_model_a_deployment_uses(status: str) -> No
     endpoint = {"EndpointName": stack.ENDPOINT, "EndpointConfigName": "old", "EndpointStatus": status,
                 "PendingDeploymentSummary": {"EndpointConfigName": run["endpoint_config_name"]}}
     assert _cleanup(run, endpoint=endpoint) == []
-    assert rq.configs_in_use(endpoint) == {"old", run["endpoint_config_name"]}
+    assert job_progress.configs_in_use(endpoint) == {"old", run["endpoint_config_name"]}
 
 
 def test_execution_tag_is_a_valid_sagemaker_tag_that_names_one_execution() -> None:
     run = make_run()
-    tag = rq.execution_tag(EXECUTION)
-    assert tag == {"Key": rq.EXECUTION_TAG_KEY, "Value": EXECUTION}
+    tag = resource_tags.execution_tag(EXECUTION)
+    assert tag == {"Key": resource_tags.EXECUTION_TAG_KEY, "Value": EXECUTION}
     odd = "arn:aws:states:us-east-1:123456789012:execution:imgclf-pipeline:run(1)!"
     other = "arn:aws:states:us-east-1:123456789012:execution:imgclf-pipeline:run_1__"
     for arn in (EXECUTION, odd, other):
-        assert_valid("sagemaker", "CreateHyperParameterTuningJob", rq.tuning_job_request(run, ROLE, arn))
-    assert rq.execution_tag(odd)["Value"].startswith("sha256:")
-    assert rq.execution_tag(odd) != rq.execution_tag(other)
-    tags = rq.tuning_job_request(run, ROLE, odd)["Tags"]
-    assert rq.started_by(tags, odd) and not rq.started_by(tags, other) and not rq.started_by(tags, EXECUTION)
+        assert_valid("sagemaker", "CreateHyperParameterTuningJob", training_requests.tuning_job_request(run, ROLE, arn))
+    assert resource_tags.execution_tag(odd)["Value"].startswith("sha256:")
+    assert resource_tags.execution_tag(odd) != resource_tags.execution_tag(other)
+    tags = training_requests.tuning_job_request(run, ROLE, odd)["Tags"]
+    assert resource_tags.started_by(tags, odd)
+    assert not resource_tags.started_by(tags, other) and not resource_tags.started_by(tags, EXECUTION)
 
 
 def test_tags_survive_unusual_dataset_names() -> None:
     run = {**make_run(), "dataset": "dogs (2026) #1 ü"}
-    tags = rq.tuning_job_request(run, ROLE, EXECUTION)["Tags"]
+    tags = training_requests.tuning_job_request(run, ROLE, EXECUTION)["Tags"]
     assert tags[1] == {"Key": "imgclf:dataset", "Value": "dogs _2026_ _1 _"}
 
 
 def test_pattern_check_catches_what_the_service_would_refuse() -> None:
-    request = rq.endpoint_config_request(make_run(), 0.9)
+    request = deployment_requests.endpoint_config_request(make_run(), 0.9)
     request["Tags"].append({"Key": "note", "Value": "it's > 0.9"})
     with pytest.raises(AssertionError, match="does not match"):
         assert_valid("sagemaker", "CreateEndpointConfig", request)
@@ -481,11 +494,11 @@ def test_a_retried_deploy_resumes_the_deployment_its_first_attempt_started() -> 
     finds the endpoint Updating with this run's config pending and carries on instead of failing."""
     updating = {"EndpointName": "e", "EndpointConfigName": "old", "EndpointStatus": "Updating",
                 "PendingDeploymentSummary": {"EndpointConfigName": "new"}}
-    assert rq.plan_deployment(updating, None, "ml.m5.large", False, "new")["action"] == "resume"
+    assert deployment_plan.plan_deployment(updating, None, "ml.m5.large", False, "new")["action"] == "resume"
     creating = {"EndpointName": "e", "EndpointConfigName": "new", "EndpointStatus": "Creating"}
-    assert rq.plan_deployment(creating, None, "ml.m5.large", False, "new")["action"] == "resume"
+    assert deployment_plan.plan_deployment(creating, None, "ml.m5.large", False, "new")["action"] == "resume"
     with pytest.raises(EndpointDeploymentFailed, match="another deployment is in progress"):
-        rq.plan_deployment(updating, None, "ml.m5.large", False, "someone-elses")
+        deployment_plan.plan_deployment(updating, None, "ml.m5.large", False, "someone-elses")
 
 
 FEATURE_SET = "0123456789abcdef0123456789abcdef"
@@ -498,7 +511,7 @@ def _listing(etag: str = "e1", name: str = "001.A/img_0.jpg") -> dict:
 
 def test_extraction_job_request_and_its_feature_set_location() -> None:
     run = make_run()
-    request = rq.extraction_job_request(run, ROLE, FEATURE_SET, EXECUTION)
+    request = training_requests.extraction_job_request(run, ROLE, FEATURE_SET, EXECUTION)
     assert_valid("sagemaker", "CreateTrainingJob", request)
     # train.py's extract-only mode on the images, on the training instance type (GPU by default).
     assert json.loads(request["HyperParameters"][contract.EXTRACT_FEATURES_HYPERPARAMETER]) is True
@@ -507,44 +520,46 @@ def test_extraction_job_request_and_its_feature_set_location() -> None:
     assert [c["ChannelName"] for c in request["InputDataConfig"]] == ["train", "valid", "test"]
     assert request["ResourceConfig"]["InstanceType"] == run["settings"]["training_instance_type"]
     assert request["AlgorithmSpecification"]["TrainingImage"] == run["training_image_uri"]
-    assert rq.started_by(request["Tags"], EXECUTION)
+    assert resource_tags.started_by(request["Tags"], EXECUTION)
     # The feature set lands in the data bucket, under a key of what the features depend on.
     checkpoint = request["CheckpointConfig"]
-    assert checkpoint == {"S3Uri": rq.feature_set_s3_uri(run, FEATURE_SET), "LocalPath": "/opt/ml/checkpoints"}
+    assert checkpoint == {"S3Uri": feature_sets.feature_set_s3_uri(run, FEATURE_SET),
+                          "LocalPath": "/opt/ml/checkpoints"}
     assert checkpoint["S3Uri"] == f"s3://{stack.BUCKET}/features/{FEATURE_SET}/"
-    assert rq.feature_set_manifest_key(FEATURE_SET) == f"features/{FEATURE_SET}/feature-cache/feature-set.json"
+    manifest_key = feature_sets.feature_set_manifest_key(FEATURE_SET)
+    assert manifest_key == f"features/{FEATURE_SET}/feature-cache/feature-set.json"
     assert len(request["TrainingJobName"]) <= 63
 
 
 def test_feature_set_id_covers_content_backbone_numerics_and_code_not_the_manifest_version() -> None:
     run = make_run()
-    digest = rq.dataset_content_digest(_listing())
+    digest = feature_sets.dataset_content_digest(_listing())
     # Same data, backbone, numerics and code: the same feature set, whatever the manifest's version says.
     newer = plan_run(bucket=stack.BUCKET, manifest_key=f"datasets/{stack.DATASET}/manifest.json",
                      manifest=parse_manifest(json.dumps({"version": "v9", "overrides": {"epochs": 3}}), stack.DATASET),
                      settings=build_settings(asl_defaults(), {"epochs": 3}), prefix=stack.PREFIX, region=stack.REGION,
                      etag='"abc"', source_key="code/sourcedir-0123.tar.gz")
-    assert rq.feature_set_id(newer, digest) == rq.feature_set_id(run, digest)
+    assert feature_sets.feature_set_id(newer, digest) == feature_sets.feature_set_id(run, digest)
     for other in (make_run(backbone="resnet50"), make_run(precision="fp32"),
                   make_run(training_instance_type="ml.m5.xlarge")):
-        assert rq.feature_set_id(other, digest) != rq.feature_set_id(run, digest)
+        assert feature_sets.feature_set_id(other, digest) != feature_sets.feature_set_id(run, digest)
     changed_code = {**run, "source_s3_uri": f"s3://{stack.BUCKET}/code/sourcedir-4567.tar.gz"}
-    assert rq.feature_set_id(changed_code, digest) != rq.feature_set_id(run, digest)
+    assert feature_sets.feature_set_id(changed_code, digest) != feature_sets.feature_set_id(run, digest)
     # any file changed (ETag), renamed or added: another content digest
-    assert rq.dataset_content_digest(_listing(etag="e2")) != digest
-    assert rq.dataset_content_digest(_listing(name="001.A/img_1.jpg")) != digest
+    assert feature_sets.dataset_content_digest(_listing(etag="e2")) != digest
+    assert feature_sets.dataset_content_digest(_listing(name="001.A/img_1.jpg")) != digest
     # the digest is of the split-relative keys: the listing's order does not matter
     two = _listing()
     two["train"][1].append({"Key": two["train"][0] + "002.B/x.jpg", "Size": 3, "ETag": '"e3"'})
     flipped = {"train": (two["train"][0], list(reversed(two["train"][1])))}
-    assert rq.dataset_content_digest(two) == rq.dataset_content_digest(flipped)
+    assert feature_sets.dataset_content_digest(two) == feature_sets.dataset_content_digest(flipped)
 
 
 @pytest.mark.parametrize("input_mode", ["File", "FastFile"])
 def test_tuning_on_the_features_channel(input_mode: str) -> None:
     run = make_run()
     cpu_image = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.6-cpu-py312"
-    request = rq.tuning_job_request(run, ROLE, EXECUTION, features={
+    request = training_requests.tuning_job_request(run, ROLE, EXECUTION, features={
         "feature_set": FEATURE_SET, "instance_type": "ml.m5.large", "image_uri": cpu_image,
         "input_mode": input_mode})
     assert_valid("sagemaker", "CreateHyperParameterTuningJob", request)
@@ -553,9 +568,10 @@ def test_tuning_on_the_features_channel(input_mode: str) -> None:
     assert definition["AlgorithmSpecification"]["TrainingImage"] == cpu_image
     (channel,) = definition["InputDataConfig"]  # only the features: no image is downloaded by a trial
     assert channel["ChannelName"] == contract.FEATURES_CHANNEL and channel["InputMode"] == input_mode
-    assert channel["DataSource"]["S3DataSource"]["S3Uri"] == rq.feature_set_s3_uri(run, FEATURE_SET) + "feature-cache/"
+    feature_cache_uri = feature_sets.feature_set_s3_uri(run, FEATURE_SET) + "feature-cache/"
+    assert channel["DataSource"]["S3DataSource"]["S3Uri"] == feature_cache_uri
     # The objective is the same metric and regex as on images.
     metrics = {m["Name"]: m["Regex"] for m in definition["AlgorithmSpecification"]["MetricDefinitions"]}
     assert metrics[contract.OBJECTIVE_METRIC_NAME] == contract.METRIC_REGEXES[contract.OBJECTIVE_METRIC_NAME]
     with pytest.raises(ValueError, match="File or FastFile"):
-        rq.features_channel(run, FEATURE_SET, "Pipe")
+        training_requests.features_channel(run, FEATURE_SET, "Pipe")

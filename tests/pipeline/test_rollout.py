@@ -13,15 +13,15 @@ import json
 
 import pipeline_world as pw
 import pytest
-from mlpipeline import polling, rollout
-from mlpipeline import requests as rq
+from mlpipeline import deployment_plan, deployment_requests, polling, rollout
 from mlpipeline.errors import EndpointDeploymentFailed
 from mlpipeline.settings import SettingsError, build_settings
 from test_requests import asl_defaults, assert_valid, make_run
 
 
 def _routing(run: dict) -> dict:
-    return rq.update_endpoint_request(pw.ENDPOINT, run, ["a"])["DeploymentConfig"]["BlueGreenUpdatePolicy"]
+    request = deployment_requests.update_endpoint_request(pw.ENDPOINT, run, ["a"])
+    return request["DeploymentConfig"]["BlueGreenUpdatePolicy"]
 
 
 def test_the_default_is_all_at_once_with_todays_baking_period() -> None:
@@ -54,7 +54,7 @@ def test_the_default_is_all_at_once_with_todays_baking_period() -> None:
 )
 def test_canary_and_linear_requests_are_valid(overrides: dict, routing: dict) -> None:
     run = make_run(endpoint_instance_count=4, autoscaling_min_capacity=4, **overrides)
-    request = rq.update_endpoint_request(pw.ENDPOINT, run, ["a"], fleet=4)
+    request = deployment_requests.update_endpoint_request(pw.ENDPOINT, run, ["a"], fleet=4)
     assert_valid("sagemaker", "UpdateEndpoint", request)
     policy = request["DeploymentConfig"]["BlueGreenUpdatePolicy"]
     assert policy["TrafficRoutingConfiguration"] == routing
@@ -132,12 +132,12 @@ def test_deploy_checks_the_live_fleet_it_would_update() -> None:
         "EndpointStatus": "InService",
         "ProductionVariants": [{"VariantName": "AllTraffic", "DesiredInstanceCount": 3}],
     }
-    assert rq.plan_deployment(live, "ml.m5.large", "ml.m5.large", True, "new", settings)["fleet"] == 3
+    assert deployment_plan.plan_deployment(live, "ml.m5.large", "ml.m5.large", True, "new", settings)["fleet"] == 3
     # a type change deploys the new config's count, not the live one
-    assert rq.plan_deployment(live, "ml.m5.large", "ml.c5.large", True, "new", settings)["fleet"] == 4
+    assert deployment_plan.plan_deployment(live, "ml.m5.large", "ml.c5.large", True, "new", settings)["fleet"] == 4
     scaled_out = {**live, "ProductionVariants": [{"VariantName": "AllTraffic", "DesiredInstanceCount": 11}]}
     with pytest.raises(EndpointDeploymentFailed, match="would update 11 instance"):
-        rq.plan_deployment(scaled_out, "ml.m5.large", "ml.m5.large", True, "new", settings)
+        deployment_plan.plan_deployment(scaled_out, "ml.m5.large", "ml.m5.large", True, "new", settings)
 
 
 def test_the_endpoint_poll_budget_covers_the_longest_rollout() -> None:
@@ -151,8 +151,9 @@ def test_the_endpoint_poll_budget_covers_the_longest_rollout() -> None:
         autoscaling_max_capacity=10,
     )["settings"]
     # 10 steps of 1200 s baking + provisioning, then a rollback as long again, then termination wait
-    assert polling.budget_seconds("endpoint", settings) == 2 * (1800 + 12000) + rq.TERMINATION_WAIT_SECONDS
-    assert polling.budget_seconds("endpoint", make_run()["settings"]) == 2 * 3600 + rq.TERMINATION_WAIT_SECONDS
+    termination_wait = deployment_requests.TERMINATION_WAIT_SECONDS
+    assert polling.budget_seconds("endpoint", settings) == 2 * (1800 + 12000) + termination_wait
+    assert polling.budget_seconds("endpoint", make_run()["settings"]) == 2 * 3600 + termination_wait
 
 
 # ---------------------------------------------------------------------------------------------------

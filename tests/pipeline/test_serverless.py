@@ -14,7 +14,7 @@ import json
 
 import pipeline_world as pw
 import pytest
-from mlpipeline import requests as rq
+from mlpipeline import deployment_requests
 from mlpipeline.settings import SettingsError, build_settings
 from test_requests import asl_defaults, assert_valid, make_run
 
@@ -29,12 +29,12 @@ def test_the_template_defaults_are_realtime_with_valid_serverless_values() -> No
 
 
 def test_a_serverless_endpoint_config_has_serverless_config_and_no_instances() -> None:
-    request = rq.endpoint_config_request(make_run(**SERVERLESS), 0.9)
+    request = deployment_requests.endpoint_config_request(make_run(**SERVERLESS), 0.9)
     assert_valid("sagemaker", "CreateEndpointConfig", request)
     [variant] = request["ProductionVariants"]
     assert variant["ServerlessConfig"] == {"MemorySizeInMB": 3072, "MaxConcurrency": 10}
     assert "InstanceType" not in variant and "InitialInstanceCount" not in variant
-    realtime = rq.endpoint_config_request(make_run(), 0.9)["ProductionVariants"][0]
+    realtime = deployment_requests.endpoint_config_request(make_run(), 0.9)["ProductionVariants"][0]
     assert "ServerlessConfig" not in realtime and realtime["InstanceType"]
 
 

@@ -32,7 +32,7 @@ import pipeline_world as pw
 import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
-from mlpipeline import custom_resource, requests, teardown
+from mlpipeline import custom_resource, deployment_requests, teardown
 from mlpipeline.errors import error_code
 from moto import mock_aws
 from moto.applicationautoscaling import models as aas_models
@@ -471,7 +471,7 @@ def _stack_resources(world: World, prefix: str, endpoint: str, bucket: str, stat
             EndpointConfigName=run,
             ProductionVariants=[
                 {
-                    "VariantName": requests.VARIANT_NAME,
+                    "VariantName": deployment_requests.VARIANT_NAME,
                     "ModelName": run,
                     "InitialInstanceCount": 1,
                     "InstanceType": "ml.m5.large",
@@ -635,7 +635,7 @@ def test_delete_leaves_nothing_that_bills_and_touches_no_other_stack(world: Worl
     }
     assert _ours(after["endpoints"]) == []
     assert _ours(after["configs"]) == [] and _ours(after["models"]) == []
-    assert f"endpoint/{pw.ENDPOINT}/variant/{requests.VARIANT_NAME}" not in after["targets"]
+    assert f"endpoint/{pw.ENDPOINT}/variant/{deployment_requests.VARIANT_NAME}" not in after["targets"]
     assert not [p for p in after["policies"] if p.startswith(pw.ENDPOINT)]
     assert not [a for a in after["alarms"] if a.startswith(f"TargetTracking-endpoint/{pw.ENDPOINT}/")]
     assert _ours(after["packages"]) == []
@@ -740,7 +740,7 @@ def test_an_endpoint_of_the_same_name_serving_another_stacks_config_is_left_alon
     world.invoke(world.event("Delete"))
     after = world.snapshot()
     assert (pw.ENDPOINT, "InService") in after["endpoints"]
-    assert f"endpoint/{pw.ENDPOINT}/variant/{requests.VARIANT_NAME}" in after["targets"]
+    assert f"endpoint/{pw.ENDPOINT}/variant/{deployment_requests.VARIANT_NAME}" in after["targets"]
     assert _ours(after["configs"]) == []  # ours are no longer in use by it
     assert world.response.answers[0]["body"]["Status"] == "SUCCESS"
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from mlpipeline import requests
+from mlpipeline import deployment_requests
 from mlpipeline.errors import error_code
 
 # Codes that always mean "no such resource" (SageMaker, Step Functions, Application Auto Scaling, S3).
@@ -70,7 +70,7 @@ def create_once(call: Callable[..., Any], **request: Any) -> bool:
 
 def scalable_target_registered(autoscaling: Any, endpoint_name: str) -> bool:
     """Whether Application Auto Scaling has the endpoint variant's scalable target."""
-    target = requests.scalable_target_id(endpoint_name)
+    target = deployment_requests.scalable_target_id(endpoint_name)
     return bool(
         autoscaling.describe_scalable_targets(
             ServiceNamespace=target["ServiceNamespace"],
@@ -81,7 +81,7 @@ def scalable_target_registered(autoscaling: Any, endpoint_name: str) -> bool:
 
 
 # Action kind -> (SageMaker client method, its name parameter): the plans' vocabulary
-# (mlpipeline.requests.plan_cleanup, mlpipeline.teardown.plan_teardown).
+# (mlpipeline.deployment_plan.plan_cleanup, mlpipeline.teardown.plan_teardown).
 SAGEMAKER_ACTIONS: dict[str, tuple[str, str]] = {
     "stop_tuning_job": ("stop_hyper_parameter_tuning_job", "HyperParameterTuningJobName"),
     "stop_training_job": ("stop_training_job", "TrainingJobName"),

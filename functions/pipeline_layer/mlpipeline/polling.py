@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mlpipeline import requests, rollout
+from mlpipeline import deployment_requests, rollout, training_requests
 from mlpipeline.errors import InvalidDataset, PollLimitExceeded
 
 HISTORY_EVENT_LIMIT = 25_000
@@ -38,7 +38,7 @@ NON_POLLING_SECONDS = 24 * 3600
 
 def job_time_limit_seconds(settings: Mapping[str, Any]) -> int:
     """How long SageMaker lets one training job (or tuning trial) run: MaxWaitTimeInSeconds with spot."""
-    factor = requests.SPOT_WAIT_FACTOR if settings["use_spot_instances"] else 1
+    factor = training_requests.SPOT_WAIT_FACTOR if settings["use_spot_instances"] else 1
     return factor * int(settings["max_runtime_seconds"])
 
 
@@ -57,7 +57,7 @@ def budget_seconds(kind: str, settings: Mapping[str, Any]) -> int:
         # A blue/green deployment ends within MaximumExecutionTimeoutInSeconds (the rollout's steps and
         # baking periods), then may roll back as long again; CreateEndpoint has no documented bound, and
         # the same covers its provisioning and health checks.
-        return 2 * rollout.max_execution_timeout_seconds(settings) + requests.TERMINATION_WAIT_SECONDS
+        return 2 * rollout.max_execution_timeout_seconds(settings) + deployment_requests.TERMINATION_WAIT_SECONDS
     raise ValueError(f"unknown kind {kind!r}: expected one of {sorted(MAX_POLLS)}")
 
 

@@ -44,7 +44,7 @@ class Settings:
     use_spot_instances: bool
     max_runtime_seconds: int
     # SageMaker Debugger rules + Profiler on the final training job: off by default (closed to new
-    # accounts); the in-script rules, their metrics and TensorBoard work either way (mlpipeline.requests).
+    # accounts); the in-script rules, their metrics and TensorBoard work either way (mlpipeline.debugger_config).
     enable_sagemaker_debugger: bool
     # How an update shifts traffic to the new fleet (mlpipeline.rollout: BlueGreenUpdatePolicy).
     rollout_strategy: str
@@ -52,7 +52,7 @@ class Settings:
     rollout_step_size: int
     rollout_wait_seconds: int
     # Percentage of endpoint requests and answers SageMaker stores in the bucket (DataCaptureConfig);
-    # 0 = off, the default (mlpipeline.requests.data_capture_config).
+    # 0 = off, the default (mlpipeline.deployment_requests.data_capture_config).
     data_capture_percentage: int
     # realtime (instances, autoscaling) or serverless (scale to zero; mlpipeline.serverless).
     endpoint_mode: str

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlpipeline import custom_resource, requests
+from mlpipeline import custom_resource, deployment_requests
 
 # The DataBucketOnDelete parameter's AllowedValues (template.yaml; a test checks they agree).
 BUCKET_RETAIN = "Retain"
@@ -131,7 +131,7 @@ class StackResources:
 
     @property
     def scalable_target(self) -> dict[str, str]:
-        return requests.scalable_target_id(self.endpoint_name)
+        return deployment_requests.scalable_target_id(self.endpoint_name)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,10 @@ live endpoint that keeps its (autoscaled) instance count (deregistering
 autoscaling first when the instance type changes; ConfigureAutoscaling, or Cleanup after a failure,
 registers it again).
 
-Input {"run", "training_job_name", "gate"}; output {"endpoint_name", "endpoint_config_name", "model_name",
+The model is the model.tar.gz the gate names (gate.model_data_url: the one QualityGate registered, or the
+redeployed package's, mlpipeline.redeploy), with the run's inference image.
+
+Input {"run", "gate"}; output {"endpoint_name", "endpoint_config_name", "model_name",
 "action", "autoscaling_deregistered", "exclude_retained", "previous_config"}.
 """
 
@@ -45,7 +48,6 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     sagemaker = boto3.client("sagemaker")
     autoscaling = boto3.client("application-autoscaling")
 
-    job = sagemaker.describe_training_job(TrainingJobName=event["training_job_name"])
     endpoint = aws.describe_or_none(sagemaker.describe_endpoint, EndpointName=endpoint_name)
     live_type = None
     if endpoint is not None and endpoint["EndpointStatus"] == "InService":
@@ -64,7 +66,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         run["settings"],
     )
 
-    model = deployment_requests.model_request(run, os.environ["SAGEMAKER_ROLE_ARN"], job)
+    model = deployment_requests.model_request(run, os.environ["SAGEMAKER_ROLE_ARN"], event["gate"]["model_data_url"])
     aws.create_once(sagemaker.create_model, **model)
     aws.create_once(
         sagemaker.create_endpoint_config,

@@ -1,7 +1,8 @@
 """QualityGate: may this model replace the live one? Registers it as a model package version either way.
 
 Input {"run", "training_job_name"}; output {"passed", "reason", "test_accuracy", "live_accuracy",
-"threshold", "model_package_arn"}. The live model's accuracy is the tag on the endpoint's current config.
+"threshold", "model_package_arn", "model_data_url" (the model.tar.gz registered, which Deploy deploys),
+"prediction_baseline"}. The live model's accuracy is the tag on the endpoint's current config.
 """
 
 from __future__ import annotations
@@ -41,4 +42,5 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     )
     # The candidate's validation baseline (training metrics), for the confidence-drift alarm once deployed.
     baseline = drift_alarm.baseline_from_final_metrics(job.get("FinalMetricDataList", []))
-    return {**decision.as_dict(), "model_package_arn": package["ModelPackageArn"], "prediction_baseline": baseline}
+    return {**decision.as_dict(), "model_package_arn": package["ModelPackageArn"],
+            "model_data_url": job["ModelArtifacts"]["S3ModelArtifacts"], "prediction_baseline": baseline}

@@ -34,9 +34,11 @@ def _env(mp: pytest.MonkeyPatch) -> None:
         mp.setenv(name, value)
 
 
-def capture(sim_settings: dict, name: str) -> tuple[list[tuple[str, dict]], dict]:
+def capture(sim_settings: dict, name: str, redeploy_name: str | None = None) -> tuple[list[tuple[str, dict]], dict]:
     """The inputs each function got in one execution, and the execution's own input: the S3 event of the
-    manifest upload, carrying the version-id S3 gave the put (the bucket is versioned, as DataBucket)."""
+    manifest upload, carrying the version-id S3 gave the put (the bucket is versioned, as DataBucket).
+    With `redeploy_name`, then a redeploy by hand of the model package version the run registered: its
+    functions' inputs follow the run's, under the key "redeploy" of the answer's input."""
     invocations: list[tuple[str, dict]] = []
     with pytest.MonkeyPatch.context() as mp, mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
         _env(mp)
@@ -46,12 +48,19 @@ def capture(sim_settings: dict, name: str) -> tuple[list[tuple[str, dict]], dict
         world = pw.PipelineWorld(sim, invocations)
         mp.setenv("NOTIFICATION_TOPIC_ARN", world.topic_arn)
         execution = world.run(pw.upload_dataset(world.s3), name)
-    return invocations, json.loads(execution["input"])
+        trigger = json.loads(execution["input"])
+        if redeploy_name is not None:
+            package = json.loads(execution["output"])["gate"]["model_package_arn"]
+            again = world.run("", redeploy_name, event={"redeploy": {"model_package_arn": package}})
+            assert again["status"] == "SUCCEEDED", again
+            trigger["redeploy"] = json.loads(again["input"])
+    return invocations, trigger
 
 
 def main() -> int:
-    happy, trigger = capture({}, "events-happy")
-    files: dict[str, dict] = {"s3_manifest_created.json": trigger, "start_execution.json": trigger}
+    happy, trigger = capture({}, "events-happy", redeploy_name="events-redeploy")
+    files: dict[str, dict] = {"redeploy_execution.json": trigger.pop("redeploy")}
+    files.update({"s3_manifest_created.json": trigger, "start_execution.json": trigger})
     describe_names = {
         "tuning": "describe_job_tuning.json",
         "training": "describe_job_training.json",

@@ -43,6 +43,7 @@ FUNCTIONS: dict[str, str] = {
     "NotifyFunction": "notify",
     "ReportFunction": "report",
     "PrepareFeaturesFunction": "prepare_features",
+    "RedeployFunction": "redeploy",
 }
 
 
@@ -67,6 +68,7 @@ def lambda_environment(topic_arn: str = "") -> dict[str, str]:
         "SAGEMAKER_ROLE_ARN": ROLE_ARN,
         "ENDPOINT_NAME": ENDPOINT,
         "MODEL_PACKAGE_GROUP_NAME": MODEL_PACKAGE_GROUP,
+        "MODEL_PACKAGE_GROUP_ARN": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model-package-group/{MODEL_PACKAGE_GROUP}",
         "NOTIFICATION_TOPIC_ARN": topic_arn,
         "ERRORS_ALARM_NAME": f"{ENDPOINT}-5xx-errors",
         "LATENCY_ALARM_NAME": f"{ENDPOINT}-model-latency",

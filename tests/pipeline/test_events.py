@@ -33,7 +33,10 @@ HAPPY_PATH = [
     ("notify_succeeded.json", "notify"),
 ]
 FAILURE_PATH = [("cleanup.json", "cleanup"), ("notify_failed.json", "notify")]
-STATE_MACHINE_INPUTS = ["start_execution.json", "s3_manifest_created.json"]
+# A redeploy by hand of the package version the happy path registered (its later states' inputs have the
+# happy path's shape: the files above).
+REDEPLOY_PATH = [("redeploy.json", "redeploy")]
+STATE_MACHINE_INPUTS = ["start_execution.json", "s3_manifest_created.json", "redeploy_execution.json"]
 # The report reads its execution's history (Step Functions transitions, Lambda time): replayed after an
 # execution of the file's name has run.
 AFTER_ITS_EXECUTION = [("report.json", "report")]
@@ -53,7 +56,8 @@ def _as_uploaded_here(event: dict, s3) -> dict:
 
 
 def test_every_pipeline_event_file_is_covered() -> None:
-    covered = {name for name, _ in HAPPY_PATH + FAILURE_PATH + AFTER_ITS_EXECUTION} | set(STATE_MACHINE_INPUTS)
+    covered = {name for name, _ in HAPPY_PATH + FAILURE_PATH + REDEPLOY_PATH + AFTER_ITS_EXECUTION}
+    covered |= set(STATE_MACHINE_INPUTS)
     on_disk = {p.name for p in EVENTS.glob("*.json") if not p.name.startswith("inference_")}
     assert on_disk == covered
 
@@ -79,6 +83,11 @@ def test_event_files_replay_through_their_handlers(world: pw.PipelineWorld) -> N
     # the failure path: nothing of a later run is running, cleanup finds nothing to undo and says so
     assert pw.load_handler("cleanup").handler(_load("cleanup.json"), None)["actions"] == []
     assert "failed" in pw.load_handler("notify").handler(_load("notify_failed.json"), None)["subject"]
+    # the redeploy of the version the replayed gate registered plans a run of its own on that model
+    [(name, folder)] = REDEPLOY_PATH
+    planned = pw.load_handler(folder).handler(_load(name), None)
+    assert planned["run"]["redeploy"]["model_package_arn"] == answers["quality_gate.json"]["model_package_arn"]
+    assert planned["gate"]["model_data_url"] == answers["quality_gate.json"]["model_data_url"]
 
 
 def test_report_event_replays_after_its_execution(world: pw.PipelineWorld) -> None:
@@ -100,8 +109,20 @@ def test_start_execution_input_runs_the_state_machine(world: pw.PipelineWorld) -
     assert execution["status"] == "SUCCEEDED", execution
 
 
+def test_redeploy_execution_input_runs_the_state_machine(world: pw.PipelineWorld) -> None:
+    """events/redeploy_execution.json names version 1 of the group: the first run registers it."""
+    first = world.run(pw.upload_dataset(world.s3), "first")
+    assert first["status"] == "SUCCEEDED", first
+    event = _load("redeploy_execution.json")
+    assert event["redeploy"]["model_package_arn"] == json.loads(first["output"])["gate"]["model_package_arn"]
+    execution = world.run("", "redeploy-from-events-file", event=event)
+    assert execution["status"] == "SUCCEEDED", execution
+    assert "Deploy" in world.states_entered(execution["executionArn"])
+
+
 def test_event_files_carry_the_current_defaults() -> None:
     """events/validate.json holds the settings the state machine passes today (regenerate with
     tests/pipeline/generate_events.py after changing template defaults or the ASL)."""
     definition = json.loads(pw.substitute(pw.ASL_PATH.read_text(), pw.resolve_substitutions(poll_seconds=0)))
-    assert _load("validate.json")["defaults"] == definition["States"]["ApplyDefaults"]["Parameters"]["defaults"]
+    defaults = definition["States"]["ApplyDefaults"]["Parameters"]["defaults"]
+    assert _load("validate.json")["defaults"] == defaults == _load("redeploy.json")["defaults"]

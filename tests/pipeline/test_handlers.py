@@ -270,12 +270,20 @@ def _trained(aws: dict[str, Any], accuracy: float | None) -> dict[str, Any]:
     return event["run"]
 
 
+def _gate(aws: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """What QualityGate answers Deploy for a passing model: its accuracy and the model.tar.gz it registered."""
+    job = aws["sagemaker"].describe_training_job(TrainingJobName=run["training_job_name"])
+    return {"test_accuracy": 0.91, "model_data_url": job["ModelArtifacts"]["S3ModelArtifacts"]}
+
+
 def test_quality_gate_without_a_live_model(aws: dict[str, Any]) -> None:
     run = _trained(aws, 0.91)
     answer = handler("quality_gate")({"run": run, "training_job_name": run["training_job_name"]})
     assert answer["passed"] and answer["live_accuracy"] is None and answer["test_accuracy"] == 0.91
     package = aws["sagemaker"].describe_model_package(ModelPackageName=answer["model_package_arn"])
     assert package["ModelApprovalStatus"] == "Approved"
+    # Deploy deploys the model.tar.gz the package registers
+    assert answer["model_data_url"] == package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
     assert package["CustomerMetadataProperties"]["test_accuracy"] == "0.910000"
 
 
@@ -314,7 +322,7 @@ def test_quality_gate_rejects_a_job_without_the_metric(aws: dict[str, Any]) -> N
 
 def test_deploy_creates_then_updates(aws: dict[str, Any]) -> None:
     run = _trained(aws, 0.91)
-    event = {"run": run, "training_job_name": run["training_job_name"], "gate": {"test_accuracy": 0.91}}
+    event = {"run": run, "gate": _gate(aws, run)}
     created = handler("deploy")(event)
     assert created["action"] == "create" and created["previous_config"] is None
     aws["sim"].polls = 0
@@ -397,7 +405,7 @@ def test_notify_publishes_the_outcome(aws: dict[str, Any], monkeypatch: pytest.M
 
 def test_a_retried_deploy_carries_on_with_the_update_it_started(aws: dict[str, Any]) -> None:
     run = _trained(aws, 0.91)
-    event = {"run": run, "training_job_name": run["training_job_name"], "gate": {"test_accuracy": 0.91}}
+    event = {"run": run, "gate": _gate(aws, run)}
     handler("deploy")(event)
     aws["sim"].polls = 0
     aws["sagemaker"].describe_endpoint(EndpointName=pw.ENDPOINT)  # Creating -> InService
@@ -411,7 +419,7 @@ def test_a_retried_deploy_carries_on_with_the_update_it_started(aws: dict[str, A
 
 def test_deploy_retries_only_the_config_not_yet_visible_answer(aws: dict[str, Any]) -> None:
     run = _trained(aws, 0.91)
-    event = {"run": run, "training_job_name": run["training_job_name"], "gate": {"test_accuracy": 0.91}}
+    event = {"run": run, "gate": _gate(aws, run)}
     aws["sim"].config_not_visible_for = 1
     with pytest.raises(errors.TransientAwsError, match="not visible yet"):
         handler("deploy")(event)

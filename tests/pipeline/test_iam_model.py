@@ -23,9 +23,7 @@ BUCKET_ARN = f"arn:aws:s3:::{pw.BUCKET}"
 ENDPOINT_ARN = f"arn:aws:sagemaker:{pw.REGION}:{pw.ACCOUNT}:endpoint/{pw.ENDPOINT}"
 CONFIG_ARN = f"arn:aws:sagemaker:{pw.REGION}:{pw.ACCOUNT}:endpoint-config/{RUN['endpoint_config_name']}"
 ALARMS = [f"{pw.ENDPOINT}-5xx-errors", f"{pw.ENDPOINT}-model-latency"]
-TRAINING_JOB = {
-    "ModelArtifacts": {"S3ModelArtifacts": f"s3://{pw.BUCKET}/models/{RUN['training_job_name']}/output/model.tar.gz"}
-}
+MODEL_DATA_URL = f"s3://{pw.BUCKET}/models/{RUN['training_job_name']}/output/model.tar.gz"
 
 
 def _allow(action: str | list[str], resource: str | list[str] = "*", **condition: Any) -> dict[str, Any]:
@@ -77,7 +75,7 @@ def _deployment_calls(update: bool) -> list[iam_model.Call]:
     deploy = [
         iam_model.Call(
             "DeployFunction", "sagemaker", "CreateModel",
-            deployment_requests.model_request(RUN, pw.ROLE_ARN, TRAINING_JOB),
+            deployment_requests.model_request(RUN, pw.ROLE_ARN, MODEL_DATA_URL),
         ),
         iam_model.Call(
             "DeployFunction", "sagemaker", "CreateEndpointConfig", deployment_requests.endpoint_config_request(RUN, 0.9)

@@ -252,7 +252,7 @@ def _job() -> dict[str, Any]:
 
 def test_model_endpoint_and_registry_requests() -> None:
     run = make_run()
-    model = deployment_requests.model_request(run, ROLE, _job())
+    model = deployment_requests.model_request(run, ROLE, _job()["ModelArtifacts"]["S3ModelArtifacts"])
     assert_valid("sagemaker", "CreateModel", model)
     assert model["PrimaryContainer"]["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
     assert model["PrimaryContainer"]["Image"].endswith("pytorch-inference:2.6-cpu-py312")

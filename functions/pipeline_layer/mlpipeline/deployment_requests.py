@@ -40,7 +40,7 @@ def model_package_request(
         "ModelPackageGroupName": group_name,
         "ModelPackageDescription": f"{run['dataset']} ({run['version_token']}): {decision.reason}"[:1024],
         "InferenceSpecification": {
-            "Containers": [container_definition(run, training_job)],
+            "Containers": [container_definition(run, training_job["ModelArtifacts"]["S3ModelArtifacts"])],
             "SupportedContentTypes": list(contract.IMAGE_CONTENT_TYPES),
             "SupportedResponseMIMETypes": [contract.JSON_CONTENT_TYPE],
             "SupportedRealtimeInferenceInstanceTypes": [s["endpoint_instance_type"]],
@@ -52,11 +52,11 @@ def model_package_request(
 
 
 
-def container_definition(run: Mapping[str, Any], training_job: Mapping[str, Any]) -> dict[str, Any]:
+def container_definition(run: Mapping[str, Any], model_data_url: str) -> dict[str, Any]:
     """The PyTorch inference container with model.tar.gz (model.pt, metadata.json, code/inference.py)."""
     return {
         "Image": run["inference_image_uri"],
-        "ModelDataUrl": training_job["ModelArtifacts"]["S3ModelArtifacts"],
+        "ModelDataUrl": model_data_url,
         "Environment": {
             "SAGEMAKER_PROGRAM": "inference.py",
             "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
@@ -66,11 +66,12 @@ def container_definition(run: Mapping[str, Any], training_job: Mapping[str, Any]
     }
 
 
-def model_request(run: Mapping[str, Any], role_arn: str, training_job: Mapping[str, Any]) -> dict[str, Any]:
+def model_request(run: Mapping[str, Any], role_arn: str, model_data_url: str) -> dict[str, Any]:
+    """The model of the model.tar.gz the quality gate registered (or a redeployed package names)."""
     return {
         "ModelName": run["model_name"],
         "ExecutionRoleArn": role_arn,
-        "PrimaryContainer": container_definition(run, training_job),
+        "PrimaryContainer": container_definition(run, model_data_url),
         "Tags": run_tags(run),
     }
 

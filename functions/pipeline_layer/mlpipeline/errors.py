@@ -4,6 +4,7 @@
 - DuplicateRun: this dataset version already ran; caught into the DuplicateIgnored state.
 - PollLimitExceeded: a job or the endpoint outlived its poll budget (mlpipeline.polling); like every
   other error it goes to Cleanup, which stops what still runs.
+- RedeployRefused: a hand-started redeploy names no approved package of this stack (mlpipeline.redeploy).
 - everything else: caught into Cleanup -> NotifyFailure -> Fail.
 """
 
@@ -84,6 +85,11 @@ class FeaturesMissing(PipelineError):
 
 class PollLimitExceeded(PipelineError):
     """A job or the endpoint was still not done after the last status check its phase may use."""
+
+
+class RedeployRefused(PipelineError):
+    """A redeploy input that names no approved version of this stack's model package group (malformed,
+    another group, not Approved, not deployable here): refused before anything is created."""
 
 
 def error_code(error: ClientError) -> str:

@@ -22,15 +22,19 @@ def _cause(error: Mapping[str, Any]) -> str:
 def compose(outcome: str, state: Mapping[str, Any]) -> tuple[str, str]:
     """(subject, body) for outcome 'succeeded', 'rejected' or 'failed' and the execution state."""
     run = state.get("run") or {}
-    what = f"{run.get('dataset', '?')} ({run.get('run_id', 'no run id')})"
-    lines = [f"Image-classifier pipeline, dataset {what}: {outcome.upper()}", ""]
+    what = f"dataset {run.get('dataset', '?')} ({run.get('run_id', 'no run id')})"
+    package = _redeployed_package(state)
+    if package:
+        what = f"redeploy of model package {package}, {what}" if run else f"redeploy of model package {package}"
+    lines = [f"Image-classifier pipeline, {what}: {outcome.upper()}", ""]
     gate = state.get("gate") or {}
     if outcome == "succeeded":
         deployment = state.get("deployment") or {}
         lines += [
             f"Endpoint {deployment.get('endpoint_name')} now serves model {deployment.get('model_name')} "
             f"({deployment.get('action')}).",
-            f"Quality gate: {gate.get('reason')}",
+            f"Redeployed by hand, no quality gate: {gate.get('reason')}" if package
+            else f"Quality gate: {gate.get('reason')}",
             f"Autoscaling: {json.dumps(state.get('autoscaling'))}",
         ]
     elif outcome == "rejected":
@@ -49,9 +53,22 @@ def compose(outcome: str, state: Mapping[str, Any]) -> tuple[str, str]:
         if state.get("cleanup_error"):
             lines.append(f"Cleanup itself failed: {_cause(state['cleanup_error'])}")
     lines += _report_lines(state)
-    subject = f"[imgclf] {outcome}: {run.get('dataset', 'pipeline')}"
+    subject = f"[imgclf] {outcome}: {'redeploy ' if package else ''}{run.get('dataset', 'pipeline')}"
     subject = subject.encode("ascii", "replace").decode()[:SUBJECT_MAX]
     return subject, "\n".join(lines)
+
+
+def _redeployed_package(state: Mapping[str, Any]) -> str | None:
+    """The model package a redeploy by hand names (mlpipeline.redeploy): from its run once accepted, else
+    from the execution's input, so a refused one says what was asked."""
+    run = state.get("run") or {}
+    if isinstance(run.get("redeploy"), Mapping):
+        return str(run["redeploy"].get("model_package_arn"))
+    asked = (state.get("event") or {}).get("redeploy")
+    if asked is None:
+        return None
+    arn = asked.get("model_package_arn") if isinstance(asked, Mapping) else None
+    return str(arn) if isinstance(arn, str) else json.dumps(asked, default=str)[:200]
 
 
 def _report_lines(state: Mapping[str, Any]) -> list[str]:

@@ -177,10 +177,12 @@ def build(*, outcome: str, state: Mapping[str, Any], execution_arn: str | None, 
     """Gather, compute, render. Returns {"cost", "summary", "html"} (the page as one self-contained file)."""
     run = state["run"]
     sagemaker, s3 = clients["sagemaker"], clients["s3"]
-    trials = tuning_trials(sagemaker, run["tuning_job_name"])
+    # A redeploy (mlpipeline.redeploy) has no tuning or training job of its own: its cost is the rollout's.
+    trials = tuning_trials(sagemaker, run["tuning_job_name"]) if run.get("tuning_job_name") else []
     jobs = [costs.training_job_usage(d, "tuning trial") for d in
             (aws.describe_or_none(sagemaker.describe_training_job, TrainingJobName=t["job"]) for t in trials) if d]
-    final = aws.describe_or_none(sagemaker.describe_training_job, TrainingJobName=run["training_job_name"])
+    final = aws.describe_or_none(sagemaker.describe_training_job, TrainingJobName=run["training_job_name"]) \
+        if run.get("training_job_name") else None
     data_dir = workdir / "data"
     metadata = None
     if final:
@@ -219,7 +221,8 @@ def build(*, outcome: str, state: Mapping[str, Any], execution_arn: str | None, 
                or (state.get("tuning_status") or {}).get("best_hyperparameters"),
                "best_objective": (report.best_trial(trials) or {}).get("objective"),
                "metrics": (metadata or {}).get("metrics") or {},
-               "model": (final or {}).get("ModelArtifacts", {}).get("S3ModelArtifacts"),
+               "model": (final or {}).get("ModelArtifacts", {}).get("S3ModelArtifacts")
+               or (run.get("redeploy") or {}).get("model_data_url"),
                "notes": _notes(outcome, state)}
     page = report.write_report(workdir / "report", summary=summary, trials=trials, data_dir=data_dir,
                                metadata=metadata, cost=cost)
@@ -228,6 +231,10 @@ def build(*, outcome: str, state: Mapping[str, Any], execution_arn: str | None, 
 
 def _notes(outcome: str, state: Mapping[str, Any]) -> list[str]:
     notes = [f"Execution outcome: {outcome}."]
+    redeploy = (state.get("run") or {}).get("redeploy")
+    if redeploy:
+        notes.append(f"Redeploy of model package {redeploy['model_package_arn']} (trained by run "
+                     f"{redeploy.get('trained_by_run')}): no tuning or training in this run.")
     error = state.get("error") or {}
     if error:
         notes.append(f"Error {error.get('Error')}: {str(error.get('Cause'))[:500]}")

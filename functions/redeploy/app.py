@@ -1,0 +1,53 @@
+"""PrepareRedeploy: roll back or redeploy by hand an earlier approved model package version of this stack's
+group, through the same Deploy / WaitForEndpoint / SmokeTest / ConfigureAutoscaling states
+(mlpipeline.redeploy decides).
+
+Input {"request": {"model_package_arn"}, "defaults": <the stack's settings, from ApplyDefaults>,
+"execution_arn"}. Output {"run", "gate"}: the $.run and $.gate a trained model's run has (the ASL merges
+them into the state). Raises RedeployRefused (nothing created) for a malformed ARN, a package of another
+group, one that is not Approved or cannot be deployed with the stack's settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+from mlpipeline import redeploy, smoke
+from mlpipeline.errors import RedeployRefused, error_code, translate_aws_errors
+from mlpipeline.settings import SettingsError, build_settings
+
+logger = logging.getLogger()
+logger.setLevel(logging.INFO)
+
+
+@translate_aws_errors
+def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    group_arn = os.environ["MODEL_PACKAGE_GROUP_ARN"]
+    arn = redeploy.package_arn_of(event.get("request"), group_arn)
+    try:
+        settings = build_settings(event["defaults"])
+    except SettingsError as error:
+        raise RedeployRefused(f"the stack's settings are unusable: {error}") from error
+    sagemaker = boto3.client("sagemaker")
+    try:
+        package = sagemaker.describe_model_package(ModelPackageName=arn)
+    except ClientError as error:
+        if error_code(error) == "ValidationException":  # SageMaker's answer for a version that does not exist
+            raise RedeployRefused(f"model package {arn} cannot be described: {error}") from error
+        raise
+    bucket = os.environ["DATA_BUCKET"]
+    container = redeploy.check_package(package, os.environ["MODEL_PACKAGE_GROUP_NAME"], settings, bucket)
+    # The drift alarm's baseline travels in the model artifact (the training job may be deleted by now).
+    model_bucket, key = smoke.s3_location(str(container["ModelDataUrl"]))
+    baseline = redeploy.baseline_from_model_tar(
+        boto3.client("s3").get_object(Bucket=model_bucket, Key=key)["Body"])
+    planned = redeploy.plan(
+        package=package, container=container, settings=settings, prefix=os.environ["RESOURCE_PREFIX"],
+        region=boto3.session.Session().region_name, bucket=bucket, execution_arn=event["execution_arn"],
+        baseline=baseline)
+    logger.info("run %s redeploys %s", planned["run"]["run_id"], arn)
+    return planned

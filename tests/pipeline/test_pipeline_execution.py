@@ -23,7 +23,7 @@ def test_happy_path_creates_endpoint_and_autoscaling(world: pw.PipelineWorld) ->
     execution = world.run(key, "happy")
     assert execution["status"] == "SUCCEEDED", execution
     states = world.states_entered(execution["executionArn"])
-    assert states[:2] == ["ApplyDefaults", "Validate"]
+    assert states[:3] == ["ApplyDefaults", "Redeploy?", "Validate"]
     assert states[-4:] == ["ConfigureAutoscaling", "ReportSuccess", "NotifySuccess", "Succeeded"]
     assert "WaitForTuning" in states and "WaitForEndpoint" in states
     out = _output(execution)
@@ -131,7 +131,7 @@ def test_duplicate_trigger_is_ignored(world: pw.PipelineWorld) -> None:
     assert first["status"] == "SUCCEEDED"
     again = world.run(key, "duplicate-event")  # the same event delivered twice / the same manifest re-uploaded
     assert again["status"] == "SUCCEEDED"
-    assert world.states_entered(again["executionArn"]) == ["ApplyDefaults", "Validate", "DuplicateIgnored"]
+    assert world.states_entered(again["executionArn"]) == ["ApplyDefaults", "Redeploy?", "Validate", "DuplicateIgnored"]
     assert "already ran" in _output(again)["error"]["Cause"]
     assert world.sim.calls.count("CreateHyperParameterTuningJob") == 1
 

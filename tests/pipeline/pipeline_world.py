@@ -78,6 +78,7 @@ FUNCTIONS: dict[str, str] = {
     "NotifyFunction": "notify",
     "ReportFunction": "report",
     "PrepareFeaturesFunction": "prepare_features",
+    "ApprovalFunction": "approval",
 }
 
 
@@ -916,6 +917,16 @@ def install_inprocess_lambdas(monkeypatch: Any, invocations: list[tuple[str, dic
             _running.function = None
 
     monkeypatch.setattr(LambdaFunction, "_invoke_lambda", invoke)
+
+
+def deliver_event(folder: str, event: dict[str, Any]) -> dict[str, Any]:
+    """An event an EventBridge rule hands to functions/<folder> (an asynchronous invoke: the service, not the
+    state machine, calls it), run as the Lambda runtime would, its AWS calls recorded for the IAM check."""
+    _running.function = folder
+    try:
+        return load_handler(folder).handler(copy.deepcopy(event), None)
+    finally:
+        _running.function = None
 
 
 def _zip() -> bytes:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from imgclf import contract, gate
-from mlpipeline import images, rollout, serverless
+from mlpipeline import approval, images, rollout, serverless
 from mlpipeline.errors import EndpointDeploymentFailed, SageMakerJobFailed
 
 VARIANT_NAME = "AllTraffic"
@@ -531,7 +531,8 @@ def unknown_progress(reason: str) -> dict[str, Any]:
 def model_package_request(
     run: Mapping[str, Any], group_name: str, training_job: Mapping[str, Any], decision: gate.GateDecision
 ) -> dict[str, Any]:
-    """CreateModelPackage: a version in the group, Approved iff the model passed the gate."""
+    """CreateModelPackage: a version in the group; Rejected when the model failed the gate, else Approved
+    or, with ApprovalMode=manual, PendingManualApproval until a person decides (mlpipeline.approval)."""
     s = run["settings"]
     metadata = {
         "run_id": run["run_id"],
@@ -550,7 +551,7 @@ def model_package_request(
             "SupportedResponseMIMETypes": [contract.JSON_CONTENT_TYPE],
             "SupportedRealtimeInferenceInstanceTypes": [s["endpoint_instance_type"]],
         },
-        "ModelApprovalStatus": "Approved" if decision.passed else "Rejected",
+        "ModelApprovalStatus": approval.registered_status(decision.passed, s["approval_mode"]),
         "MetadataProperties": {"GeneratedBy": training_job["TrainingJobArn"]},
         "CustomerMetadataProperties": metadata,
     }

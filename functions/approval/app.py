@@ -1,7 +1,8 @@
 """Approval (ApprovalMode=manual; the design is mlpipeline.approval's docstring). Three callers:
 
 - WaitForApproval (lambda:invoke.waitForTaskToken): {"action": "request", "task_token", "execution_arn",
-  "run", "gate"}. Stores the token under the package's ARN, then tells the owner how to decide.
+  "run", "gate"}. Stores the token under the package's ARN, then tells the owner how to decide (or, when
+  the package was decided before the token was stored, resumes the wait at once).
 - The ApprovalDecided EventBridge rule: a "SageMaker Model Package State Change" event. Resumes the waiting
   task with the decision (SendTaskSuccess), once; an event no task waits for is logged and ignored.
 - ExpireApproval (after States.Timeout): {"action": "expire", "run", "gate"}. Marks the package Rejected.
@@ -28,17 +29,39 @@ logger.setLevel(logging.INFO)
 _WAIT_OVER = ("TaskTimedOut", "TaskDoesNotExist", "InvalidToken")
 
 
+def _resume_once(s3: Any, bucket: str, key: str, record: dict[str, Any], decision: approval.Decision) -> dict[str, Any]:
+    """SendTaskSuccess with the decision, then the token is dropped (a wait that is over resumes nothing)."""
+    try:
+        boto3.client("stepfunctions").send_task_success(
+            taskToken=record["task_token"], output=json.dumps(decision.as_dict())
+        )
+        outcome: dict[str, Any] = {"resumed": record["execution_arn"], **decision.as_dict()}
+    except ClientError as error:
+        if error_code(error) not in _WAIT_OVER:
+            raise
+        logger.info("the wait of %s is over (%s): nothing to resume", record["execution_arn"], error_code(error))
+        outcome = {"ignored": f"the wait of {record['execution_arn']} is over ({error_code(error)})"}
+    s3.delete_object(Bucket=bucket, Key=key)
+    return outcome
+
+
 def request(event: dict[str, Any]) -> dict[str, Any]:
     run, gate = event["run"], event["gate"]
     arn = gate["model_package_arn"]
-    key = approval.token_key(arn)
-    # The token is stored before anyone is told the package's ARN, so no decision can come first.
-    boto3.client("s3").put_object(
+    s3, key = boto3.client("s3"), approval.token_key(arn)
+    record = {"task_token": event["task_token"], "execution_arn": event["execution_arn"]}
+    s3.put_object(
         Bucket=run["bucket"],
         Key=key,
         Body=approval.token_record(event["task_token"], arn, event["execution_arn"], run["run_id"]),
         ContentType="application/json",
     )
+    # Decided before the token was stored? Its event found no token: resume now (mlpipeline.approval).
+    package = boto3.client("sagemaker").describe_model_package(ModelPackageName=arn)
+    early = approval.decision_from_description(package)
+    if early is not None:
+        logger.info("model package %s was %s before the wait began", arn, early.status)
+        return _resume_once(s3, run["bucket"], key, record, early)
     subject, body = compose("approval_requested", {"run": run, "gate": gate})
     boto3.client("sns").publish(TopicArn=os.environ["NOTIFICATION_TOPIC_ARN"], Subject=subject, Message=body)
     logger.info("model package %s waits for approval; token at s3://%s/%s", arn, run["bucket"], key)
@@ -58,19 +81,7 @@ def resume(event: dict[str, Any]) -> dict[str, Any]:
         # decided after its wait expired. SageMaker may also send one change more than once.
         logger.info("no run waits for %s (%s)", decision.model_package_arn, decision.status)
         return {"ignored": f"no run waits for {decision.model_package_arn}"}
-    record = json.loads(stored["Body"].read())
-    try:
-        boto3.client("stepfunctions").send_task_success(
-            taskToken=record["task_token"], output=json.dumps(decision.as_dict())
-        )
-        outcome: dict[str, Any] = {"resumed": record["execution_arn"], **decision.as_dict()}
-    except ClientError as error:
-        if error_code(error) not in _WAIT_OVER:
-            raise
-        logger.info("the wait of %s is over (%s): nothing to resume", record["execution_arn"], error_code(error))
-        outcome = {"ignored": f"the wait of {record['execution_arn']} is over ({error_code(error)})"}
-    s3.delete_object(Bucket=bucket, Key=key)
-    return outcome
+    return _resume_once(s3, bucket, key, json.loads(stored["Body"].read()), decision)
 
 
 def expire(event: dict[str, Any]) -> dict[str, Any]:

@@ -208,6 +208,32 @@ def test_no_decision_in_time_rejects_the_package(world: pw.PipelineWorld) -> Non
     assert world.sagemaker.list_endpoints()["Endpoints"] == []
 
 
+def test_a_decision_before_the_wait_began_is_not_lost(world: pw.PipelineWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A person approves in the registry between QualityGate and WaitForApproval: the event finds no token
+    yet, so WaitForApproval's own look at the package resumes the run."""
+    gate = pw.load_handler("quality_gate")
+    original = gate.handler
+
+    def gate_then_a_quick_person(event: dict, context: Any = None) -> dict:
+        answer = original(event, context)
+        arn = answer["model_package_arn"]
+        pw._running.function = None  # the person's call, not the gate's
+        world.sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved",
+                                             ApprovalDescription="quick")
+        registry = registry_event(world.sagemaker.describe_model_package(ModelPackageName=arn))
+        assert "ignored" in pw.deliver_event("approval", registry)  # no run waits yet
+        pw._running.function = "quality_gate"
+        return answer
+
+    monkeypatch.setattr(gate, "handler", gate_then_a_quick_person)
+    execution = world.run(pw.upload_dataset(world.s3, manifest={"version": "quick", "overrides": MANUAL}), "quick")
+    assert execution["status"] == "SUCCEEDED", execution
+    assert "Deploy" in world.states_entered(execution["executionArn"])
+    assert json.loads(execution["output"])["approval"]["reason"] == "approved in the model registry: quick"
+    assert not any("APPROVAL_REQUESTED" in m for m in world.notifications())
+    assert world.s3.list_objects_v2(Bucket=pw.BUCKET, Prefix=approval.TOKEN_PREFIX).get("KeyCount") == 0
+
+
 def test_auto_mode_registers_approved_and_never_waits(world: pw.PipelineWorld) -> None:
     execution = world.run(pw.upload_dataset(world.s3), "auto")
     assert execution["status"] == "SUCCEEDED", execution

@@ -15,6 +15,10 @@ Where the token waits: an S3 object in the data bucket keyed by the package's AR
 (256) or a CustomerMetadataProperties value (256) may hold, so neither can carry it; the event names the
 package ARN, so the object is found with one GetObject, no listing and no polling.
 
+A decision made before the token was stored (the package is visible in the registry from the gate on)
+finds no token; so the waiting task, right after storing it, reads the package's status once and resumes
+itself when it is already decided: either way exactly one of the two finds the other.
+
 Both decisions resume the task with SendTaskSuccess (a rejection is a person's answer, not a task failure),
 and the state machine's Approved? choice sends a rejection to the rejected path.
 """
@@ -114,20 +118,24 @@ class Decision:
         return {**asdict(self), "approved": self.status == APPROVED}
 
 
-def decision_from_event(event: Mapping[str, Any]) -> Decision | None:
-    """The decision a model package state-change event announces, or None for an event that decides
-    nothing (another detail type, a status that is no decision)."""
-    if event.get("source") != EVENT_SOURCE or event.get("detail-type") != EVENT_DETAIL_TYPE:
-        return None
-    detail = event.get("detail") or {}
-    status = detail.get("ModelApprovalStatus")
-    arn = detail.get("ModelPackageArn")
+def decision_from_description(description: Mapping[str, Any]) -> Decision | None:
+    """The decision a model package's DescribeModelPackage fields hold, or None while it is undecided."""
+    status = description.get("ModelApprovalStatus")
+    arn = description.get("ModelPackageArn")
     if status not in DECISIONS or not arn:
         return None
     verb = "approved" if status == APPROVED else "rejected"
-    note = detail.get("ApprovalDescription")
+    note = description.get("ApprovalDescription")
     reason = f"{verb} in the model registry" + (f": {note}" if note else "")
     return Decision(status, arn, reason)
+
+
+def decision_from_event(event: Mapping[str, Any]) -> Decision | None:
+    """The decision a model package state-change event announces (its detail carries the package's
+    description fields), or None for an event that decides nothing."""
+    if event.get("source") != EVENT_SOURCE or event.get("detail-type") != EVENT_DETAIL_TYPE:
+        return None
+    return decision_from_description(event.get("detail") or {})
 
 
 def expiry(model_package_arn: str, hours: float) -> Decision:

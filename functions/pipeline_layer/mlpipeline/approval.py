@@ -11,7 +11,7 @@
   ends as rejected. A rejected model is never deployed.
 
 Where the token waits: an S3 object in the data bucket keyed by the package's ARN. A task token is up to
-2048 characters (SendTaskSuccess taskToken: "Maximum length of 2048"), more than a model package tag
+2048 characters (SendTaskSuccess's taskToken in botocore's service model: max 2048), more than a model package tag
 (256) or a CustomerMetadataProperties value (256) may hold, so neither can carry it; the event names the
 package ARN, so the object is found with one GetObject, no listing and no polling.
 
@@ -74,7 +74,8 @@ def settings_problems(settings: Mapping[str, Any]) -> list[str]:
 
 
 def timeout_seconds(hours: float) -> int:
-    """WaitForApproval's TimeoutSecondsPath value: a positive integer of seconds, as ASL requires."""
+    """WaitForApproval's TimeoutSecondsPath value: the path "must select a field whose value is a positive
+    integer" (https://docs.aws.amazon.com/step-functions/latest/dg/state-task.html), so whole seconds."""
     return max(1, math.ceil(hours * 3600))
 
 

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mlpipeline import approval
+
 from imgclf import manifest as manifests
 from localmode.pipeline import RunOptions, RunSummary, run
 
@@ -50,6 +52,14 @@ def s3_etag(data: bytes) -> str:
 def apply_overrides(options: RunOptions, overrides: dict[str, Any]) -> RunOptions:
     changes: dict[str, Any] = {}
     for name, value in overrides.items():
+        if name == "approval_mode":
+            # No model registry here: ApprovalMode=manual stops the run after the gate, and a person serves
+            # the model they approve (README "Manual approval"); never served unasked.
+            if value not in approval.MODES:
+                raise manifests.ManifestError(
+                    f"overrides.{name}: expected one of {list(approval.MODES)}, got {value!r}")
+            changes["serve"] = options.serve and value != approval.MANUAL
+            continue
         field_name = LOCAL_OVERRIDES.get(name)
         if field_name is None:
             log.info("override %s=%r applies to the AWS stack only: ignored here", name, value)

@@ -129,3 +129,13 @@ def test_overrides_map_to_local_settings(tmp_path: Path, fast_options) -> None:
     assert (changed.trials, changed.epochs, changed.min_accuracy) == (5, 3, 0.7)
     with pytest.raises(manifests.ManifestError, match=r"overrides\.max_jobs"):
         watch.apply_overrides(options, {"max_jobs": "many"})
+
+
+def test_manual_approval_stops_a_local_run_after_the_gate(tmp_path: Path, fast_options) -> None:
+    """No model registry locally: ApprovalMode=manual means the model is not served until a person does."""
+    options = fast_options(tmp_path, tmp_path / "runs")
+    assert options.serve
+    assert watch.apply_overrides(options, {"approval_mode": "manual"}).serve is False
+    assert watch.apply_overrides(options, {"approval_mode": "auto"}).serve is True
+    with pytest.raises(manifests.ManifestError, match=r"approval_mode: expected one of \['auto', 'manual'\]"):
+        watch.apply_overrides(options, {"approval_mode": "sometimes"})

@@ -10,7 +10,8 @@ busy with, and prints a line when something changed:
   (DescribeHyperParameterTuningJob);
 - the final training: status, epoch and the latest metrics, read from the job's log in CloudWatch Logs
   with the regexes SageMaker itself applies (imgclf.contract), then FinalMetricDataList when it ends;
-- the endpoint: status and the rollout phase of its variants (DescribeEndpoint's VariantStatus).
+- the endpoint: status and the rollout phase of its variants (DescribeEndpoint's VariantStatus);
+- a manual approval (ApprovalMode=manual): the model package that waits, and the command that approves it.
 
 The job names come from the execution's own data (the run Validate planned, the states' results). It
 ends with the outcome, the execution's console link, and an exit code: 0 when a new model is live, 3
@@ -28,14 +29,17 @@ from datetime import datetime
 from typing import IO, Any
 
 from botocore.exceptions import ClientError
+from mlpipeline import approval
 
 from imgclf_cli.errors import CliError, ExitCode
 from imgclf_cli.phases import describe_endpoint, describe_extraction, describe_training, describe_tuning
 
 DEFAULT_INTERVAL_S = 15.0
+# The state in which a run waits for a person (ApprovalMode=manual; statemachine/pipeline.asl.json).
+APPROVAL_STATE = "WaitForApproval"
 # Succeed states of statemachine/pipeline.asl.json that end a run without a new live model.
 NOT_DEPLOYED_STATES = {
-    "ModelRejected": "the quality gate rejected the model; the live endpoint is unchanged",
+    "ModelRejected": "the model was rejected; the live endpoint is unchanged",
     "DuplicateIgnored": "this dataset version already ran; nothing was trained",
 }
 # Where SageMaker writes a training job's log: /aws/sagemaker/TrainingJobs, one stream per instance named
@@ -165,6 +169,17 @@ def console_url(arn: str) -> str:
     return f"https://{region}.console.aws.amazon.com/states/home?region={region}#/v2/executions/details/{arn}"
 
 
+def describe_approval_wait(data: dict[str, Any]) -> str:
+    """The package a manual approval waits for, and how to approve it (the notification has both commands)."""
+    gate = data.get("gate") if isinstance(data.get("gate"), dict) else {}
+    run = data.get("run") if isinstance(data.get("run"), dict) else {}
+    arn = gate.get("model_package_arn")
+    if not arn:
+        return "waiting for a manual approval"
+    command = approval.cli_commands(arn, str(run.get("region")))[approval.APPROVED]
+    return f"waiting for your decision; to approve: {command}"
+
+
 def _stamp() -> str:
     return datetime.now().strftime("%H:%M:%S")
 
@@ -203,6 +218,8 @@ def follow(session: Any, arn: str, *, endpoint_name: str | None = None, interval
                 detail = describe_endpoint(sagemaker.describe_endpoint(EndpointName=names["deployment"]))
         except ClientError as error:  # e.g. a job not visible yet: say so, and look again next time
             detail = f"({error.response.get('Error', {}).get('Message', error)})"
+        if state == APPROVAL_STATE:
+            detail = describe_approval_wait(data)
         line = f"{state}" + (f" | {detail}" if detail else "")
         if line != last_line:
             out.write(f"{_stamp()}  {line}\n")
@@ -220,7 +237,10 @@ def _outcome(execution: dict[str, Any], final_state: str | None, data: dict[str,
     arn, status = execution["executionArn"], execution["status"]
     gate = data.get("gate") if isinstance(data.get("gate"), dict) else {}
     if status == "SUCCEEDED" and final_state in NOT_DEPLOYED_STATES:
-        reason = f": {gate['reason']}" if gate.get("reason") else ""
+        # a manual rejection (or expiry) says why; else the gate does
+        decided = data.get("approval") if isinstance(data.get("approval"), dict) else {}
+        why = decided.get("reason") or gate.get("reason")
+        reason = f": {why}" if why else ""
         out.write(f"ended without deploying ({final_state}): {NOT_DEPLOYED_STATES[final_state]}{reason}\n")
         code = ExitCode.NOT_DEPLOYED
     elif status == "SUCCEEDED":

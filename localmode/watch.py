@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mlpipeline import approval
 from mlpipeline.settings import Settings
 
 from imgclf import manifest as manifests
@@ -48,6 +49,14 @@ def apply_overrides(options: RunOptions, overrides: dict[str, Any]) -> RunOption
         # The stack refuses these too (mlpipeline.settings.build_settings): a typo must not pass silently.
         raise manifests.ManifestError(f"unknown overrides {unknown}; known settings: {sorted(STACK_SETTINGS)}")
     for name, value in overrides.items():
+        if name == "approval_mode":
+            # No model registry here: ApprovalMode=manual stops the run after the gate, and a person serves
+            # the model they approve (README "Manual approval"); never served unasked.
+            if value not in approval.MODES:
+                raise manifests.ManifestError(
+                    f"overrides.{name}: expected one of {list(approval.MODES)}, got {value!r}")
+            changes["serve"] = options.serve and value != approval.MANUAL
+            continue
         if name not in LOCAL_OVERRIDES:
             log.info("override %s=%r applies to the AWS stack only: ignored here", name, value)
             continue

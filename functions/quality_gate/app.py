@@ -2,7 +2,8 @@
 
 Input {"run", "training_job_name"}; output {"passed", "reason", "test_accuracy", "live_accuracy",
 "threshold", "model_package_arn", "model_data_url" (the model.tar.gz registered, which Deploy deploys),
-"prediction_baseline"}. The live model's accuracy is the tag on the endpoint's current config.
+"prediction_baseline", "approval_status", "awaits_approval"} (ApprovalMode=manual: a passing model waits for a
+person, mlpipeline.approval). The live model's accuracy is the tag on the endpoint's current config.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 from typing import Any
 
 import boto3
-from mlpipeline import aws, drift_alarm
+from mlpipeline import approval, aws, drift_alarm
 from mlpipeline.deployment_requests import model_package_request
 from mlpipeline.errors import translate_aws_errors
 
@@ -37,10 +38,11 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         run["settings"]["quality_threshold"],
         live_accuracy(sagemaker, os.environ["ENDPOINT_NAME"]),
     )
-    package = sagemaker.create_model_package(
-        **model_package_request(run, os.environ["MODEL_PACKAGE_GROUP_NAME"], job, decision)
-    )
+    request = model_package_request(run, os.environ["MODEL_PACKAGE_GROUP_NAME"], job, decision)
+    package = sagemaker.create_model_package(**request)
     # The candidate's validation baseline (training metrics), for the confidence-drift alarm once deployed.
     baseline = drift_alarm.baseline_from_final_metrics(job.get("FinalMetricDataList", []))
+    status = request["ModelApprovalStatus"]
     return {**decision.as_dict(), "model_package_arn": package["ModelPackageArn"],
-            "model_data_url": job["ModelArtifacts"]["S3ModelArtifacts"], "prediction_baseline": baseline}
+            "model_data_url": job["ModelArtifacts"]["S3ModelArtifacts"], "prediction_baseline": baseline,
+            "approval_status": status, "awaits_approval": status == approval.PENDING}

@@ -109,8 +109,22 @@ def test_the_stacks_latest_run_rejected_by_the_gate_exits_3(world, sim, stack, c
     _start(world)
     assert main(["aws", "watch", "--stack", STACK, "--interval", "0.05", "--timeout", "60"]) == ExitCode.NOT_DEPLOYED
     out = capsys.readouterr().out
-    assert "ended without deploying (ModelRejected): the quality gate rejected the model" in out
+    assert "ended without deploying (ModelRejected): the model was rejected" in out
     assert "0.2" in out  # the gate's reason names the accuracy
+
+
+def test_a_manual_approval_wait_shows_the_command_and_a_rejection_says_who():
+    arn = f"arn:aws:sagemaker:{pw.REGION}:{pw.ACCOUNT}:model-package/imgclf-models/3"
+    data = {"run": {"region": pw.REGION}, "gate": {"model_package_arn": arn, "reason": "0.91 >= 0.7"}}
+    assert watch.describe_approval_wait(data) == (
+        f"waiting for your decision; to approve: aws sagemaker update-model-package --region {pw.REGION} "
+        f'--model-package-arn {arn} --model-approval-status Approved --approval-description "why"')
+    out = io.StringIO()
+    rejected = {**data, "approval": {"status": "Rejected", "reason": "rejected in the model registry: blurry"}}
+    execution = {"executionArn": f"arn:aws:states:{pw.REGION}:{pw.ACCOUNT}:execution:m:e", "status": "SUCCEEDED"}
+    assert watch._outcome(execution, "ModelRejected", rejected, out) == ExitCode.NOT_DEPLOYED
+    assert "(ModelRejected): the model was rejected; the live endpoint is unchanged: rejected in the model " \
+           "registry: blurry" in out.getvalue()
 
 
 def test_a_failed_run_by_name_exits_1(world, sim, stack, capsys):

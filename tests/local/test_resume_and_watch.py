@@ -150,3 +150,13 @@ def test_local_mode_shares_the_stacks_setting_names() -> None:
     parser = argparse.ArgumentParser()
     cli.add_run_arguments(parser)
     assert set(vars(parser.parse_args([]))) >= watch.LOCAL_OVERRIDES
+
+
+def test_manual_approval_stops_a_local_run_after_the_gate(tmp_path: Path, fast_options) -> None:
+    """No model registry locally: ApprovalMode=manual means the model is not served until a person does."""
+    options = fast_options(tmp_path, tmp_path / "runs")
+    assert options.serve
+    assert watch.apply_overrides(options, {"approval_mode": "manual"}).serve is False
+    assert watch.apply_overrides(options, {"approval_mode": "auto"}).serve is True
+    with pytest.raises(manifests.ManifestError, match=r"approval_mode: expected one of \['auto', 'manual'\]"):
+        watch.apply_overrides(options, {"approval_mode": "sometimes"})

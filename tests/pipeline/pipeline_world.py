@@ -801,6 +801,16 @@ def install_inprocess_lambdas(monkeypatch: Any, invocations: list[tuple[str, dic
     monkeypatch.setattr(LambdaFunction, "_invoke_lambda", invoke)
 
 
+def deliver_event(folder: str, event: dict[str, Any]) -> dict[str, Any]:
+    """An event an EventBridge rule hands to functions/<folder> (an asynchronous invoke: the service, not the
+    state machine, calls it), run as the Lambda runtime would, its AWS calls recorded for the IAM check."""
+    _running.function = folder
+    try:
+        return load_handler(folder).handler(copy.deepcopy(event), None)
+    finally:
+        _running.function = None
+
+
 def _zip() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:

@@ -44,6 +44,7 @@ FUNCTIONS: dict[str, str] = {
     "ReportFunction": "report",
     "PrepareFeaturesFunction": "prepare_features",
     "RedeployFunction": "redeploy",
+    "ApprovalFunction": "approval",
 }
 
 

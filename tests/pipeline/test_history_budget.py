@@ -10,6 +10,9 @@ enum of botocore's service model):
 - Task whose Resource is a Lambda function ARN: TaskStateEntered; per attempt LambdaFunctionScheduled,
   LambdaFunctionStarted and one of LambdaFunctionSucceeded/Failed/TimedOut (ScheduleFailed or StartFailed
   end an attempt sooner); TaskStateExited. Attempts: 1 + every retrier's MaxAttempts (3 when omitted).
+- Task calling Lambda through the service integration (arn:aws:states:::lambda:invoke, here with
+  .waitForTaskToken: WaitForApproval): per attempt TaskScheduled, TaskStarted, TaskSubmitted and one of
+  TaskSucceeded/Failed/TimedOut, as moto's interpreter records them too; a wait adds no event.
 - Wait, Choice, Pass, Succeed: <Type>StateEntered and <Type>StateExited.
 - Fail: FailStateEntered (the enum has no FailStateExited).
 - The execution: ExecutionStarted and one of ExecutionSucceeded/Failed/TimedOut/Aborted.
@@ -32,6 +35,7 @@ from mlpipeline import polling
 from mlpipeline.errors import InvalidDataset
 
 LAMBDA_ATTEMPT_EVENTS = ("LambdaFunctionScheduled", "LambdaFunctionStarted", "LambdaFunctionSucceeded")
+SERVICE_TASK_ATTEMPT_EVENTS = ("TaskScheduled", "TaskStarted", "TaskSubmitted", "TaskSucceeded")
 STATE_EVENTS = {
     "Task": ("TaskStateEntered", "TaskStateExited"),
     "Wait": ("WaitStateEntered", "WaitStateExited"),
@@ -53,6 +57,10 @@ def is_lambda_task(state: dict[str, Any]) -> bool:
     return state["Type"] == "Task" and state["Resource"].startswith("arn:aws:lambda:")
 
 
+def is_lambda_integration_task(state: dict[str, Any]) -> bool:
+    return state["Type"] == "Task" and state["Resource"].startswith("arn:aws:states:::lambda:invoke")
+
+
 def attempts(state: dict[str, Any]) -> int:
     return 1 + sum(r.get("MaxAttempts", DEFAULT_MAX_ATTEMPTS) for r in state.get("Retry", []))
 
@@ -60,9 +68,11 @@ def attempts(state: dict[str, Any]) -> int:
 def visit_events(state: dict[str, Any], lambda_attempts: int | None = None) -> int:
     """Events one visit emits; a Task's attempts default to its worst case (every retry used)."""
     if state["Type"] == "Task":
-        assert is_lambda_task(state), f"only Lambda tasks are modelled, not {state['Resource']}"
+        integration = is_lambda_integration_task(state)
+        assert integration or is_lambda_task(state), f"only Lambda tasks are modelled, not {state['Resource']}"
         tries = attempts(state) if lambda_attempts is None else lambda_attempts
-        return len(STATE_EVENTS["Task"]) + tries * len(LAMBDA_ATTEMPT_EVENTS)
+        per_attempt = SERVICE_TASK_ATTEMPT_EVENTS if integration else LAMBDA_ATTEMPT_EVENTS
+        return len(STATE_EVENTS["Task"]) + tries * len(per_attempt)
     assert state["Type"] in STATE_EVENTS, f"no event model for {state['Type']} states"
     return len(STATE_EVENTS[state["Type"]])
 
@@ -142,6 +152,7 @@ def worst_case_events(definition: dict[str, Any], max_polls: dict[str, int]) -> 
 def test_the_cost_model_uses_real_history_event_types() -> None:
     enum = set(botocore.session.get_session().get_service_model("stepfunctions").shape_for("HistoryEventType").enum)
     used = {event for events in STATE_EVENTS.values() for event in events} | set(LAMBDA_ATTEMPT_EVENTS)
+    used |= set(SERVICE_TASK_ATTEMPT_EVENTS) | {"TaskFailed", "TaskTimedOut"}
     assert used | set(EXECUTION_EVENTS) <= enum
     assert "FailStateExited" not in enum
     for outcome in ("LambdaFunctionFailed", "LambdaFunctionTimedOut", "ExecutionSucceeded", "ExecutionTimedOut"):
@@ -245,14 +256,19 @@ def _predicted(world: pw.PipelineWorld, execution: dict[str, Any]) -> int:
     """The events the cost model predicts for the path the execution took and its Lambda invocations."""
     states = asl(poll_seconds=0)["States"]
     total = len(EXECUTION_EVENTS)
+    integration_attempts = 0  # these scenarios retry no integration task: one invocation per visit
     for name in world.states_entered(execution["executionArn"]):
         state = states[name]
         total += visit_events(state, lambda_attempts=0) if state["Type"] == "Task" else visit_events(state)
-    return total + len(world.invocations) * len(LAMBDA_ATTEMPT_EVENTS)
+        if is_lambda_integration_task(state):
+            integration_attempts += 1
+    lambda_attempts = len(world.invocations) - integration_attempts
+    total += integration_attempts * len(SERVICE_TASK_ATTEMPT_EVENTS)
+    return total + lambda_attempts * len(LAMBDA_ATTEMPT_EVENTS)
 
 
 @pytest.mark.filterwarnings("ignore:Exception\\(Throttled\\):UserWarning")
-@pytest.mark.parametrize("scenario", ["happy", "retried", "failed"])
+@pytest.mark.parametrize("scenario", ["happy", "retried", "failed", "approval-expired"])
 def test_the_cost_model_matches_the_interpreters_history(
     world: pw.PipelineWorld, monkeypatch: pytest.MonkeyPatch, scenario: str
 ) -> None:
@@ -263,7 +279,9 @@ def test_the_cost_model_matches_the_interpreters_history(
         world.sim.throttle_create_training = 1
     if scenario == "failed":
         world.sim.tuning_outcome = "Failed"
-    execution = world.run(pw.upload_dataset(world.s3), scenario)
+    # ApprovalMode=manual, nobody decides within 2 s: the waitForTaskToken task times out (test_approval.py)
+    overrides = {"approval_mode": "manual", "approval_timeout_hours": 0.0005} if scenario == "approval-expired" else {}
+    execution = world.run(pw.upload_dataset(world.s3, manifest={"version": "v1", "overrides": overrides}), scenario)
     history = _history(world, execution)
     assert len(history) == _predicted(world, execution), [event["type"] for event in history]
     if scenario == "retried":

@@ -130,7 +130,13 @@ def test_every_substitution_is_defined_used_and_every_function_exists() -> None:
     used = set(re.findall(r"\$\{(\w+)\}", pw.ASL_PATH.read_text()))
     assert used == defined
     asl = json.loads(pw.ASL_PATH.read_text())
-    task_functions = {state["Resource"][2:-1] for state in asl["States"].values() if state["Type"] == "Task"}
+    # A Task names its function as its Resource, or (the lambda:invoke service integration, e.g.
+    # .waitForTaskToken) as Parameters.FunctionName.
+    task_functions = {
+        (state["Parameters"]["FunctionName"] if state["Resource"].startswith("arn:aws:states:::lambda:invoke")
+         else state["Resource"])[2:-1]
+        for state in asl["States"].values() if state["Type"] == "Task"
+    }
     invoke_allowed = {
         p["LambdaInvokePolicy"]["FunctionName"]["Ref"] for p in machine["Policies"] if "LambdaInvokePolicy" in p
     }

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from imgclf import contract, gate
-from mlpipeline import rollout, serverless
+from mlpipeline import approval, rollout, serverless
 from mlpipeline.resource_tags import run_tags, tag_value
 
 VARIANT_NAME = "AllTraffic"
@@ -26,7 +26,8 @@ TERMINATION_WAIT_SECONDS = 120
 def model_package_request(
     run: Mapping[str, Any], group_name: str, training_job: Mapping[str, Any], decision: gate.GateDecision
 ) -> dict[str, Any]:
-    """CreateModelPackage: a version in the group, Approved iff the model passed the gate."""
+    """CreateModelPackage: a version in the group; Rejected when the model failed the gate, else Approved
+    or, with ApprovalMode=manual, PendingManualApproval until a person decides (mlpipeline.approval)."""
     s = run["settings"]
     metadata = {
         "run_id": run["run_id"],
@@ -45,7 +46,7 @@ def model_package_request(
             "SupportedResponseMIMETypes": [contract.JSON_CONTENT_TYPE],
             "SupportedRealtimeInferenceInstanceTypes": [s["endpoint_instance_type"]],
         },
-        "ModelApprovalStatus": "Approved" if decision.passed else "Rejected",
+        "ModelApprovalStatus": approval.registered_status(decision.passed, s["approval_mode"]),
         "MetadataProperties": {"GeneratedBy": training_job["TrainingJobArn"]},
         "CustomerMetadataProperties": metadata,
     }

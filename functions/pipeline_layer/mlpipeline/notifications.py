@@ -6,6 +6,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from mlpipeline import approval
+
 SUBJECT_MAX = 100  # SNS limit for e-mail subjects
 
 
@@ -20,7 +22,8 @@ def _cause(error: Mapping[str, Any]) -> str:
 
 
 def compose(outcome: str, state: Mapping[str, Any]) -> tuple[str, str]:
-    """(subject, body) for outcome 'succeeded', 'rejected' or 'failed' and the execution state."""
+    """(subject, body) for outcome 'succeeded', 'rejected', 'failed' or 'approval_requested' (ApprovalMode=manual:
+    the model waits for a person) and the execution state."""
     run = state.get("run") or {}
     what = f"dataset {run.get('dataset', '?')} ({run.get('run_id', 'no run id')})"
     package = _redeployed_package(state)
@@ -43,6 +46,10 @@ def compose(outcome: str, state: Mapping[str, Any]) -> tuple[str, str]:
             f"Quality gate: {gate.get('reason')}",
             f"Model package: {gate.get('model_package_arn')}",
         ]
+        if state.get("approval"):
+            lines.append(f"Manual approval: {state['approval'].get('reason')}")
+    elif outcome == "approval_requested":
+        lines += _approval_request_lines(run, gate)
     else:
         error = state.get("error") or {}
         lines += [
@@ -69,6 +76,26 @@ def _redeployed_package(state: Mapping[str, Any]) -> str | None:
         return None
     arn = asked.get("model_package_arn") if isinstance(asked, Mapping) else None
     return str(arn) if isinstance(arn, str) else json.dumps(asked, default=str)[:200]
+
+
+def _approval_request_lines(run: Mapping[str, Any], gate: Mapping[str, Any]) -> list[str]:
+    arn = str(gate.get("model_package_arn"))
+    commands = approval.cli_commands(arn, str(run.get("region")))
+    hours = float((run.get("settings") or {}).get("approval_timeout_hours", 0))
+    return [
+        "The model passed the quality gate and waits for your decision (ApprovalMode=manual).",
+        "Nothing is deployed until you approve it; the live endpoint is unchanged.",
+        f"Quality gate: {gate.get('reason')}",
+        f"Model package: {arn}",
+        "",
+        "To approve it (the pipeline then deploys it):",
+        f"  {commands[approval.APPROVED]}",
+        "To reject it (it is never deployed):",
+        f"  {commands[approval.REJECTED]}",
+        "or in SageMaker Studio: Models > Model registry > this version > Update status.",
+        "",
+        f"Without a decision within {hours:g} h of this message, the model is rejected.",
+    ]
 
 
 def _report_lines(state: Mapping[str, Any]) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from imgclf import manifest as manifest_mod
-from mlpipeline import images
+from mlpipeline import approval, images
 from mlpipeline.settings import Settings
 
 
@@ -62,4 +62,6 @@ def plan_run(
         "cached_tuning_image_uri": cached_tuning_image,
         "inference_image_uri": inference_image,
         "settings": settings.as_dict(),
+        # WaitForApproval's TimeoutSecondsPath (ASL wants whole seconds; the setting is in hours).
+        "approval_timeout_seconds": approval.timeout_seconds(settings.approval_timeout_hours),
     }

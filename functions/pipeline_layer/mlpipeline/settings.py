@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from imgclf import contract
-from mlpipeline import images, rollout, serverless
+from mlpipeline import approval, images, rollout, serverless
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,9 @@ class Settings:
     # job, then every trial trains the head on this (CPU) instance type (functions/prepare_features).
     freeze_backbone: bool
     cached_features_tuning_instance_type: str
+    # auto: the gate approves; manual: a person approves in the model registry (mlpipeline.approval).
+    approval_mode: str
+    approval_timeout_hours: float
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -166,6 +169,7 @@ def _check(settings: dict[str, Any]) -> list[str]:
         problems.extend(mode_problems)
         if not mode_problems:
             problems.extend(rollout.settings_problems(settings))
+    problems.extend(approval.settings_problems(settings))
     return problems
 
 

@@ -57,6 +57,34 @@ def capture(sim_settings: dict, name: str, redeploy_name: str | None = None) -> 
     return invocations, trigger
 
 
+def capture_approval(name: str, timeout_hours: float | None) -> tuple[list[tuple[str, dict]], dict | None]:
+    """A run with ApprovalMode=manual: the approval function's inputs (the wait's request; with a short
+    `timeout_hours`, the expiry) and, without one, the registry's event of a person approving the package
+    (the run then deploys)."""
+    invocations: list[tuple[str, dict]] = []
+    overrides: dict = {"approval_mode": "manual"}
+    if timeout_hours is not None:
+        overrides["approval_timeout_hours"] = timeout_hours
+    with pytest.MonkeyPatch.context() as mp, mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        _env(mp)
+        sim = pw.SageMakerSim()
+        sim.install(mp)
+        pw.install_inprocess_lambdas(mp, invocations)
+        world = pw.PipelineWorld(sim, invocations)
+        mp.setenv("NOTIFICATION_TOPIC_ARN", world.topic_arn)
+        arn = world.start(pw.upload_dataset(world.s3, manifest={"version": name, "overrides": overrides}), name)
+        package = world.waiting_for_approval(arn)
+        decided = None
+        if timeout_hours is None:
+            world.sagemaker.update_model_package(ModelPackageArn=package, ModelApprovalStatus="Approved",
+                                                 ApprovalDescription="looked at the report: ship it")
+            decided = pw.model_package_event(world.sagemaker.describe_model_package(ModelPackageName=package))
+            pw.deliver_event("approval", decided)
+        execution = world.ended(arn)
+        assert execution["status"] == "SUCCEEDED", execution
+    return invocations, decided
+
+
 def main() -> int:
     happy, trigger = capture({}, "events-happy", redeploy_name="events-redeploy")
     files: dict[str, dict] = {"redeploy_execution.json": trigger.pop("redeploy")}
@@ -82,6 +110,15 @@ def main() -> int:
             files["cleanup.json"] = payload
         elif function == "notify":
             files.setdefault(f"notify_{payload['outcome']}.json", payload)
+    approved, decided = capture_approval("events-approval", None)
+    files["approval_decided.json"] = decided
+    for function, payload in approved:
+        if function == "approval":
+            files.setdefault(f"approval_{payload['action']}.json", payload)
+    expired, _ = capture_approval("events-approval-expired", 0.0005)  # 1.8 s: the wait expires
+    for function, payload in expired:
+        if function == "approval" and payload.get("action") == "expire":
+            files["approval_expire.json"] = payload
     for name, payload in sorted(files.items()):
         (EVENTS / name).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     print(f"wrote {len(files)} files to {os.path.relpath(EVENTS)}: {sorted(files)}")

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import boto3
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
-from mlpipeline import deployment_requests, resource_tags
+from mlpipeline import approval, deployment_requests, resource_tags
 from moto.applicationautoscaling.models import applicationautoscaling_backends
 from moto.awslambda.models import LambdaFunction
 from moto.s3.models import s3_backends
@@ -57,6 +57,7 @@ from stack import (  # noqa: F401 (re-exported: the scenarios use pw.<name>)
     function_arn,
     lambda_environment,
     load_handler,
+    model_package_event,
     parameter_defaults,
     resolve_substitutions,
     s3_event,
@@ -888,6 +889,41 @@ class PipelineWorld:
             "stateMachineArn"
         ]
 
+    def start(self, key: str, name: str, etag: str = "0123456789abcdef0123456789abcdef",
+              event: dict[str, Any] | None = None) -> str:
+        """Start an execution for an upload of `key` (or with `event` as input); its ARN. The event carries the
+        version S3 gave the latest put of `key`, as S3's own event would."""
+        if event is None:
+            version_id = self.s3.head_object(Bucket=BUCKET, Key=key)["VersionId"]
+            event = s3_event(key, etag, version_id=version_id)
+        return self.sfn.start_execution(stateMachineArn=self.state_machine_arn, name=name,
+                                        input=json.dumps(event))["executionArn"]
+
+    def ended(self, execution_arn: str, timeout: float = 60) -> dict[str, Any]:
+        """The execution once it is no longer RUNNING."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            execution = self.sfn.describe_execution(executionArn=execution_arn)
+            if execution["status"] != "RUNNING":
+                return execution
+            time.sleep(0.05)
+        raise AssertionError(f"execution {execution_arn} still running after {timeout} s")
+
+    def waiting_for_approval(self, execution_arn: str, timeout: float = 60) -> str:
+        """Until the run waits for a person (ApprovalMode=manual: its task token is stored, mlpipeline.approval):
+        the model package's ARN."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.s3.list_objects_v2(Bucket=BUCKET, Prefix=approval.TOKEN_PREFIX).get("Contents", [])
+            if found:
+                record = json.loads(self.s3.get_object(Bucket=BUCKET, Key=found[0]["Key"])["Body"].read())
+                assert record["execution_arn"] == execution_arn
+                return str(record["model_package_arn"])
+            status = self.sfn.describe_execution(executionArn=execution_arn)["status"]
+            assert status == "RUNNING", f"the run ended ({status}) without waiting for approval"
+            time.sleep(0.05)
+        raise AssertionError("the run never waited for approval")
+
     def run(
         self,
         key: str,
@@ -896,21 +932,8 @@ class PipelineWorld:
         timeout: float = 60,
         event: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Start an execution for an upload of `key` (or with `event` as input) and wait for it to end. The
-        event carries the version S3 gave the latest put of `key`, as S3's own event would."""
-        if event is None:
-            version_id = self.s3.head_object(Bucket=BUCKET, Key=key)["VersionId"]
-            event = s3_event(key, etag, version_id=version_id)
-        arn = self.sfn.start_execution(stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(event))[
-            "executionArn"
-        ]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            execution = self.sfn.describe_execution(executionArn=arn)
-            if execution["status"] != "RUNNING":
-                return execution
-            time.sleep(0.05)
-        raise AssertionError(f"execution {name} still running after {timeout} s")
+        """Start an execution (see `start`) and wait for it to end."""
+        return self.ended(self.start(key, name, etag, event), timeout)
 
     def notifications(self) -> list[str]:
         messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])

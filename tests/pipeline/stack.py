@@ -149,3 +149,25 @@ def s3_event(
             "reason": "PutObject",
         },
     }
+
+
+def _iso(value: Any) -> Any:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if hasattr(value, "strftime") else value
+
+
+def model_package_event(description: dict[str, Any]) -> dict[str, Any]:
+    """The "SageMaker Model Package State Change" event SageMaker sends to EventBridge for a model package, from
+    its DescribeModelPackage answer: the detail is the package's description (the example in
+    https://docs.aws.amazon.com/sagemaker/latest/dg/automating-sagemaker-with-eventbridge.html#eventbridge-model-package)."""
+    detail = {k: _iso(v) for k, v in description.items() if k != "ResponseMetadata"}
+    return {
+        "version": "0",
+        "id": "844e2571-85d4-695f-b930-0153b71dcb42",
+        "detail-type": "SageMaker Model Package State Change",
+        "source": "aws.sagemaker",
+        "account": ACCOUNT,
+        "time": "2026-11-23T12:00:00Z",
+        "region": REGION,
+        "resources": [description["ModelPackageArn"]],
+        "detail": detail,
+    }

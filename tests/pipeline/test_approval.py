@@ -22,7 +22,6 @@ Where the behaviour comes from:
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import iam_model
@@ -36,26 +35,6 @@ MANUAL = {"approval_mode": "manual"}
 
 # ---------------------------------------------------------------------------------------------------
 # The registry's event and the template's rule.
-
-
-def _iso(value: Any) -> Any:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if hasattr(value, "strftime") else value
-
-
-def registry_event(description: dict[str, Any]) -> dict[str, Any]:
-    """The event SageMaker sends for a model package's state change, from its DescribeModelPackage answer."""
-    detail = {k: _iso(v) for k, v in description.items() if k != "ResponseMetadata"}
-    return {
-        "version": "0",
-        "id": "844e2571-85d4-695f-b930-0153b71dcb42",
-        "detail-type": "SageMaker Model Package State Change",
-        "source": "aws.sagemaker",
-        "account": pw.ACCOUNT,
-        "time": "2026-11-23T12:00:00Z",
-        "region": pw.REGION,
-        "resources": [description["ModelPackageArn"]],
-        "detail": detail,
-    }
 
 
 def rule_pattern() -> dict[str, Any]:
@@ -77,12 +56,12 @@ def test_the_rule_takes_this_groups_decisions_only(world: pw.PipelineWorld) -> N
         InferenceSpecification={"Containers": [{"Image": "x"}], "SupportedContentTypes": ["image/jpeg"],
                                 "SupportedResponseMIMETypes": ["application/json"]})
     description = world.sagemaker.describe_model_package(ModelPackageName=package["ModelPackageArn"])
-    assert not rule_matches(registry_event(description))  # pending is no decision
+    assert not rule_matches(pw.model_package_event(description))  # pending is no decision
     for status in ("Approved", "Rejected"):
-        assert rule_matches(registry_event({**description, "ModelApprovalStatus": status}))
+        assert rule_matches(pw.model_package_event({**description, "ModelApprovalStatus": status}))
     other = {**description, "ModelApprovalStatus": "Approved", "ModelPackageGroupName": "someone-elses"}
-    assert not rule_matches(registry_event(other))
-    assert not rule_matches({**registry_event({**description, "ModelApprovalStatus": "Approved"}),
+    assert not rule_matches(pw.model_package_event(other))
+    assert not rule_matches({**pw.model_package_event({**description, "ModelApprovalStatus": "Approved"}),
                              "detail-type": "SageMaker Model State Change"})
 
 
@@ -105,41 +84,13 @@ def test_the_documented_example_event_is_a_decision() -> None:
 
 
 def _start(world: pw.PipelineWorld, name: str, overrides: dict[str, Any]) -> str:
-    key = pw.upload_dataset(world.s3, manifest={"version": name, "overrides": overrides})
-    version_id = world.s3.head_object(Bucket=pw.BUCKET, Key=key)["VersionId"]
-    return world.sfn.start_execution(stateMachineArn=world.state_machine_arn, name=name,
-                                     input=json.dumps(pw.s3_event(key, version_id=version_id)))["executionArn"]
-
-
-def _waiting(world: pw.PipelineWorld, execution_arn: str, timeout: float = 60) -> str:
-    """Until the run waits for a person: the stored token's package ARN."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = world.s3.list_objects_v2(Bucket=pw.BUCKET, Prefix=approval.TOKEN_PREFIX).get("Contents", [])
-        if found:
-            record = json.loads(world.s3.get_object(Bucket=pw.BUCKET, Key=found[0]["Key"])["Body"].read())
-            assert record["execution_arn"] == execution_arn
-            return record["model_package_arn"]
-        status = world.sfn.describe_execution(executionArn=execution_arn)["status"]
-        assert status == "RUNNING", f"the run ended ({status}) without waiting for approval"
-        time.sleep(0.05)
-    raise AssertionError("the run never waited for approval")
-
-
-def _ended(world: pw.PipelineWorld, execution_arn: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        execution = world.sfn.describe_execution(executionArn=execution_arn)
-        if execution["status"] != "RUNNING":
-            return execution
-        time.sleep(0.05)
-    raise AssertionError("the run is still waiting")
+    return world.start(pw.upload_dataset(world.s3, manifest={"version": name, "overrides": overrides}), name)
 
 
 def _decide(world: pw.PipelineWorld, arn: str, status: str, why: str) -> dict[str, Any]:
     """A person runs the command the notification gave; SageMaker's event goes through the rule."""
     world.sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus=status, ApprovalDescription=why)
-    event = registry_event(world.sagemaker.describe_model_package(ModelPackageName=arn))
+    event = pw.model_package_event(world.sagemaker.describe_model_package(ModelPackageName=arn))
     assert rule_matches(event)
     return pw.deliver_event("approval", event)
 
@@ -151,7 +102,7 @@ def _request_notification(world: pw.PipelineWorld) -> str:
 
 def test_approved_by_a_person_the_model_is_deployed(world: pw.PipelineWorld) -> None:
     execution_arn = _start(world, "approve", MANUAL)
-    arn = _waiting(world, execution_arn)
+    arn = world.waiting_for_approval(execution_arn)
     package = world.sagemaker.describe_model_package(ModelPackageName=arn)
     assert package["ModelApprovalStatus"] == "PendingManualApproval"
     assert world.sagemaker.list_endpoints()["Endpoints"] == []  # nothing deployed while it waits
@@ -162,7 +113,7 @@ def test_approved_by_a_person_the_model_is_deployed(world: pw.PipelineWorld) -> 
 
     answer = _decide(world, arn, "Approved", "looks right")
     assert answer["resumed"] == execution_arn and answer["approved"] is True
-    execution = _ended(world, execution_arn)
+    execution = world.ended(execution_arn)
     assert execution["status"] == "SUCCEEDED", execution
     states = world.states_entered(execution_arn)
     assert states[states.index("QualityGate"):states.index("Deploy") + 1] == [
@@ -172,15 +123,15 @@ def test_approved_by_a_person_the_model_is_deployed(world: pw.PipelineWorld) -> 
     assert json.loads(execution["output"])["approval"]["reason"] == "approved in the model registry: looks right"
     # the token is used once: the record is gone, a repeated event resumes nothing
     assert world.s3.list_objects_v2(Bucket=pw.BUCKET, Prefix=approval.TOKEN_PREFIX).get("KeyCount") == 0
-    event = registry_event(world.sagemaker.describe_model_package(ModelPackageName=arn))
+    event = pw.model_package_event(world.sagemaker.describe_model_package(ModelPackageName=arn))
     assert "ignored" in pw.deliver_event("approval", event)
 
 
 def test_rejected_by_a_person_the_model_is_never_deployed(world: pw.PipelineWorld) -> None:
     execution_arn = _start(world, "reject", MANUAL)
-    arn = _waiting(world, execution_arn)
+    arn = world.waiting_for_approval(execution_arn)
     assert _decide(world, arn, "Rejected", "misclassifies terriers")["approved"] is False
-    execution = _ended(world, execution_arn)
+    execution = world.ended(execution_arn)
     assert execution["status"] == "SUCCEEDED", execution
     states = world.states_entered(execution_arn)
     assert "Deploy" not in states and states[-4:] == ["Approved?", "ReportRejected", "NotifyRejected", "ModelRejected"]
@@ -191,8 +142,8 @@ def test_rejected_by_a_person_the_model_is_never_deployed(world: pw.PipelineWorl
 
 def test_no_decision_in_time_rejects_the_package(world: pw.PipelineWorld) -> None:
     execution_arn = _start(world, "expire", {**MANUAL, "approval_timeout_hours": 0.0005})  # 2 s
-    arn = _waiting(world, execution_arn)
-    execution = _ended(world, execution_arn)
+    arn = world.waiting_for_approval(execution_arn)
+    execution = world.ended(execution_arn)
     assert execution["status"] == "SUCCEEDED", execution
     states = world.states_entered(execution_arn)
     assert "Deploy" not in states
@@ -203,7 +154,7 @@ def test_no_decision_in_time_rejects_the_package(world: pw.PipelineWorld) -> Non
     assert world.sagemaker.list_endpoints()["Endpoints"] == []
     assert any("the approval expired" in m for m in world.notifications())
     # the registry's event for the expiry itself, and a late approval, resume nothing
-    assert "ignored" in pw.deliver_event("approval", registry_event(package))
+    assert "ignored" in pw.deliver_event("approval", pw.model_package_event(package))
     assert "ignored" in _decide(world, arn, "Approved", "too late")
     assert world.sagemaker.list_endpoints()["Endpoints"] == []
 
@@ -220,7 +171,7 @@ def test_a_decision_before_the_wait_began_is_not_lost(world: pw.PipelineWorld, m
         pw._running.function = None  # the person's call, not the gate's
         world.sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved",
                                              ApprovalDescription="quick")
-        registry = registry_event(world.sagemaker.describe_model_package(ModelPackageName=arn))
+        registry = pw.model_package_event(world.sagemaker.describe_model_package(ModelPackageName=arn))
         assert "ignored" in pw.deliver_event("approval", registry)  # no run waits yet
         pw._running.function = "quality_gate"
         return answer
@@ -243,7 +194,7 @@ def test_auto_mode_registers_approved_and_never_waits(world: pw.PipelineWorld) -
         "ModelPackageSummaryList"]
     assert summary["ModelApprovalStatus"] == "Approved"
     # the gate's own Approved registration also emits a decision event: nobody waits, nothing happens
-    event = registry_event(world.sagemaker.describe_model_package(ModelPackageName=summary["ModelPackageArn"]))
+    event = pw.model_package_event(world.sagemaker.describe_model_package(ModelPackageName=summary["ModelPackageArn"]))
     assert rule_matches(event) and "ignored" in pw.deliver_event("approval", event)
 
 
@@ -253,7 +204,7 @@ def test_auto_mode_registers_approved_and_never_waits(world: pw.PipelineWorld) -
     ({"approval_timeout_hours": 9000}, "approval_timeout_hours must be > 0 and <= 8760"),
 ])
 def test_validate_refuses_nonsense_before_any_job(world: pw.PipelineWorld, overrides: dict, message: str) -> None:
-    execution = _ended(world, _start(world, "bad", overrides))
+    execution = world.ended(_start(world, "bad", overrides))
     assert execution["status"] == "FAILED"
     history = world.sfn.get_execution_history(executionArn=execution["executionArn"], maxResults=1000)["events"]
     [failed] = [e["executionFailedEventDetails"] for e in history if "executionFailedEventDetails" in e]

@@ -40,6 +40,9 @@ STATE_MACHINE_INPUTS = ["start_execution.json", "s3_manifest_created.json", "red
 # The report reads its execution's history (Step Functions transitions, Lambda time): replayed after an
 # execution of the file's name has run.
 AFTER_ITS_EXECUTION = [("report.json", "report")]
+# ApprovalMode=manual (ApprovalFunction): replayed while a run of this world waits for a person.
+APPROVAL_PATH = [("approval_request.json", "approval"), ("approval_decided.json", "approval"),
+                 ("approval_expire.json", "approval")]
 
 
 def _load(name: str) -> dict:
@@ -56,10 +59,46 @@ def _as_uploaded_here(event: dict, s3) -> dict:
 
 
 def test_every_pipeline_event_file_is_covered() -> None:
-    covered = {name for name, _ in HAPPY_PATH + FAILURE_PATH + REDEPLOY_PATH + AFTER_ITS_EXECUTION}
+    covered = {name for name, _ in HAPPY_PATH + FAILURE_PATH + REDEPLOY_PATH + AFTER_ITS_EXECUTION + APPROVAL_PATH}
     covered |= set(STATE_MACHINE_INPUTS)
     on_disk = {p.name for p in EVENTS.glob("*.json") if not p.name.startswith("inference_")}
     assert on_disk == covered
+
+
+def test_every_pipeline_function_has_an_event_file() -> None:
+    """`sam local invoke <Function> -e events/<file>` works for each of them."""
+    replayed = {folder for _, folder in HAPPY_PATH + FAILURE_PATH + REDEPLOY_PATH + AFTER_ITS_EXECUTION + APPROVAL_PATH}
+    assert replayed == set(pw.FUNCTIONS.values())
+
+
+def _waiting_manual_run(world: pw.PipelineWorld) -> tuple[str, str]:
+    """A run with ApprovalMode=manual waiting for a person; its package is version 1 of the group, as in the
+    world the files came from."""
+    key = pw.upload_dataset(world.s3, manifest={"version": "replay", "overrides": {"approval_mode": "manual"}})
+    arn = world.start(key, "replay-approval")
+    return arn, world.waiting_for_approval(arn)
+
+
+def test_approval_decided_event_resumes_a_waiting_run(world: pw.PipelineWorld) -> None:
+    arn, package = _waiting_manual_run(world)
+    event = _load("approval_decided.json")
+    assert event["detail"]["ModelPackageArn"] == package and event["detail"]["ModelApprovalStatus"] == "Approved"
+    world.sagemaker.update_model_package(ModelPackageArn=package, ModelApprovalStatus="Approved")
+    answer = pw.deliver_event("approval", event)
+    assert answer["resumed"] == arn and answer["approved"]
+    execution = world.ended(arn)
+    assert execution["status"] == "SUCCEEDED" and "Deploy" in world.states_entered(arn)
+
+
+def test_approval_expire_and_request_files_replay(world: pw.PipelineWorld) -> None:
+    arn, package = _waiting_manual_run(world)
+    expire, request = _load("approval_expire.json"), _load("approval_request.json")
+    assert expire["gate"]["model_package_arn"] == request["gate"]["model_package_arn"] == package
+    pw.load_handler("approval").handler(expire, None)
+    assert world.sagemaker.describe_model_package(ModelPackageName=package)["ModelApprovalStatus"] == "Rejected"
+    # the request of a package already decided resumes its (the file's, long gone) wait at once: nothing waits
+    assert "ignored" in pw.load_handler("approval").handler(request, None)
+    world.sfn.stop_execution(executionArn=arn)
 
 
 def test_event_files_replay_through_their_handlers(world: pw.PipelineWorld) -> None:

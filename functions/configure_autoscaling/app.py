@@ -15,6 +15,7 @@ from typing import Any
 import boto3
 from mlpipeline import deployment_requests, drift_alarm, serverless
 from mlpipeline.errors import translate_aws_errors
+from mlpipeline.run_state import RunState
 
 from imgclf import monitoring
 
@@ -46,7 +47,7 @@ def set_drift_threshold(cloudwatch: Any, endpoint_name: str, baseline: dict[str,
 @translate_aws_errors
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     endpoint_name = event["deployment"]["endpoint_name"]
-    settings = event["run"]["settings"]
+    settings = RunState.from_event(event["run"]).settings.as_dict()
     if serverless.is_serverless(settings):
         # Serverless Inference scales its own concurrency: no scalable target, no scaling policy.
         answer: dict[str, Any] = {"resource_id": None, "skipped": "EndpointMode=serverless scales itself"}

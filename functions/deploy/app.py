@@ -17,6 +17,7 @@ import boto3
 from botocore.exceptions import ClientError
 from mlpipeline import aws, deployment_plan, deployment_requests, serverless
 from mlpipeline.errors import EndpointDeploymentFailed, TransientAwsError, error_code, translate_aws_errors
+from mlpipeline.run_state import RunState
 
 # What CreateEndpoint/UpdateEndpoint answer for a config they cannot see: also, for a moment, for the
 # config CreateEndpointConfig has just created (eventual consistency), so that one answer is retried.
@@ -40,7 +41,7 @@ def _using_new_config(call: Any, **request: Any) -> None:
 
 @translate_aws_errors
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    run = event["run"]
+    run = RunState.from_event(event["run"])
     endpoint_name = os.environ["ENDPOINT_NAME"]
     sagemaker = boto3.client("sagemaker")
     autoscaling = boto3.client("application-autoscaling")
@@ -51,17 +52,17 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     if endpoint is not None and endpoint["EndpointStatus"] == "InService":
         live_config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
         live_type = live_config["ProductionVariants"][0].get("InstanceType")  # none when serverless
-        mode_problem = serverless.mode_change_problem(serverless.mode_of(live_config), run["settings"])
+        mode_problem = serverless.mode_change_problem(serverless.mode_of(live_config), run.settings.as_dict())
         if mode_problem:
             raise EndpointDeploymentFailed(f"endpoint {endpoint_name}: {mode_problem}")
     registered = aws.scalable_target_registered(autoscaling, endpoint_name)
     plan = deployment_plan.plan_deployment(
         endpoint,
         live_type,
-        run["settings"]["endpoint_instance_type"],
+        run.settings.endpoint_instance_type,
         registered,
-        run["endpoint_config_name"],
-        run["settings"],
+        run.endpoint_config_name,
+        run.settings.as_dict(),
     )
 
     model = deployment_requests.model_request(run, os.environ["SAGEMAKER_ROLE_ARN"], job)
@@ -90,10 +91,10 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     previous = endpoint["EndpointConfigName"] if endpoint else None
     return {
         "endpoint_name": endpoint_name,
-        "endpoint_config_name": run["endpoint_config_name"],
-        "model_name": run["model_name"],
+        "endpoint_config_name": run.endpoint_config_name,
+        "model_name": run.model_name,
         "action": plan["action"],
         "autoscaling_deregistered": plan["deregister_autoscaling"],
         "exclude_retained": plan["exclude_retained"],
-        "previous_config": previous if previous != run["endpoint_config_name"] else None,
+        "previous_config": previous if previous != run.endpoint_config_name else None,
     }

@@ -13,6 +13,7 @@ import boto3
 from mlpipeline import aws, drift_alarm
 from mlpipeline.deployment_requests import model_package_request
 from mlpipeline.errors import translate_aws_errors
+from mlpipeline.run_state import RunState
 
 from imgclf import gate
 
@@ -28,12 +29,12 @@ def live_accuracy(sagemaker: Any, endpoint_name: str) -> float | None:
 
 @translate_aws_errors
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    run = event["run"]
+    run = RunState.from_event(event["run"])
     sagemaker = boto3.client("sagemaker")
     job = sagemaker.describe_training_job(TrainingJobName=event["training_job_name"])
     decision = gate.decide(
         gate.accuracy_from_final_metrics(job.get("FinalMetricDataList", [])),
-        run["settings"]["quality_threshold"],
+        run.settings.quality_threshold,
         live_accuracy(sagemaker, os.environ["ENDPOINT_NAME"]),
     )
     package = sagemaker.create_model_package(

@@ -15,19 +15,20 @@ import boto3
 from botocore.exceptions import ClientError
 from mlpipeline.errors import error_code, translate_aws_errors
 from mlpipeline.images import debugger_image_uri
+from mlpipeline.run_state import RunState
 from mlpipeline.training_requests import training_job_request, tuned_hyperparameters
 
 
 @translate_aws_errors
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    run = event["run"]
+    run = RunState.from_event(event["run"])
     sagemaker = boto3.client("sagemaker")
     request = training_job_request(
         run,
         os.environ["SAGEMAKER_ROLE_ARN"],
         tuned_hyperparameters(event["best_training_job"]),
         # Only an opted-in stack needs the region's rule-evaluator image (some regions have none).
-        debugger_image_uri(run["region"]) if run["settings"]["enable_sagemaker_debugger"] else None,
+        debugger_image_uri(run.region) if run.settings.enable_sagemaker_debugger else None,
     )
     try:
         answer = sagemaker.create_training_job(**request)
@@ -36,9 +37,9 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         # A retried Lambda attempt whose first try did create the job: carry on with that job.
         if error_code(error) != "ResourceInUse":
             raise
-        arn = sagemaker.describe_training_job(TrainingJobName=run["training_job_name"])["TrainingJobArn"]
+        arn = sagemaker.describe_training_job(TrainingJobName=run.training_job_name)["TrainingJobArn"]
     return {
-        "job_name": run["training_job_name"],
+        "job_name": run.training_job_name,
         "job_arn": arn,
         "hyperparameters": {
             k: request["HyperParameters"][k]

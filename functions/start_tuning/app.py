@@ -21,6 +21,7 @@ import boto3
 from botocore.exceptions import ClientError
 from mlpipeline import feature_sets, polling, resource_tags, training_requests
 from mlpipeline.errors import DuplicateRun, error_code, translate_aws_errors
+from mlpipeline.run_state import RunState
 
 
 def _tags(sagemaker: Any, arn: str) -> list[dict[str, str]]:
@@ -29,14 +30,14 @@ def _tags(sagemaker: Any, arn: str) -> list[dict[str, str]]:
 
 @translate_aws_errors
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    run = event["run"]
+    run = RunState.from_event(event["run"])
     execution_arn = event["execution_arn"]
-    polling.check_run_fits_one_execution(run["settings"], int(event["poll_seconds"]))
+    polling.check_run_fits_one_execution(run.settings.as_dict(), int(event["poll_seconds"]))
     features = event.get("features") or {}
     cached = feature_sets.cached_features_tuning(run, features["feature_set"]) if features.get("ready") else None
     request = training_requests.tuning_job_request(run, os.environ["SAGEMAKER_ROLE_ARN"], execution_arn, cached)
     sagemaker = boto3.client("sagemaker")
-    name = run["tuning_job_name"]
+    name = run.tuning_job_name
     try:
         arn = sagemaker.create_hyper_parameter_tuning_job(**request)["HyperParameterTuningJobArn"]
     except ClientError as error:

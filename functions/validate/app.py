@@ -107,13 +107,13 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         etag=obj.get("ETag"),
     )
     probe = plan(source_key="")
-    status = _already_ran(sagemaker, probe["tuning_job_name"])
+    status = _already_ran(sagemaker, probe.tuning_job_name)
     if status is not None:
         raise DuplicateRun(
-            f"dataset {dataset!r} ({probe['version_token']}) already ran as "
-            f"{probe['tuning_job_name']} (tuning job {status}); change 'version' to run again"
+            f"dataset {dataset!r} ({probe.version_token}) already ran as "
+            f"{probe.tuning_job_name} (tuning job {status}); change 'version' to run again"
         )
     source_key = upload_source_once(s3, bucket, source_dir)
     run = plan(source_key=source_key)
-    logger.info("run %s for dataset %s (%s)", run["run_id"], dataset, run["version_token"])
-    return run
+    logger.info("run %s for dataset %s (%s)", run.run_id, dataset, run.version_token)
+    return run.to_dict()

@@ -41,6 +41,7 @@ from moto.sagemaker import models as sm_models
 from moto.sagemaker.exceptions import ResourceInUseException, SagemakerClientError, ValidationError
 from moto.sagemaker.responses import SageMakerResponse
 from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
+from samtranslator.plugins.globals.globals import Globals
 from samtranslator.yaml_helper import yaml_parse
 
 REPO = Path(__file__).resolve().parents[2]
@@ -112,6 +113,14 @@ def lambda_environment(topic_arn: str = "") -> dict[str, str]:
 
 def template() -> dict[str, Any]:
     return yaml_parse(TEMPLATE_PATH.read_text())
+
+
+def function_properties(template: dict[str, Any], logical_id: str) -> dict[str, Any]:
+    """A function's Properties as SAM deploys it: the template's Globals merged in by SAM's own code
+    (samtranslator's Globals plugin; a function's own value wins, lists such as Layers add up)."""
+    return Globals(copy.deepcopy(template)).merge(
+        "AWS::Serverless::Function", copy.deepcopy(template["Resources"][logical_id]["Properties"]), logical_id
+    )
 
 
 def parameter_defaults() -> dict[str, str]:

@@ -141,7 +141,8 @@ def test_every_substitution_is_defined_used_and_every_function_exists() -> None:
         assert machine["DefinitionSubstitutions"][substitution] == {"Fn::GetAtt": [logical_id, "Arn"]}
         assert logical_id in invoke_allowed, f"the state machine may not invoke {logical_id}"
         code = pw.REPO / resource["Properties"]["CodeUri"] / "app.py"
-        assert resource["Properties"]["Handler"] == "app.handler" and "def handler(" in code.read_text()
+        handler = pw.function_properties(template, logical_id)["Handler"]
+        assert handler == "app.handler" and "def handler(" in code.read_text()
         assert pw.FUNCTIONS[logical_id] == Path(resource["Properties"]["CodeUri"]).name
     assert {f"{fn}Arn" for fn in pw.FUNCTIONS} == task_functions
 

@@ -10,14 +10,31 @@ Input {"run", "training_job_name", "gate"}; output {"endpoint_name", "endpoint_c
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
+from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
-from mlpipeline import aws, deployment_plan, deployment_requests, serverless
+from mlpipeline import aws, deployment_plan, deployment_requests, function_env, serverless
 from mlpipeline.errors import EndpointDeploymentFailed, TransientAwsError, error_code, translate_aws_errors
 from mlpipeline.run_state import RunState
+
+logger = Logger(service="deploy")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What template.yaml puts in this function's environment (read once, at import)."""
+
+    endpoint_name: str
+    sagemaker_role_arn: str
+    errors_alarm_name: str
+    latency_alarm_name: str
+
+
+ENVIRONMENT = function_env.from_environ(Environment)
+
 
 # What CreateEndpoint/UpdateEndpoint answer for a config they cannot see: also, for a moment, for the
 # config CreateEndpointConfig has just created (eventual consistency), so that one answer is retried.
@@ -42,7 +59,8 @@ def _using_new_config(call: Any, **request: Any) -> None:
 @translate_aws_errors
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     run = RunState.from_event(event["run"])
-    endpoint_name = os.environ["ENDPOINT_NAME"]
+    logger.append_keys(run_id=run.run_id)
+    endpoint_name = ENVIRONMENT.endpoint_name
     sagemaker = boto3.client("sagemaker")
     autoscaling = boto3.client("application-autoscaling")
 
@@ -65,7 +83,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         run.settings.as_dict(),
     )
 
-    model = deployment_requests.model_request(run, os.environ["SAGEMAKER_ROLE_ARN"], job)
+    model = deployment_requests.model_request(run, ENVIRONMENT.sagemaker_role_arn, job)
     aws.create_once(sagemaker.create_model, **model)
     aws.create_once(
         sagemaker.create_endpoint_config,
@@ -83,12 +101,14 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     elif plan["action"] in ("create", "recreate"):
         _using_new_config(sagemaker.create_endpoint, **deployment_requests.create_endpoint_request(endpoint_name, run))
     else:
-        alarms = [os.environ["ERRORS_ALARM_NAME"], os.environ["LATENCY_ALARM_NAME"]]
+        alarms = [ENVIRONMENT.errors_alarm_name, ENVIRONMENT.latency_alarm_name]
         update = deployment_requests.update_endpoint_request(
             endpoint_name, run, alarms, plan["exclude_retained"], plan["fleet"]
         )
         _using_new_config(sagemaker.update_endpoint, **update)
     previous = endpoint["EndpointConfigName"] if endpoint else None
+    logger.info("endpoint deployment", extra={"action": plan["action"], "endpoint_name": endpoint_name,
+                                              "endpoint_config_name": run.endpoint_config_name})
     return {
         "endpoint_name": endpoint_name,
         "endpoint_config_name": run.endpoint_config_name,

@@ -18,18 +18,27 @@ collect (after the job completed): the manifest must now be there; else Features
 
 from __future__ import annotations
 
-import logging
-import os
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
+from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
-from mlpipeline import feature_sets, resource_tags, training_requests
+from mlpipeline import feature_sets, function_env, resource_tags, training_requests
 from mlpipeline.errors import DuplicateRun, FeaturesMissing, error_code, translate_aws_errors
 from mlpipeline.run_state import RunState
 
-logger = logging.getLogger()
-logger.setLevel(logging.INFO)
+logger = Logger(service="prepare-features")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What template.yaml puts in this function's environment (read once, at import)."""
+
+    sagemaker_role_arn: str
+
+
+ENVIRONMENT = function_env.from_environ(Environment)
 
 
 def _listing(s3: Any, run: RunState) -> dict[str, tuple[str, list[dict[str, Any]]]]:
@@ -58,7 +67,7 @@ def _tags(sagemaker: Any, arn: str) -> list[dict[str, str]]:
 
 
 def start_extraction(sagemaker: Any, run: RunState, feature_set: str, execution_arn: str) -> str:
-    role_arn = os.environ["SAGEMAKER_ROLE_ARN"]
+    role_arn = ENVIRONMENT.sagemaker_role_arn
     request = training_requests.extraction_job_request(run, role_arn, feature_set, execution_arn)
     name = request["TrainingJobName"]
     try:
@@ -84,6 +93,7 @@ def _answer(run: RunState, feature_set: str, ready: bool, reused: bool, job_name
 @translate_aws_errors
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     run, phase = RunState.from_event(event["run"]), event["phase"]
+    logger.append_keys(run_id=run.run_id)
     s3 = boto3.client("s3")
     if phase == "collect":
         features = event["features"]

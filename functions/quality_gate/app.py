@@ -6,16 +6,30 @@ Input {"run", "training_job_name"}; output {"passed", "reason", "test_accuracy",
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
-from mlpipeline import aws, drift_alarm
+from aws_lambda_powertools import Logger
+from mlpipeline import aws, drift_alarm, function_env
 from mlpipeline.deployment_requests import model_package_request
 from mlpipeline.errors import translate_aws_errors
 from mlpipeline.run_state import RunState
 
 from imgclf import gate
+
+logger = Logger(service="quality-gate")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What template.yaml puts in this function's environment (read once, at import)."""
+
+    endpoint_name: str
+    model_package_group_name: str
+
+
+ENVIRONMENT = function_env.from_environ(Environment)
 
 
 def live_accuracy(sagemaker: Any, endpoint_name: str) -> float | None:
@@ -30,16 +44,18 @@ def live_accuracy(sagemaker: Any, endpoint_name: str) -> float | None:
 @translate_aws_errors
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     run = RunState.from_event(event["run"])
+    logger.append_keys(run_id=run.run_id)
     sagemaker = boto3.client("sagemaker")
     job = sagemaker.describe_training_job(TrainingJobName=event["training_job_name"])
     decision = gate.decide(
         gate.accuracy_from_final_metrics(job.get("FinalMetricDataList", [])),
         run.settings.quality_threshold,
-        live_accuracy(sagemaker, os.environ["ENDPOINT_NAME"]),
+        live_accuracy(sagemaker, ENVIRONMENT.endpoint_name),
     )
     package = sagemaker.create_model_package(
-        **model_package_request(run, os.environ["MODEL_PACKAGE_GROUP_NAME"], job, decision)
+        **model_package_request(run, ENVIRONMENT.model_package_group_name, job, decision)
     )
     # The candidate's validation baseline (training metrics), for the confidence-drift alarm once deployed.
     baseline = drift_alarm.baseline_from_final_metrics(job.get("FinalMetricDataList", []))
+    logger.info("quality gate", extra={**decision.as_dict(), "model_package_arn": package["ModelPackageArn"]})
     return {**decision.as_dict(), "model_package_arn": package["ModelPackageArn"], "prediction_baseline": baseline}

@@ -21,6 +21,7 @@ import copy
 import importlib.util
 import io
 import json
+import os
 import sys
 import tarfile
 import threading
@@ -58,6 +59,8 @@ BUCKET = "imgclf-data-example"
 PREFIX = "imgclf"
 ENDPOINT = "imgclf-classifier"
 TOPIC = "imgclf-notifications"
+# What moto (and SNS) name the topic CreateTopic makes in this world.
+TOPIC_ARN = f"arn:aws:sns:{REGION}:{ACCOUNT}:{TOPIC}"
 STATE_MACHINE = "imgclf-pipeline"
 DATASET = "dogImages"
 MODEL_PACKAGE_GROUP = f"{PREFIX}-models"
@@ -91,7 +94,18 @@ def load_handler(folder: str) -> ModuleType:
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    # A handler reads its environment once, at import (mlpipeline.function_env), as at a Lambda cold start:
+    # this world's, which template.yaml gives the functions, whichever test imports it first.
+    saved = dict(os.environ)
+    os.environ.update(lambda_environment(topic_arn=TOPIC_ARN))
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     return module
 
 

@@ -253,6 +253,7 @@ def test_sam_build_and_validate_offline(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     layer = build_dir / "PipelineLayer"
     assert (layer / "python" / "mlpipeline" / "training_requests.py").exists()
+    assert (layer / "python" / "aws_lambda_powertools" / "logging" / "logger.py").exists()  # every handler logs with it
     assert (layer / "python" / "mlpipeline" / "image_uris.json").exists()
     assert (layer / "python" / "imgclf" / "contract.py").exists()
     assert (layer / "training-source" / "train.py").exists()

@@ -8,6 +8,7 @@
   request (resource_tags, feature_sets and debugger_config hold the parts they share or delegate).
 - job_progress: whether a tuning job, training job or endpoint is done, from its Describe* answer.
 - deployment_plan: create, update or resume the endpoint, and what to undo after a failure.
+- function_env: a handler's environment, read once at import into a frozen dataclass.
 - errors: the error names the state machine retries or catches, and the AWS-error translation.
 - teardown: what the StackTeardown custom resource removes when the stack is deleted, and in which order.
 - custom_resource: the CloudFormation custom resource protocol (request checks, the answer's JSON).

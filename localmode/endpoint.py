@@ -8,14 +8,13 @@ UpdateEndpoint) and `python -m localmode stop` stops it.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import botocore.session
 
 from imgclf import smoke_check
-from localmode.supervisor import ping, start_background, stop_process_group
+from localmode.supervisor import ping, running, start_background, stop_server
 
 ENDPOINT_RECORD = "endpoint.json"
 
@@ -33,11 +32,7 @@ class LocalEndpoint:
     log_path: str
 
     def is_alive(self) -> bool:
-        try:
-            os.kill(self.pid, 0)
-        except OSError:
-            return False
-        return ping(self.url)
+        return running(self.pid) and ping(self.url)
 
 
 def read_record(runs_dir: Path) -> LocalEndpoint | None:
@@ -47,21 +42,12 @@ def read_record(runs_dir: Path) -> LocalEndpoint | None:
     return LocalEndpoint(**json.loads(path.read_text()))
 
 
-def _running(pid: int) -> bool:
-    """Whether `pid` still exists (the recorded server is not this process's child: no wait() for it)."""
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
 def stop(runs_dir: Path) -> LocalEndpoint | None:
     """Stop the recorded endpoint (if it still runs) and forget it. Returns what was stopped."""
     record = read_record(runs_dir)
     if record is None:
         return None
-    stop_process_group(record.pid, 15, exited=lambda: not _running(record.pid))
+    stop_server(record.pid, timeout=15)
     (runs_dir / ENDPOINT_RECORD).unlink(missing_ok=True)
     return record
 

@@ -1,8 +1,8 @@
 """Process supervision for the local endpoint (localmode/server.py): start `python -m localmode.server` in the
-background in its own process group, wait for /ping, and stop the group (SIGTERM, then SIGKILL), for the
-server this process started (BackgroundServer) and for one a previous command recorded (localmode.endpoint).
+background in its own process group, wait for /ping, and stop the group (SIGTERM, then SIGKILL) with one
+function, `stop_server`, whether this process started the server (BackgroundServer) or a previous command
+did and recorded its pid (localmode.endpoint).
 """
-
 from __future__ import annotations
 
 import contextlib
@@ -14,11 +14,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from localmode.server import DEFAULT_HOST, DEFAULT_REQUEST_TIMEOUT_S, DEFAULT_WORKERS
+from localmode.app import DEFAULT_REQUEST_TIMEOUT_S
+from localmode.server import DEFAULT_HOST, DEFAULT_WORKERS
 
 
 def free_port(host: str = DEFAULT_HOST) -> int:
@@ -35,17 +35,38 @@ def ping(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def stop_process_group(pid: int, timeout: float, exited: Callable[[], bool]) -> None:
+def running(pid: int) -> bool:
+    """Whether `pid` still exists (a recorded server is not this process's child: no wait() for it)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def stop_server(pid: int, timeout: float = 20.0, process: subprocess.Popen[bytes] | None = None) -> int | None:
     """Stop a server started by `start_background` (the leader of its own process group, with its workers):
-    SIGTERM (graceful: in-flight requests finish), SIGKILL once `exited()` is still false after `timeout`."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while not exited() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if not exited():
+    SIGTERM (graceful: in-flight requests finish), SIGKILL when it has not exited after `timeout`.
+
+    `process`: the server's Popen when this process started it; it is then waited for and its exit code
+    returned. Without it (a server a previous command recorded, not our child) the pid is watched and the
+    answer is None."""
+    def exited() -> bool:
+        return process.poll() is not None if process is not None else not running(pid)
+
+    # A recorded leader that is gone may leave workers in its group: the group is signalled all the same.
+    if process is None or process.poll() is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while not exited() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not exited():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+    if process is None:
+        return None
+    return process.wait(5)
 
 
 @dataclass
@@ -57,10 +78,8 @@ class BackgroundServer:
     log_path: Path | None
 
     def stop(self, timeout: float = 20.0) -> int:
-        """SIGTERM (graceful: in-flight requests finish), SIGKILL after `timeout`. Returns the exit code."""
-        if self.process.poll() is None:
-            stop_process_group(self.process.pid, timeout, exited=lambda: self.process.poll() is not None)
-            self.process.wait(5)
+        """stop_server on this server. Returns its exit code."""
+        stop_server(self.process.pid, timeout, self.process)
         return int(self.process.returncode)
 
     def __enter__(self) -> BackgroundServer:

@@ -12,18 +12,29 @@ Output: the decision ({"status", "model_package_arn", "reason", "approved"}) or 
 from __future__ import annotations
 
 import json
-import logging
-import os
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
+from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
-from mlpipeline import approval, aws
+from mlpipeline import approval, aws, function_env
 from mlpipeline.errors import error_code, translate_aws_errors
 from mlpipeline.notifications import compose
+from mlpipeline.run_state import RunState
 
-logger = logging.getLogger()
-logger.setLevel(logging.INFO)
+logger = Logger(service="approval")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What template.yaml puts in this function's environment (read once, at import)."""
+
+    data_bucket: str
+    notification_topic_arn: str
+
+
+ENVIRONMENT = function_env.from_environ(Environment)
 # SendTaskSuccess's answers for a wait that is over: it timed out (and ExpireApproval rejected the
 # package), its execution was stopped, or the token was already used (API_SendTaskSuccess.html).
 _WAIT_OVER = ("TaskTimedOut", "TaskDoesNotExist", "InvalidToken")
@@ -46,14 +57,15 @@ def _resume_once(s3: Any, bucket: str, key: str, record: dict[str, Any], decisio
 
 
 def request(event: dict[str, Any]) -> dict[str, Any]:
-    run, gate = event["run"], event["gate"]
+    run, gate = RunState.from_event(event["run"]), event["gate"]
+    logger.append_keys(run_id=run.run_id)
     arn = gate["model_package_arn"]
     s3, key = boto3.client("s3"), approval.token_key(arn)
     record = {"task_token": event["task_token"], "execution_arn": event["execution_arn"]}
     s3.put_object(
-        Bucket=run["bucket"],
+        Bucket=run.bucket,
         Key=key,
-        Body=approval.token_record(event["task_token"], arn, event["execution_arn"], run["run_id"]),
+        Body=approval.token_record(event["task_token"], arn, event["execution_arn"], run.run_id),
         ContentType="application/json",
     )
     # Decided before the token was stored? Its event found no token: resume now (mlpipeline.approval).
@@ -61,10 +73,10 @@ def request(event: dict[str, Any]) -> dict[str, Any]:
     early = approval.decision_from_description(package)
     if early is not None:
         logger.info("model package %s was %s before the wait began", arn, early.status)
-        return _resume_once(s3, run["bucket"], key, record, early)
-    subject, body = compose("approval_requested", {"run": run, "gate": gate})
-    boto3.client("sns").publish(TopicArn=os.environ["NOTIFICATION_TOPIC_ARN"], Subject=subject, Message=body)
-    logger.info("model package %s waits for approval; token at s3://%s/%s", arn, run["bucket"], key)
+        return _resume_once(s3, run.bucket, key, record, early)
+    subject, body = compose("approval_requested", {"run": event["run"], "gate": gate})
+    boto3.client("sns").publish(TopicArn=ENVIRONMENT.notification_topic_arn, Subject=subject, Message=body)
+    logger.info("model package %s waits for approval; token at s3://%s/%s", arn, run.bucket, key)
     return {"token_s3_key": key}
 
 
@@ -74,7 +86,7 @@ def resume(event: dict[str, Any]) -> dict[str, Any]:
         logger.info("not a model package decision: %s", event.get("detail-type"))
         return {"ignored": "not a decision"}
     s3 = boto3.client("s3")
-    bucket, key = os.environ["DATA_BUCKET"], approval.token_key(decision.model_package_arn)
+    bucket, key = ENVIRONMENT.data_bucket, approval.token_key(decision.model_package_arn)
     stored = aws.describe_or_none(s3.get_object, Bucket=bucket, Key=key)
     if stored is None:
         # A package no run waits for: registered Approved/Rejected by the gate itself, decided again, or
@@ -85,10 +97,11 @@ def resume(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def expire(event: dict[str, Any]) -> dict[str, Any]:
-    run, arn = event["run"], event["gate"]["model_package_arn"]
-    decision = approval.expiry(arn, run["settings"]["approval_timeout_hours"])
+    run, arn = RunState.from_event(event["run"]), event["gate"]["model_package_arn"]
+    logger.append_keys(run_id=run.run_id)
+    decision = approval.expiry(arn, run.settings.approval_timeout_hours)
     boto3.client("sagemaker").update_model_package(**approval.expiry_request(decision))
-    boto3.client("s3").delete_object(Bucket=run["bucket"], Key=approval.token_key(arn))
+    boto3.client("s3").delete_object(Bucket=run.bucket, Key=approval.token_key(arn))
     logger.info("model package %s: %s", arn, decision.reason)
     return decision.as_dict()
 

@@ -6,23 +6,39 @@ Output {"actions": [{"action", "name"}]} (what was done).
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
-from mlpipeline import aws, deployment_plan, deployment_requests
+from aws_lambda_powertools import Logger
+from mlpipeline import aws, deployment_plan, deployment_requests, function_env
 from mlpipeline.errors import translate_aws_errors
+from mlpipeline.run_state import RunState
+
+logger = Logger(service="cleanup")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What template.yaml puts in this function's environment (read once, at import)."""
+
+    endpoint_name: str
+
+
+ENVIRONMENT = function_env.from_environ(Environment)
 
 
 @translate_aws_errors
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     state = event["state"]
-    run = state.get("run")
-    if not isinstance(run, dict) or "run_id" not in run:
+    logger.append_keys(run_id=None)  # until the state names one (a warm start may carry the last run's)
+    if not isinstance(state.get("run"), dict) or "run_id" not in state["run"]:
         return {"actions": []}  # failed before anything was created
+    run = RunState.from_event(state["run"])
+    logger.append_keys(run_id=run.run_id)
     sagemaker = boto3.client("sagemaker")
     autoscaling = boto3.client("application-autoscaling")
-    endpoint_name = os.environ["ENDPOINT_NAME"]
+    endpoint_name = ENVIRONMENT.endpoint_name
     # PrepareFeatures' answer names the extraction job it started (None when it reused a feature set).
     extraction_job = (state.get("features") or {}).get("job_name")
     started_tuning = "tuning" in state
@@ -32,16 +48,16 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     actions = deployment_plan.plan_cleanup(
         run,
         tuning=_describe(
-            sagemaker.describe_hyper_parameter_tuning_job, HyperParameterTuningJobName=run["tuning_job_name"]
+            sagemaker.describe_hyper_parameter_tuning_job, HyperParameterTuningJobName=run.tuning_job_name
         )
         if started_tuning
         else None,
-        training=_describe(sagemaker.describe_training_job, TrainingJobName=run["training_job_name"])
+        training=_describe(sagemaker.describe_training_job, TrainingJobName=run.training_job_name)
         if started_training
         else None,
         endpoint=_describe(sagemaker.describe_endpoint, EndpointName=endpoint_name),
-        model_exists=_describe(sagemaker.describe_model, ModelName=run["model_name"]) is not None,
-        config_exists=_describe(sagemaker.describe_endpoint_config, EndpointConfigName=run["endpoint_config_name"])
+        model_exists=_describe(sagemaker.describe_model, ModelName=run.model_name) is not None,
+        config_exists=_describe(sagemaker.describe_endpoint_config, EndpointConfigName=run.endpoint_config_name)
         is not None,
         # The gate passed, so Deploy ran (at least in part): it may have deregistered autoscaling
         # before it failed, and then never returned its output.
@@ -56,7 +72,8 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         if aws.sagemaker_action(sagemaker, action, name):
             continue
         if action == "register_autoscaling":
-            target = deployment_requests.register_scalable_target_request(name, run["settings"])
-            autoscaling.register_scalable_target(**target)
-            autoscaling.put_scaling_policy(**deployment_requests.scaling_policy_request(name, run["settings"]))
+            settings = run.settings.as_dict()
+            autoscaling.register_scalable_target(**deployment_requests.register_scalable_target_request(name, settings))
+            autoscaling.put_scaling_policy(**deployment_requests.scaling_policy_request(name, settings))
+    logger.info("cleaned up", extra={"actions": actions})
     return {"actions": actions}

@@ -9,14 +9,29 @@ Input {"run", "deployment", "gate"}; output {"resource_id", "min_capacity", "max
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
-from mlpipeline import deployment_requests, drift_alarm, serverless
+from aws_lambda_powertools import Logger
+from mlpipeline import deployment_requests, drift_alarm, function_env, serverless
 from mlpipeline.errors import translate_aws_errors
+from mlpipeline.run_state import RunState
 
 from imgclf import monitoring
+
+logger = Logger(service="configure-autoscaling")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What template.yaml puts in this function's environment (read once, at import)."""
+
+    endpoint_name: str
+    notification_topic_arn: str
+
+
+ENVIRONMENT = function_env.from_environ(Environment)
 
 
 def configure(autoscaling: Any, endpoint_name: str, settings: dict[str, Any]) -> dict[str, Any]:
@@ -46,7 +61,9 @@ def set_drift_threshold(cloudwatch: Any, endpoint_name: str, baseline: dict[str,
 @translate_aws_errors
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     endpoint_name = event["deployment"]["endpoint_name"]
-    settings = event["run"]["settings"]
+    run = RunState.from_event(event["run"])
+    logger.append_keys(run_id=run.run_id)
+    settings = run.settings.as_dict()
     if serverless.is_serverless(settings):
         # Serverless Inference scales its own concurrency: no scalable target, no scaling policy.
         answer: dict[str, Any] = {"resource_id": None, "skipped": "EndpointMode=serverless scales itself"}
@@ -54,5 +71,6 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         answer = configure(boto3.client("application-autoscaling"), endpoint_name, settings)
     answer["drift_alarm"] = set_drift_threshold(
         boto3.client("cloudwatch"), endpoint_name, (event.get("gate") or {}).get("prediction_baseline"),
-        os.environ["NOTIFICATION_TOPIC_ARN"])
+        ENVIRONMENT.notification_topic_arn)
+    logger.info("autoscaling", extra=answer)
     return answer

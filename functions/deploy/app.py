@@ -13,13 +13,31 @@ Input {"run", "gate"}; output {"endpoint_name", "endpoint_config_name", "model_n
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
+from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
-from mlpipeline import aws, deployment_plan, deployment_requests, serverless
+from mlpipeline import aws, deployment_plan, deployment_requests, function_env, serverless
 from mlpipeline.errors import EndpointDeploymentFailed, TransientAwsError, error_code, translate_aws_errors
+from mlpipeline.run_state import RunState
+
+logger = Logger(service="deploy")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What template.yaml puts in this function's environment (read once, at import)."""
+
+    endpoint_name: str
+    sagemaker_role_arn: str
+    errors_alarm_name: str
+    latency_alarm_name: str
+
+
+ENVIRONMENT = function_env.from_environ(Environment)
+
 
 # What CreateEndpoint/UpdateEndpoint answer for a config they cannot see: also, for a moment, for the
 # config CreateEndpointConfig has just created (eventual consistency), so that one answer is retried.
@@ -43,8 +61,9 @@ def _using_new_config(call: Any, **request: Any) -> None:
 
 @translate_aws_errors
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    run = event["run"]
-    endpoint_name = os.environ["ENDPOINT_NAME"]
+    run = RunState.from_event(event["run"])
+    logger.append_keys(run_id=run.run_id)
+    endpoint_name = ENVIRONMENT.endpoint_name
     sagemaker = boto3.client("sagemaker")
     autoscaling = boto3.client("application-autoscaling")
 
@@ -53,20 +72,20 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     if endpoint is not None and endpoint["EndpointStatus"] == "InService":
         live_config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
         live_type = live_config["ProductionVariants"][0].get("InstanceType")  # none when serverless
-        mode_problem = serverless.mode_change_problem(serverless.mode_of(live_config), run["settings"])
+        mode_problem = serverless.mode_change_problem(serverless.mode_of(live_config), run.settings.as_dict())
         if mode_problem:
             raise EndpointDeploymentFailed(f"endpoint {endpoint_name}: {mode_problem}")
     registered = aws.scalable_target_registered(autoscaling, endpoint_name)
     plan = deployment_plan.plan_deployment(
         endpoint,
         live_type,
-        run["settings"]["endpoint_instance_type"],
+        run.settings.endpoint_instance_type,
         registered,
-        run["endpoint_config_name"],
-        run["settings"],
+        run.endpoint_config_name,
+        run.settings.as_dict(),
     )
 
-    model = deployment_requests.model_request(run, os.environ["SAGEMAKER_ROLE_ARN"], event["gate"]["model_data_url"])
+    model = deployment_requests.model_request(run, ENVIRONMENT.sagemaker_role_arn, event["gate"]["model_data_url"])
     aws.create_once(sagemaker.create_model, **model)
     aws.create_once(
         sagemaker.create_endpoint_config,
@@ -84,18 +103,20 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     elif plan["action"] in ("create", "recreate"):
         _using_new_config(sagemaker.create_endpoint, **deployment_requests.create_endpoint_request(endpoint_name, run))
     else:
-        alarms = [os.environ["ERRORS_ALARM_NAME"], os.environ["LATENCY_ALARM_NAME"]]
+        alarms = [ENVIRONMENT.errors_alarm_name, ENVIRONMENT.latency_alarm_name]
         update = deployment_requests.update_endpoint_request(
             endpoint_name, run, alarms, plan["exclude_retained"], plan["fleet"]
         )
         _using_new_config(sagemaker.update_endpoint, **update)
     previous = endpoint["EndpointConfigName"] if endpoint else None
+    logger.info("endpoint deployment", extra={"action": plan["action"], "endpoint_name": endpoint_name,
+                                              "endpoint_config_name": run.endpoint_config_name})
     return {
         "endpoint_name": endpoint_name,
-        "endpoint_config_name": run["endpoint_config_name"],
-        "model_name": run["model_name"],
+        "endpoint_config_name": run.endpoint_config_name,
+        "model_name": run.model_name,
         "action": plan["action"],
         "autoscaling_deregistered": plan["deregister_autoscaling"],
         "exclude_retained": plan["exclude_retained"],
-        "previous_config": previous if previous != run["endpoint_config_name"] else None,
+        "previous_config": previous if previous != run.endpoint_config_name else None,
     }

@@ -16,9 +16,13 @@ from __future__ import annotations
 from typing import Any
 
 import boto3
+from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError, ConnectionError, ReadTimeoutError
 from mlpipeline import job_progress, polling
 from mlpipeline.errors import THROTTLING_CODES, TRANSIENT_CODES, error_code, translate_aws_errors
+
+logger = Logger(service="describe-job")
+
 
 KINDS = ("tuning", "training", "extraction", "endpoint")
 
@@ -37,6 +41,8 @@ def _progress(sagemaker: Any, event: dict[str, Any]) -> dict[str, Any]:
 @translate_aws_errors
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     kind, name = event["kind"], event["name"]
+    # The ASL hands this state the job's name and the run's settings, not the run: the job names it.
+    logger.append_keys(kind=kind, job_name=name)
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}: expected one of {KINDS}")
     try:
@@ -50,4 +56,5 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     poll = polling.next_poll(
         kind, name, progress, event["poll"], event["settings"], int(event["poll_seconds"])
     )
+    logger.info("status", extra={"done": progress["done"], "status": progress["status"]})
     return {**progress, "poll": poll}

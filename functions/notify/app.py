@@ -4,18 +4,34 @@ Input {"outcome", "state"}; output {"message_id", "subject"}."""
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
+from aws_lambda_powertools import Logger
+from mlpipeline import function_env
 from mlpipeline.errors import translate_aws_errors
 from mlpipeline.notifications import compose
+
+logger = Logger(service="notify")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What template.yaml puts in this function's environment (read once, at import)."""
+
+    notification_topic_arn: str
+
+
+ENVIRONMENT = function_env.from_environ(Environment)
 
 
 @translate_aws_errors
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    logger.append_keys(run_id=(event["state"].get("run") or {}).get("run_id"))  # none when Validate failed
     subject, body = compose(event["outcome"], event["state"])
     answer = boto3.client("sns").publish(
-        TopicArn=os.environ["NOTIFICATION_TOPIC_ARN"], Subject=subject, Message=body
+        TopicArn=ENVIRONMENT.notification_topic_arn, Subject=subject, Message=body
     )
+    logger.info("notified", extra={"subject": subject, "message_id": answer["MessageId"]})
     return {"message_id": answer["MessageId"], "subject": subject}

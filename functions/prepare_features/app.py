@@ -18,26 +18,36 @@ collect (after the job completed): the manifest must now be there; else Features
 
 from __future__ import annotations
 
-import logging
-import os
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
+from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
-from mlpipeline import feature_sets, resource_tags, training_requests
+from mlpipeline import feature_sets, function_env, resource_tags, training_requests
 from mlpipeline.errors import DuplicateRun, FeaturesMissing, error_code, translate_aws_errors
+from mlpipeline.run_state import RunState
 
-logger = logging.getLogger()
-logger.setLevel(logging.INFO)
+logger = Logger(service="prepare-features")
 
 
-def _listing(s3: Any, run: dict[str, Any]) -> dict[str, tuple[str, list[dict[str, Any]]]]:
+@dataclass(frozen=True)
+class Environment:
+    """What template.yaml puts in this function's environment (read once, at import)."""
+
+    sagemaker_role_arn: str
+
+
+ENVIRONMENT = function_env.from_environ(Environment)
+
+
+def _listing(s3: Any, run: RunState) -> dict[str, tuple[str, list[dict[str, Any]]]]:
     """{split: (its key prefix, every object under it)} of the run's dataset."""
-    base = run["dataset_s3_uri"].removeprefix(f"s3://{run['bucket']}/")
+    base = run.dataset_s3_uri.removeprefix(f"s3://{run.bucket}/")
     out = {}
-    for split, folder in run["splits"].items():
+    for split, folder in run.splits.items():
         prefix = f"{base}{folder}/"
-        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=run["bucket"], Prefix=prefix)
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=run.bucket, Prefix=prefix)
         out[split] = (prefix, [obj for page in pages for obj in page.get("Contents", [])])
     return out
 
@@ -56,8 +66,8 @@ def _tags(sagemaker: Any, arn: str) -> list[dict[str, str]]:
     return [tag for page in sagemaker.get_paginator("list_tags").paginate(ResourceArn=arn) for tag in page["Tags"]]
 
 
-def start_extraction(sagemaker: Any, run: dict[str, Any], feature_set: str, execution_arn: str) -> str:
-    role_arn = os.environ["SAGEMAKER_ROLE_ARN"]
+def start_extraction(sagemaker: Any, run: RunState, feature_set: str, execution_arn: str) -> str:
+    role_arn = ENVIRONMENT.sagemaker_role_arn
     request = training_requests.extraction_job_request(run, role_arn, feature_set, execution_arn)
     name = request["TrainingJobName"]
     try:
@@ -75,27 +85,28 @@ def start_extraction(sagemaker: Any, run: dict[str, Any], feature_set: str, exec
     return name
 
 
-def _answer(run: dict[str, Any], feature_set: str, ready: bool, reused: bool, job_name: str | None) -> dict[str, Any]:
+def _answer(run: RunState, feature_set: str, ready: bool, reused: bool, job_name: str | None) -> dict[str, Any]:
     return {"ready": ready, "feature_set": feature_set, "s3_uri": feature_sets.feature_set_s3_uri(run, feature_set),
             "reused": reused, "job_name": job_name}
 
 
 @translate_aws_errors
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    run, phase = event["run"], event["phase"]
+    run, phase = RunState.from_event(event["run"]), event["phase"]
+    logger.append_keys(run_id=run.run_id)
     s3 = boto3.client("s3")
     if phase == "collect":
         features = event["features"]
-        if not feature_set_exists(s3, run["bucket"], features["feature_set"]):
+        if not feature_set_exists(s3, run.bucket, features["feature_set"]):
             raise FeaturesMissing(
-                f"extraction job {features['job_name']} completed, but s3://{run['bucket']}/"
+                f"extraction job {features['job_name']} completed, but s3://{run.bucket}/"
                 f"{feature_sets.feature_set_manifest_key(features['feature_set'])} is missing (see the job's log)"
             )
         return {**features, "ready": True}
     if phase != "start":
         raise ValueError(f"unknown phase {phase!r}: expected start or collect")
     feature_set = feature_sets.feature_set_id(run, feature_sets.dataset_content_digest(_listing(s3, run)))
-    if feature_set_exists(s3, run["bucket"], feature_set):
+    if feature_set_exists(s3, run.bucket, feature_set):
         logger.info("feature set %s reused: no extraction job", feature_set)
         return _answer(run, feature_set, True, True, None)
     name = start_extraction(boto3.client("sagemaker"), run, feature_set, event["execution_arn"])

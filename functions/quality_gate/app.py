@@ -8,15 +8,30 @@ person, mlpipeline.approval). The live model's accuracy is the tag on the endpoi
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
-from mlpipeline import approval, aws, drift_alarm
+from aws_lambda_powertools import Logger
+from mlpipeline import approval, aws, drift_alarm, function_env
 from mlpipeline.deployment_requests import model_package_request
 from mlpipeline.errors import translate_aws_errors
+from mlpipeline.run_state import RunState
 
 from imgclf import gate
+
+logger = Logger(service="quality-gate")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What template.yaml puts in this function's environment (read once, at import)."""
+
+    endpoint_name: str
+    model_package_group_name: str
+
+
+ENVIRONMENT = function_env.from_environ(Environment)
 
 
 def live_accuracy(sagemaker: Any, endpoint_name: str) -> float | None:
@@ -30,19 +45,22 @@ def live_accuracy(sagemaker: Any, endpoint_name: str) -> float | None:
 
 @translate_aws_errors
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    run = event["run"]
+    run = RunState.from_event(event["run"])
+    logger.append_keys(run_id=run.run_id)
     sagemaker = boto3.client("sagemaker")
     job = sagemaker.describe_training_job(TrainingJobName=event["training_job_name"])
     decision = gate.decide(
         gate.accuracy_from_final_metrics(job.get("FinalMetricDataList", [])),
-        run["settings"]["quality_threshold"],
-        live_accuracy(sagemaker, os.environ["ENDPOINT_NAME"]),
+        run.settings.quality_threshold,
+        live_accuracy(sagemaker, ENVIRONMENT.endpoint_name),
     )
-    request = model_package_request(run, os.environ["MODEL_PACKAGE_GROUP_NAME"], job, decision)
+    request = model_package_request(run, ENVIRONMENT.model_package_group_name, job, decision)
     package = sagemaker.create_model_package(**request)
     # The candidate's validation baseline (training metrics), for the confidence-drift alarm once deployed.
     baseline = drift_alarm.baseline_from_final_metrics(job.get("FinalMetricDataList", []))
     status = request["ModelApprovalStatus"]
+    logger.info("quality gate", extra={**decision.as_dict(), "model_package_arn": package["ModelPackageArn"],
+                                       "approval_status": status})
     return {**decision.as_dict(), "model_package_arn": package["ModelPackageArn"],
             "model_data_url": job["ModelArtifacts"]["S3ModelArtifacts"], "prediction_baseline": baseline,
             "approval_status": status, "awaits_approval": status == approval.PENDING}

@@ -10,23 +10,35 @@ group, one that is not Approved or cannot be deployed with the stack's settings.
 
 from __future__ import annotations
 
-import logging
-import os
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
+from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
-from mlpipeline import redeploy, smoke
+from mlpipeline import function_env, redeploy, smoke
 from mlpipeline.errors import RedeployRefused, error_code, translate_aws_errors
 from mlpipeline.settings import SettingsError, build_settings
 
-logger = logging.getLogger()
-logger.setLevel(logging.INFO)
+logger = Logger(service="redeploy")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What template.yaml puts in this function's environment (read once, at import)."""
+
+    data_bucket: str
+    model_package_group_name: str
+    model_package_group_arn: str
+    resource_prefix: str
+
+
+ENVIRONMENT = function_env.from_environ(Environment)
 
 
 @translate_aws_errors
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    group_arn = os.environ["MODEL_PACKAGE_GROUP_ARN"]
+    group_arn = ENVIRONMENT.model_package_group_arn
     arn = redeploy.package_arn_of(event.get("request"), group_arn)
     try:
         settings = build_settings(event["defaults"])
@@ -39,15 +51,16 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         if error_code(error) == "ValidationException":  # SageMaker's answer for a version that does not exist
             raise RedeployRefused(f"model package {arn} cannot be described: {error}") from error
         raise
-    bucket = os.environ["DATA_BUCKET"]
-    container = redeploy.check_package(package, os.environ["MODEL_PACKAGE_GROUP_NAME"], settings, bucket)
+    bucket = ENVIRONMENT.data_bucket
+    container = redeploy.check_package(package, ENVIRONMENT.model_package_group_name, settings, bucket)
     # The drift alarm's baseline travels in the model artifact (the training job may be deleted by now).
     model_bucket, key = smoke.s3_location(str(container["ModelDataUrl"]))
     baseline = redeploy.baseline_from_model_tar(
         boto3.client("s3").get_object(Bucket=model_bucket, Key=key)["Body"])
     planned = redeploy.plan(
-        package=package, container=container, settings=settings, prefix=os.environ["RESOURCE_PREFIX"],
+        package=package, container=container, settings=settings, prefix=ENVIRONMENT.resource_prefix,
         region=boto3.session.Session().region_name, bucket=bucket, execution_arn=event["execution_arn"],
         baseline=baseline)
-    logger.info("run %s redeploys %s", planned["run"]["run_id"], arn)
+    logger.append_keys(run_id=planned["run"]["run_id"])
+    logger.info("redeploy", extra={"model_package_arn": arn})
     return planned

@@ -8,6 +8,7 @@ matplotlib, it must render when SageMaker itself failed the run, and it needs no
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +16,31 @@ from typing import Any
 os.environ.setdefault("MPLCONFIGDIR", "/tmp/matplotlib")
 
 import boto3
+from aws_lambda_powertools import Logger
 from botocore.config import Config
-from mlpipeline import costs, run_report
+from mlpipeline import costs, function_env, run_report
 from mlpipeline.errors import translate_aws_errors
+
+logger = Logger(service="report")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What template.yaml puts in this function's environment (read once, at import)."""
+
+    endpoint_name: str
+    price_list_api: str = "true"
+    aws_region: str = "us-east-1"
+
+
+ENVIRONMENT = function_env.from_environ(Environment)
 
 
 def _clients(region: str) -> dict[str, Any]:
     clients: dict[str, Any] = {name: boto3.client(name) for name in ("sagemaker", "stepfunctions", "lambda")}
     # SigV4 and the regional endpoint: a presigned link must name the bucket's region to be valid there.
     clients["s3"] = boto3.client("s3", region_name=region, config=Config(signature_version="s3v4"))
-    if os.environ.get("PRICE_LIST_API", "true").lower() == "true":
+    if ENVIRONMENT.price_list_api.lower() == "true":
         clients["pricing"] = boto3.client("pricing", region_name=costs.PRICE_LIST_API_REGION)
     return clients
 
@@ -33,8 +49,9 @@ def _clients(region: str) -> dict[str, Any]:
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     state = event["state"]
     run = state["run"]
-    clients = _clients(run.get("region") or os.environ.get("AWS_REGION", "us-east-1"))
+    logger.append_keys(run_id=run.get("run_id"))
+    clients = _clients(run.get("region") or ENVIRONMENT.aws_region)
     with run_report.temporary_workdir() as workdir:
         built = run_report.build(outcome=event["outcome"], state=state, execution_arn=event.get("execution_arn"),
-                                 clients=clients, endpoint_name=os.environ["ENDPOINT_NAME"], workdir=Path(workdir))
+                                 clients=clients, endpoint_name=ENVIRONMENT.endpoint_name, workdir=Path(workdir))
     return run_report.publish(clients["s3"], run, built)

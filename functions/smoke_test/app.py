@@ -14,10 +14,14 @@ from __future__ import annotations
 from typing import Any
 
 import boto3
+from aws_lambda_powertools import Logger
 from mlpipeline import smoke
 from mlpipeline.errors import EndpointDeploymentFailed, SmokeTestFailed, translate_aws_errors
+from mlpipeline.run_state import RunState
 
 from imgclf import smoke_check
+
+logger = Logger(service="smoke-test")
 
 
 def check_served_model(
@@ -35,6 +39,7 @@ def check_served_model(
 
 @translate_aws_errors
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    logger.append_keys(run_id=RunState.from_event(event["run"]).run_id)
     deployment = event["deployment"]
     endpoint_name = deployment["endpoint_name"]
     sagemaker = boto3.client("sagemaker")
@@ -54,4 +59,5 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             sagemaker.get_waiter("endpoint_deleted").wait(
                 EndpointName=endpoint_name, WaiterConfig={"Delay": 10, "MaxAttempts": 25})
         raise SmokeTestFailed(f"{report.summary()}; {smoke.describe_remedy(action, endpoint_name)}")
+    logger.info("smoke test passed", extra={"endpoint_config_name": config, "model_name": model})
     return {**report.as_dict(), "endpoint_config_name": config, "model_name": model}

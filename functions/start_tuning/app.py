@@ -14,13 +14,27 @@ Before anything starts, a run whose budget one execution cannot watch is refused
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
+from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
-from mlpipeline import feature_sets, polling, resource_tags, training_requests
+from mlpipeline import feature_sets, function_env, polling, resource_tags, training_requests
 from mlpipeline.errors import DuplicateRun, error_code, translate_aws_errors
+from mlpipeline.run_state import RunState
+
+logger = Logger(service="start-tuning")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What template.yaml puts in this function's environment (read once, at import)."""
+
+    sagemaker_role_arn: str
+
+
+ENVIRONMENT = function_env.from_environ(Environment)
 
 
 def _tags(sagemaker: Any, arn: str) -> list[dict[str, str]]:
@@ -29,14 +43,15 @@ def _tags(sagemaker: Any, arn: str) -> list[dict[str, str]]:
 
 @translate_aws_errors
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    run = event["run"]
+    run = RunState.from_event(event["run"])
+    logger.append_keys(run_id=run.run_id)
     execution_arn = event["execution_arn"]
-    polling.check_run_fits_one_execution(run["settings"], int(event["poll_seconds"]))
+    polling.check_run_fits_one_execution(run.settings.as_dict(), int(event["poll_seconds"]))
     features = event.get("features") or {}
     cached = feature_sets.cached_features_tuning(run, features["feature_set"]) if features.get("ready") else None
-    request = training_requests.tuning_job_request(run, os.environ["SAGEMAKER_ROLE_ARN"], execution_arn, cached)
+    request = training_requests.tuning_job_request(run, ENVIRONMENT.sagemaker_role_arn, execution_arn, cached)
     sagemaker = boto3.client("sagemaker")
-    name = run["tuning_job_name"]
+    name = run.tuning_job_name
     try:
         arn = sagemaker.create_hyper_parameter_tuning_job(**request)["HyperParameterTuningJobArn"]
     except ClientError as error:
@@ -50,4 +65,5 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
                 f"tuning job {name} already exists, started by another execution: this dataset version "
                 "is already being processed"
             ) from error
+    logger.info("tuning job", extra={"job_name": name, "cached_features": cached is not None})
     return {"job_name": name, "job_arn": arn}

@@ -19,7 +19,6 @@ time, more IAM and more to clean up during a deletion).
 from __future__ import annotations
 
 import json
-import logging
 import time
 import urllib.request
 from collections.abc import Callable
@@ -27,13 +26,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
+from aws_lambda_powertools import Logger
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from mlpipeline import aws, custom_resource, teardown
 from mlpipeline.errors import error_code
 
-logger = logging.getLogger()
-logger.setLevel(logging.INFO)
+logger = Logger(service="teardown")  # the stack's custom resource: no run, its request id in each answer
 
 # Throttling during a burst of deletions is retried by botocore (standard mode), not by failing the stack.
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 8})

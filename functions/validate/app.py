@@ -9,15 +9,15 @@ Raises InvalidDataset (bad manifest, missing split, unknown override) or Duplica
 from __future__ import annotations
 
 import functools
-import logging
-import os
 import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
+from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
-from mlpipeline import aws
+from mlpipeline import aws, function_env
 from mlpipeline.errors import DuplicateRun, InvalidDataset, translate_aws_errors
 from mlpipeline.runs import plan_run
 from mlpipeline.settings import SettingsError, build_settings
@@ -25,10 +25,21 @@ from mlpipeline.sourcedir import build_sourcedir_tarball, sourcedir_key
 
 from imgclf import manifest as manifest_mod
 
-logger = logging.getLogger()
-logger.setLevel(logging.INFO)
+logger = Logger(service="validate")
 # The layer ships a copy of training/ here (functions/pipeline_layer/Makefile).
 DEFAULT_SOURCE_DIR = "/opt/training-source"
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What template.yaml puts in this function's environment (read once, at import)."""
+
+    data_bucket: str
+    resource_prefix: str
+    training_source_dir: str = DEFAULT_SOURCE_DIR
+
+
+ENVIRONMENT = function_env.from_environ(Environment)
 
 
 def _missing_splits(s3: Any, bucket: str, dataset: str, splits: dict[str, str]) -> list[str]:
@@ -61,12 +72,13 @@ def upload_source_once(s3: Any, bucket: str, source_dir: Path) -> str:
 
 @translate_aws_errors
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    logger.append_keys(run_id=None)  # not known yet (a warm start may carry the last run's)
     detail = event["event"].get("detail", {})
     bucket = detail.get("bucket", {}).get("name")
     # S3 event keys arrive URL-encoded (spaces as '+').
     key = urllib.parse.unquote_plus(detail.get("object", {}).get("key", ""))
-    if bucket != os.environ["DATA_BUCKET"]:
-        raise InvalidDataset(f"bucket {bucket!r} is not this stack's data bucket {os.environ['DATA_BUCKET']!r}")
+    if bucket != ENVIRONMENT.data_bucket:
+        raise InvalidDataset(f"bucket {bucket!r} is not this stack's data bucket {ENVIRONMENT.data_bucket!r}")
     s3 = boto3.client("s3")
     sagemaker = boto3.client("sagemaker")
     try:
@@ -94,7 +106,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         )
 
     region = boto3.session.Session().region_name
-    source_dir = Path(os.environ.get("TRAINING_SOURCE_DIR", DEFAULT_SOURCE_DIR))
+    source_dir = Path(ENVIRONMENT.training_source_dir)
     # Names first (cheap), so a duplicate is ignored before anything is uploaded.
     plan = functools.partial(
         plan_run,
@@ -102,18 +114,19 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         manifest_key=key,
         manifest=manifest,
         settings=settings,
-        prefix=os.environ["RESOURCE_PREFIX"],
+        prefix=ENVIRONMENT.resource_prefix,
         region=region,
         etag=obj.get("ETag"),
     )
     probe = plan(source_key="")
-    status = _already_ran(sagemaker, probe["tuning_job_name"])
+    logger.append_keys(run_id=probe.run_id)
+    status = _already_ran(sagemaker, probe.tuning_job_name)
     if status is not None:
         raise DuplicateRun(
-            f"dataset {dataset!r} ({probe['version_token']}) already ran as "
-            f"{probe['tuning_job_name']} (tuning job {status}); change 'version' to run again"
+            f"dataset {dataset!r} ({probe.version_token}) already ran as "
+            f"{probe.tuning_job_name} (tuning job {status}); change 'version' to run again"
         )
     source_key = upload_source_once(s3, bucket, source_dir)
     run = plan(source_key=source_key)
-    logger.info("run %s for dataset %s (%s)", run["run_id"], dataset, run["version_token"])
-    return run
+    logger.info("run %s for dataset %s (%s)", run.run_id, dataset, run.version_token)
+    return run.to_dict()

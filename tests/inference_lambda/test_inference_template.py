@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from samtranslator.plugins.globals.globals import Globals
 from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
@@ -40,7 +41,10 @@ def test_parameters(template):
 
 
 def test_function_wiring(template):
-    properties = template["Resources"]["InferenceFunction"]["Properties"]
+    # As SAM deploys it: the template's Globals merged in by SAM's own code (a function's own value wins).
+    properties = Globals(copy.deepcopy(template)).merge(
+        "AWS::Serverless::Function", copy.deepcopy(template["Resources"]["InferenceFunction"]["Properties"])
+    )
     assert (properties["CodeUri"], properties["Handler"], properties["Runtime"]) == (
         "functions/inference/",
         "app.handler",
@@ -93,6 +97,7 @@ def test_sam_translates_the_block(template, monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     minimal = {
         "Transform": template["Transform"],
+        "Globals": copy.deepcopy(template["Globals"]),  # what every function shares (Runtime, Handler, ...)
         "Parameters": copy.deepcopy(template["Parameters"]),
         "Conditions": copy.deepcopy(template["Conditions"]),
         "Resources": {name: copy.deepcopy(template["Resources"][name]) for name in (*MY_RESOURCES, "PipelineLayer")},

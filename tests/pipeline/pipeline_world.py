@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import boto3
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
-from mlpipeline import approval, deployment_requests, resource_tags
+from mlpipeline import deployment_requests, resource_tags
 from moto.applicationautoscaling.models import applicationautoscaling_backends
 from moto.awslambda.models import LambdaFunction
 from moto.s3.models import s3_backends
@@ -54,7 +54,9 @@ from stack import (  # noqa: F401 (re-exported: the scenarios use pw.<name>)
     STATE_MACHINE,
     TEMPLATE_PATH,
     TOPIC,
+    TOPIC_ARN,
     function_arn,
+    function_properties,
     lambda_environment,
     load_handler,
     model_package_event,
@@ -910,15 +912,20 @@ class PipelineWorld:
         raise AssertionError(f"execution {execution_arn} still running after {timeout} s")
 
     def waiting_for_approval(self, execution_arn: str, timeout: float = 60) -> str:
-        """Until the run waits for a person (ApprovalMode=manual: its task token is stored, mlpipeline.approval):
-        the model package's ARN."""
+        """Until the run waits for a person (ApprovalMode=manual): the model package's ARN. Waiting means the
+        WaitForApproval task was submitted, i.e. its Lambda call (token stored, owner notified) returned:
+        Step Functions records TaskSubmitted for a .waitForTaskToken task once the call is accepted
+        (https://docs.aws.amazon.com/step-functions/latest/dg/connect-to-resource.html#connect-wait-token)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            found = self.s3.list_objects_v2(Bucket=BUCKET, Prefix=approval.TOKEN_PREFIX).get("Contents", [])
-            if found:
-                record = json.loads(self.s3.get_object(Bucket=BUCKET, Key=found[0]["Key"])["Body"].read())
-                assert record["execution_arn"] == execution_arn
-                return str(record["model_package_arn"])
+            events = self.sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
+            if any(e["type"] == "TaskSubmitted" for e in events):
+                # The package the wait is for, from the task's own parameters (its token may already be gone:
+                # a short ApprovalTimeoutHours expires while a slow test looks).
+                scheduled = [json.loads(e["taskScheduledEventDetails"]["parameters"]) for e in events
+                             if e["type"] == "TaskScheduled"]
+                [wait] = [p for p in scheduled if (p.get("Payload") or {}).get("action") == "request"]
+                return str(wait["Payload"]["gate"]["model_package_arn"])
             status = self.sfn.describe_execution(executionArn=execution_arn)["status"]
             assert status == "RUNNING", f"the run ended ({status}) without waiting for approval"
             time.sleep(0.05)

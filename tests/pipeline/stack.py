@@ -4,12 +4,15 @@ so the unit tier's pipeline tests import it; pipeline_world re-exports it for th
 
 from __future__ import annotations
 
+import copy
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from samtranslator.plugins.globals.globals import Globals
 from samtranslator.yaml_helper import yaml_parse
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,6 +25,8 @@ BUCKET = "imgclf-data-example"
 PREFIX = "imgclf"
 ENDPOINT = "imgclf-classifier"
 TOPIC = "imgclf-notifications"
+# What moto (and SNS) name the topic CreateTopic makes in this world.
+TOPIC_ARN = f"arn:aws:sns:{REGION}:{ACCOUNT}:{TOPIC}"
 STATE_MACHINE = "imgclf-pipeline"
 DATASET = "dogImages"
 MODEL_PACKAGE_GROUP = f"{PREFIX}-models"
@@ -57,7 +62,18 @@ def load_handler(folder: str) -> ModuleType:
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    # A handler reads its environment once, at import (mlpipeline.function_env), as at a Lambda cold start:
+    # this world's, which template.yaml gives the functions, whichever test imports it first.
+    saved = dict(os.environ)
+    os.environ.update(lambda_environment(topic_arn=TOPIC_ARN))
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     return module
 
 
@@ -80,6 +96,14 @@ def lambda_environment(topic_arn: str = "") -> dict[str, str]:
 
 def template() -> dict[str, Any]:
     return yaml_parse(TEMPLATE_PATH.read_text())
+
+
+def function_properties(template: dict[str, Any], logical_id: str) -> dict[str, Any]:
+    """A function's Properties as SAM deploys it: the template's Globals merged in by SAM's own code
+    (samtranslator's Globals plugin; a function's own value wins, lists such as Layers add up)."""
+    return Globals(copy.deepcopy(template)).merge(
+        "AWS::Serverless::Function", copy.deepcopy(template["Resources"][logical_id]["Properties"]), logical_id
+    )
 
 
 def parameter_defaults() -> dict[str, str]:

@@ -10,6 +10,7 @@ import json
 
 import pipeline_world as pw
 from mlpipeline import feature_sets
+from mlpipeline.run_state import RunState
 
 from imgclf import contract
 
@@ -36,7 +37,7 @@ def test_extraction_then_tuning_on_the_features_channel_then_final_training_on_i
     out = _output(execution)
     run, features = out["run"], out["features"]
     assert features["ready"] and not features["reused"]
-    assert features["job_name"] == feature_sets.extraction_job_name(run)
+    assert features["job_name"] == feature_sets.extraction_job_name(RunState.from_event(run))
     assert world.sim.calls.count("CreateTrainingJob[extraction]") == 1
     # the extraction: train.py's extract-only mode on the images, on the training instance type, its feature
     # set synced to the content-addressed prefix in the data bucket
@@ -177,7 +178,7 @@ def test_a_retried_start_carries_on_with_its_own_extraction_and_another_executio
     prepare = pw.load_handler("prepare_features").handler
     first = "arn:aws:states:us-east-1:123456789012:execution:imgclf-pipeline:first"
     answer = prepare({"phase": "start", "run": run, "execution_arn": first}, None)
-    assert not answer["ready"] and answer["job_name"] == feature_sets.extraction_job_name(run)
+    assert not answer["ready"] and answer["job_name"] == feature_sets.extraction_job_name(RunState.from_event(run))
     # the same execution's retry (the first attempt's answer was lost): the same job, no second one
     assert prepare({"phase": "start", "run": run, "execution_arn": first}, None) == answer
     assert world.sim.calls.count("CreateTrainingJob[extraction]") == 2  # the retry's create met ResourceInUse

@@ -30,7 +30,7 @@ def test_capture_is_off_by_default_everywhere() -> None:
     assert (parameter["Default"], parameter["MinValue"], parameter["MaxValue"]) == (0, 0, 100)
     assert asl_defaults()["data_capture_percentage"] == "0"
     run = make_run()
-    assert run["settings"]["data_capture_percentage"] == 0
+    assert run.settings.data_capture_percentage == 0
     assert deployment_requests.data_capture_config(run) is None
     assert "DataCaptureConfig" not in deployment_requests.endpoint_config_request(run, 0.9)
 

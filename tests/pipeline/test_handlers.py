@@ -393,7 +393,9 @@ def test_cleanup_without_a_run_does_nothing(aws: dict[str, Any]) -> None:
 
 
 def test_notify_publishes_the_outcome(aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    topic = aws["sns"].create_topic(Name="t")["TopicArn"]
+    # the stack's topic: the handler read NOTIFICATION_TOPIC_ARN at import, as at a cold start
+    topic = aws["sns"].create_topic(Name=pw.TOPIC)["TopicArn"]
+    assert topic == pw.TOPIC_ARN
     monkeypatch.setenv("NOTIFICATION_TOPIC_ARN", topic)
     state = {
         "error": {"Error": "InvalidDataset", "Cause": json.dumps({"errorMessage": "splits missing: test"})},

@@ -16,14 +16,15 @@ import iam_model
 import pipeline_world as pw
 import pytest
 from mlpipeline import deployment_requests, training_requests
+from mlpipeline.run_state import RunState
 
 EXECUTION_ARN = f"arn:aws:states:{pw.REGION}:{pw.ACCOUNT}:execution:imgclf-pipeline:run-1"
-RUN = json.loads((pw.REPO / "events" / "deploy.json").read_text())["run"]
+RUN = RunState.from_event(json.loads((pw.REPO / "events" / "deploy.json").read_text())["run"])
 BUCKET_ARN = f"arn:aws:s3:::{pw.BUCKET}"
 ENDPOINT_ARN = f"arn:aws:sagemaker:{pw.REGION}:{pw.ACCOUNT}:endpoint/{pw.ENDPOINT}"
-CONFIG_ARN = f"arn:aws:sagemaker:{pw.REGION}:{pw.ACCOUNT}:endpoint-config/{RUN['endpoint_config_name']}"
+CONFIG_ARN = f"arn:aws:sagemaker:{pw.REGION}:{pw.ACCOUNT}:endpoint-config/{RUN.endpoint_config_name}"
 ALARMS = [f"{pw.ENDPOINT}-5xx-errors", f"{pw.ENDPOINT}-model-latency"]
-MODEL_DATA_URL = f"s3://{pw.BUCKET}/models/{RUN['training_job_name']}/output/model.tar.gz"
+MODEL_DATA_URL = f"s3://{pw.BUCKET}/models/{RUN.training_job_name}/output/model.tar.gz"
 
 
 def _allow(action: str | list[str], resource: str | list[str] = "*", **condition: Any) -> dict[str, Any]:
@@ -94,7 +95,7 @@ def _deployment_calls(update: bool) -> list[iam_model.Call]:
 
 
 def _autoscaling_calls(function: str) -> list[iam_model.Call]:
-    settings = RUN["settings"]
+    settings = RUN.settings.as_dict()
     return (
         [
             iam_model.Call(
@@ -354,19 +355,19 @@ def test_the_execution_role_needs_every_location_and_image_a_job_request_names()
     template = iam_model.world_template()  # the real SageMakerExecutionRole
     derived = iam_model.Deriver(template, [call]).requests()
     needs = {(r.action, r.resource) for r in derived if r.principal == "SageMakerExecutionRole"}
-    train = f"datasets/{RUN['dataset']}/{RUN['splits']['train']}/"
+    train = f"datasets/{RUN.dataset}/{RUN.splits['train']}/"
     assert ("s3:GetObject", f"{BUCKET_ARN}/{train}example-object") in needs
-    assert ("s3:GetObject", f"{BUCKET_ARN}/{RUN['source_s3_uri'].removeprefix(f's3://{pw.BUCKET}/')}") in needs
+    assert ("s3:GetObject", f"{BUCKET_ARN}/{RUN.source_s3_uri.removeprefix(f's3://{pw.BUCKET}/')}") in needs
     assert ("ecr:BatchGetImage", "arn:aws:ecr:us-east-1:763104351884:repository/pytorch-training") in needs
     assert (
         "logs:PutLogEvents",
         f"arn:aws:logs:{pw.REGION}:{pw.ACCOUNT}:log-group:/aws/sagemaker/TrainingJobs:"
-        f"log-stream:{RUN['tuning_job_name']}/algo-1",
+        f"log-stream:{RUN.tuning_job_name}/algo-1",
     ) in needs
     [listing] = [r for r in derived if r.action == "s3:ListBucket" and dict(r.context).get("s3:prefix") == train]
     assert listing.principal == "SageMakerExecutionRole"
     denied = {(v.request.action, v.request.resource) for v in iam_model.evaluate(template, derived) if not v.allowed}
-    assert denied == {("s3:PutObject", f"{BUCKET_ARN}/somewhere-new/{RUN['tuning_job_name']}/example-object")}
+    assert denied == {("s3:PutObject", f"{BUCKET_ARN}/somewhere-new/{RUN.tuning_job_name}/example-object")}
 
 
 def test_an_explicit_deny_wins_and_is_named() -> None:

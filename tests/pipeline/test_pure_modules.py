@@ -218,10 +218,10 @@ def test_lambda_code_imports_neither_torch_nor_numpy() -> None:
     import subprocess
     import sys
 
+    # each handler registered in sys.modules before it runs, as an import does (its dataclasses need it)
     handlers = "; ".join(
-        f"importlib.util.spec_from_file_location('h_{f}', r'{stack.REPO / 'functions' / f / 'app.py'}')"
-        f".loader.exec_module(importlib.util.module_from_spec("
-        f"importlib.util.spec_from_file_location('h_{f}', r'{stack.REPO / 'functions' / f / 'app.py'}')))"
+        f"spec = importlib.util.spec_from_file_location('h_{f}', r'{stack.REPO / 'functions' / f / 'app.py'}'); "
+        f"module = sys.modules['h_{f}'] = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)"
         # ReportFunction packages matplotlib (and numpy) on its own (functions/report/requirements.txt)
         for f in stack.FUNCTIONS.values() if f != "report")
     code = ("import importlib.util, sys; " + handlers +
@@ -229,6 +229,8 @@ def test_lambda_code_imports_neither_torch_nor_numpy() -> None:
             "import imgclf.manifest, imgclf.gate; "
             "heavy = sorted(m for m in ('torch', 'numpy', 'PIL') if m in sys.modules); "
             "assert not heavy, heavy; print('light')")
-    env = {"PYTHONPATH": f"{stack.LAYER}:{stack.REPO / 'training'}", "PATH": "/usr/bin:/bin"}
+    # the functions' environment (template.yaml): a handler reads it at import
+    env = {"PYTHONPATH": f"{stack.LAYER}:{stack.REPO / 'training'}", "PATH": "/usr/bin:/bin",
+           **stack.lambda_environment()}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.stdout.strip() == "light", result.stderr[-2000:]

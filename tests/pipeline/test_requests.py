@@ -4,6 +4,7 @@ Auto Scaling request, validated by botocore against the service model, and the p
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from typing import Any
@@ -22,6 +23,7 @@ from mlpipeline import (
     training_requests,
 )
 from mlpipeline.errors import EndpointDeploymentFailed, SageMakerJobFailed
+from mlpipeline.run_state import RunState
 from mlpipeline.runs import plan_run
 from mlpipeline.settings import build_settings
 
@@ -39,7 +41,7 @@ def asl_defaults() -> dict[str, str]:
     return definition["States"]["ApplyDefaults"]["Parameters"]["defaults"]
 
 
-def make_run(**overrides: Any) -> dict[str, Any]:
+def make_run(**overrides: Any) -> RunState:
     manifest = parse_manifest(json.dumps({"version": "v1", "overrides": overrides}), stack.DATASET)
     return plan_run(
         bucket=stack.BUCKET,
@@ -112,7 +114,7 @@ def test_tuning_job_request() -> None:
         f"s3://{stack.BUCKET}/datasets/{stack.DATASET}/test/"
     )
     assert "EnableManagedSpotTraining" not in definition
-    assert json.loads(definition["StaticHyperParameters"]["sagemaker_submit_directory"]) == run["source_s3_uri"]
+    assert json.loads(definition["StaticHyperParameters"]["sagemaker_submit_directory"]) == run.source_s3_uri
     # Trials' models are never deployed: they do not bundle the serving wheels (imgclf.wheelhouse).
     assert contract.BUNDLE_SERVING_WHEELS_HYPERPARAMETER not in definition["StaticHyperParameters"]
     assert len(request["HyperParameterTuningJobName"]) <= 32
@@ -137,7 +139,7 @@ def test_training_job_request_uses_no_debugger_or_profiler_by_default() -> None:
     configuration, and turns off the system monitoring SageMaker would otherwise start for every training
     job (https://docs.aws.amazon.com/sagemaker/latest/dg/debugger-configure-system-monitoring.html)."""
     run = make_run()
-    assert run["settings"]["enable_sagemaker_debugger"] is False
+    assert run.settings.enable_sagemaker_debugger is False
     tuned = training_requests.tuned_hyperparameters(
         {"TrainingJobName": "t", "TunedHyperParameters": {"lr": "0.0123", "batch-size": '"64"', "ignored": "x"}}
     )
@@ -160,7 +162,7 @@ def test_training_job_request_sends_tensorboard_output_where_train_py_writes_it(
     request = training_requests.training_job_request(run, ROLE, {"lr": "0.01", "batch-size": "64"})
     output = request["TensorBoardOutputConfig"]
     # Under the run's output prefix, beside the job's model artifacts (the role may write models/*).
-    assert output["S3OutputPath"] == f"{run['output_s3_uri']}{run['training_job_name']}/tensorboard/"
+    assert output["S3OutputPath"] == f"{run.output_s3_uri}{run.training_job_name}/tensorboard/"
     assert output["S3OutputPath"].startswith(request["OutputDataConfig"]["S3OutputPath"])
     # SageMaker's default LocalPath, and the folder train.py writes to under SageMaker's environment.
     assert output["LocalPath"] == "/opt/ml/output/tensorboard"
@@ -180,8 +182,8 @@ def test_sagemaker_debugger_and_profiler_are_opt_in() -> None:
         r["RuleParameters"] == {"rule_to_invoke": name} and r["RuleEvaluatorImage"] == DEBUGGER_IMAGE
         for name, r in rules.items()
     )
-    assert request["DebugHookConfig"]["S3OutputPath"] == run["debugger_s3_uri"]
-    assert request["ProfilerConfig"] == {"S3OutputPath": run["profiler_s3_uri"], "ProfilingIntervalInMilliseconds": 500}
+    assert request["DebugHookConfig"]["S3OutputPath"] == run.debugger_s3_uri
+    assert request["ProfilerConfig"] == {"S3OutputPath": run.profiler_s3_uri, "ProfilingIntervalInMilliseconds": 500}
     assert [r["RuleParameters"]["rule_to_invoke"] for r in request["ProfilerRuleConfigurations"]] == ["ProfilerReport"]
     assert "TensorBoardOutputConfig" in request  # TensorBoard either way
     with pytest.raises(ValueError, match="rule-evaluator image"):
@@ -277,7 +279,7 @@ def test_model_endpoint_and_registry_requests() -> None:
 
 
 def test_autoscaling_requests() -> None:
-    settings = make_run()["settings"]
+    settings = make_run().settings.as_dict()
     register = deployment_requests.register_scalable_target_request(stack.ENDPOINT, settings)
     assert_valid("application-autoscaling", "RegisterScalableTarget", register)
     assert register["ResourceId"] == f"endpoint/{stack.ENDPOINT}/variant/AllTraffic"
@@ -416,7 +418,7 @@ def _cleanup(run: dict[str, Any], **kwargs: Any) -> list[str]:
 
 def test_plan_cleanup() -> None:
     run = make_run()
-    ours = {"EndpointName": stack.ENDPOINT, "EndpointConfigName": run["endpoint_config_name"]}
+    ours = {"EndpointName": stack.ENDPOINT, "EndpointConfigName": run.endpoint_config_name}
     running = _cleanup(
         run,
         tuning={"HyperParameterTuningJobStatus": "InProgress"},
@@ -456,9 +458,9 @@ def test_cleanup_keeps_the_config_and_model_a_deployment_uses(status: str) -> No
     PendingDeploymentSummary. Deleting it would break the deployment in progress."""
     run = make_run()
     endpoint = {"EndpointName": stack.ENDPOINT, "EndpointConfigName": "old", "EndpointStatus": status,
-                "PendingDeploymentSummary": {"EndpointConfigName": run["endpoint_config_name"]}}
+                "PendingDeploymentSummary": {"EndpointConfigName": run.endpoint_config_name}}
     assert _cleanup(run, endpoint=endpoint) == []
-    assert job_progress.configs_in_use(endpoint) == {"old", run["endpoint_config_name"]}
+    assert job_progress.configs_in_use(endpoint) == {"old", run.endpoint_config_name}
 
 
 def test_execution_tag_is_a_valid_sagemaker_tag_that_names_one_execution() -> None:
@@ -477,7 +479,7 @@ def test_execution_tag_is_a_valid_sagemaker_tag_that_names_one_execution() -> No
 
 
 def test_tags_survive_unusual_dataset_names() -> None:
-    run = {**make_run(), "dataset": "dogs (2026) #1 ü"}
+    run = dataclasses.replace(make_run(), dataset="dogs (2026) #1 ü")
     tags = training_requests.tuning_job_request(run, ROLE, EXECUTION)["Tags"]
     assert tags[1] == {"Key": "imgclf:dataset", "Value": "dogs _2026_ _1 _"}
 
@@ -518,8 +520,8 @@ def test_extraction_job_request_and_its_feature_set_location() -> None:
     assert parse_config(["--extract-features-only", request["HyperParameters"]["extract-features-only"]],
                         env={}).extract_features_only
     assert [c["ChannelName"] for c in request["InputDataConfig"]] == ["train", "valid", "test"]
-    assert request["ResourceConfig"]["InstanceType"] == run["settings"]["training_instance_type"]
-    assert request["AlgorithmSpecification"]["TrainingImage"] == run["training_image_uri"]
+    assert request["ResourceConfig"]["InstanceType"] == run.settings.training_instance_type
+    assert request["AlgorithmSpecification"]["TrainingImage"] == run.training_image_uri
     assert resource_tags.started_by(request["Tags"], EXECUTION)
     # The feature set lands in the data bucket, under a key of what the features depend on.
     checkpoint = request["CheckpointConfig"]
@@ -543,7 +545,7 @@ def test_feature_set_id_covers_content_backbone_numerics_and_code_not_the_manife
     for other in (make_run(backbone="resnet50"), make_run(precision="fp32"),
                   make_run(training_instance_type="ml.m5.xlarge")):
         assert feature_sets.feature_set_id(other, digest) != feature_sets.feature_set_id(run, digest)
-    changed_code = {**run, "source_s3_uri": f"s3://{stack.BUCKET}/code/sourcedir-4567.tar.gz"}
+    changed_code = dataclasses.replace(run, source_s3_uri=f"s3://{stack.BUCKET}/code/sourcedir-4567.tar.gz")
     assert feature_sets.feature_set_id(changed_code, digest) != feature_sets.feature_set_id(run, digest)
     # any file changed (ETag), renamed or added: another content digest
     assert feature_sets.dataset_content_digest(_listing(etag="e2")) != digest

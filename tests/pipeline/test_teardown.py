@@ -986,7 +986,7 @@ def test_the_custom_resource_carries_what_the_handler_reads() -> None:
             "MODEL_PACKAGE_GROUP_NAME"
         ]
     )
-    function = template["Resources"]["TeardownFunction"]["Properties"]
+    function = pw.function_properties(template, "TeardownFunction")
     assert function["Timeout"] == 900 and function["Layers"] == [{"Ref": "PipelineLayer"}]
     assert function["Timeout"] > teardown.POLL_SECONDS + teardown.HANDOVER_MARGIN_SECONDS
     assert function["FunctionName"] == {"Fn::Sub": "${ResourcePrefix}-teardown"}

@@ -147,7 +147,8 @@ def test_every_substitution_is_defined_used_and_every_function_exists() -> None:
         assert machine["DefinitionSubstitutions"][substitution] == {"Fn::GetAtt": [logical_id, "Arn"]}
         assert logical_id in invoke_allowed, f"the state machine may not invoke {logical_id}"
         code = pw.REPO / resource["Properties"]["CodeUri"] / "app.py"
-        assert resource["Properties"]["Handler"] == "app.handler" and "def handler(" in code.read_text()
+        handler = pw.function_properties(template, logical_id)["Handler"]
+        assert handler == "app.handler" and "def handler(" in code.read_text()
         assert pw.FUNCTIONS[logical_id] == Path(resource["Properties"]["CodeUri"]).name
     assert {f"{fn}Arn" for fn in pw.FUNCTIONS} == task_functions
 
@@ -271,6 +272,7 @@ def test_sam_build_and_validate_offline(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     layer = build_dir / "PipelineLayer"
     assert (layer / "python" / "mlpipeline" / "training_requests.py").exists()
+    assert (layer / "python" / "aws_lambda_powertools" / "logging" / "logger.py").exists()  # every handler logs with it
     assert (layer / "python" / "mlpipeline" / "image_uris.json").exists()
     assert (layer / "python" / "imgclf" / "contract.py").exists()
     assert (layer / "training-source" / "train.py").exists()

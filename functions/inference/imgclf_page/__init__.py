@@ -6,7 +6,7 @@ CDN, no build step), and it POSTs the photo to the origin and path it was served
 
 - the inference Lambda behind its Function URL (functions/inference/app.py). This package lives in the
   function's code folder, so `sam build` ships it and the Lambda imports it as `imgclf_page`;
-- local mode's endpoint (localmode/server.py). pyproject.toml maps the same folder as the installed
+- local mode's endpoint (localmode/app.py). pyproject.toml maps the same folder as the installed
   package `imgclf_page` (package-data: index.html), so local mode imports it the same way.
 
 The Content-Security-Policy allows only the page itself: its own inline script and style, by their

@@ -3,10 +3,10 @@ stack opts in (settings.enable_sagemaker_debugger)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from imgclf import contract
+from mlpipeline.run_state import RunState
 
 # SageMaker Debugger is closed to new customers (since 2026-07-30) and SageMaker Profiler ends on
 # 2027-06-30, so by default a training job uses neither: train.py evaluates the four rules of the design
@@ -32,15 +32,15 @@ DEBUG_SAVE_INTERVAL = "100"
 PROFILING_INTERVAL_MS = 500
 
 
-def debugger_and_profiler(run: Mapping[str, Any], debugger_image: str | None) -> dict[str, Any]:
+def debugger_and_profiler(run: RunState, debugger_image: str | None) -> dict[str, Any]:
     """No Debugger or Profiler feature unless the stack opted in (see the note on DEBUG_COLLECTIONS)."""
-    if not run["settings"]["enable_sagemaker_debugger"]:
+    if not run.settings.enable_sagemaker_debugger:
         return {"ProfilerConfig": {"DisableProfiler": True}}
     if not debugger_image:
         raise ValueError("enable_sagemaker_debugger needs the region's Debugger rule-evaluator image")
     return {
         "DebugHookConfig": {
-            "S3OutputPath": run["debugger_s3_uri"],
+            "S3OutputPath": run.debugger_s3_uri,
             "CollectionConfigurations": [
                 {"CollectionName": c, "CollectionParameters": {"save_interval": DEBUG_SAVE_INTERVAL}}
                 for c in DEBUG_COLLECTIONS
@@ -55,7 +55,7 @@ def debugger_and_profiler(run: Mapping[str, Any], debugger_image: str | None) ->
             for rule in contract.DEBUGGER_RULES.values()
         ],
         "ProfilerConfig": {
-            "S3OutputPath": run["profiler_s3_uri"],
+            "S3OutputPath": run.profiler_s3_uri,
             "ProfilingIntervalInMilliseconds": PROFILING_INTERVAL_MS,
         },
         "ProfilerRuleConfigurations": [

@@ -9,6 +9,7 @@ from typing import Any
 from mlpipeline import rollout, serverless
 from mlpipeline.errors import EndpointDeploymentFailed
 from mlpipeline.job_progress import ENDPOINT_TERMINAL_STATUSES, configs_in_use, terminal_reason
+from mlpipeline.run_state import RunState
 
 
 def plan_deployment(
@@ -75,7 +76,7 @@ def plan_deployment(
 
 
 def plan_cleanup(
-    run: Mapping[str, Any],
+    run: RunState,
     *,
     tuning: Mapping[str, Any] | None,
     training: Mapping[str, Any] | None,
@@ -102,28 +103,28 @@ def plan_cleanup(
     if extraction is not None and extraction.get("TrainingJobStatus") in running:
         actions.append({"action": "stop_training_job", "name": extraction["TrainingJobName"]})
     if tuning is not None and tuning.get("HyperParameterTuningJobStatus") in running:
-        actions.append({"action": "stop_tuning_job", "name": run["tuning_job_name"]})
+        actions.append({"action": "stop_tuning_job", "name": run.tuning_job_name})
     if training is not None and training.get("TrainingJobStatus") in running:
-        actions.append({"action": "stop_training_job", "name": run["training_job_name"]})
-    ours = run["endpoint_config_name"] in configs_in_use(endpoint)
+        actions.append({"action": "stop_training_job", "name": run.training_job_name})
+    ours = run.endpoint_config_name in configs_in_use(endpoint)
     if (
         endpoint is not None
         and endpoint["EndpointStatus"] == "Failed"
-        and endpoint.get("EndpointConfigName") == run["endpoint_config_name"]
+        and endpoint.get("EndpointConfigName") == run.endpoint_config_name
     ):
         actions.append({"action": "delete_endpoint", "name": endpoint["EndpointName"]})
         ours = False
     if not ours:
         if config_exists:
-            actions.append({"action": "delete_endpoint_config", "name": run["endpoint_config_name"]})
+            actions.append({"action": "delete_endpoint_config", "name": run.endpoint_config_name})
         if model_exists:
-            actions.append({"action": "delete_model", "name": run["model_name"]})
+            actions.append({"action": "delete_model", "name": run.model_name})
     if (
         deploy_attempted
         and endpoint is not None
         and endpoint["EndpointStatus"] == "InService"
         and not autoscaling_registered
-        and not serverless.is_serverless(run["settings"])  # a serverless endpoint has no scalable target
+        and not serverless.is_serverless(run.settings.as_dict())  # a serverless endpoint has no scalable target
     ):
         actions.append({"action": "register_autoscaling", "name": endpoint["EndpointName"]})
     return actions

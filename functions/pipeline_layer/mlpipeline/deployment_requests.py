@@ -15,6 +15,7 @@ from typing import Any
 from imgclf import contract, gate
 from mlpipeline import approval, rollout, serverless
 from mlpipeline.resource_tags import run_tags, tag_value
+from mlpipeline.run_state import RunState
 
 VARIANT_NAME = "AllTraffic"
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
@@ -24,14 +25,14 @@ TERMINATION_WAIT_SECONDS = 120
 
 
 def model_package_request(
-    run: Mapping[str, Any], group_name: str, training_job: Mapping[str, Any], decision: gate.GateDecision
+    run: RunState, group_name: str, training_job: Mapping[str, Any], decision: gate.GateDecision
 ) -> dict[str, Any]:
     """CreateModelPackage: a version in the group; Rejected when the model failed the gate, else Approved
     or, with ApprovalMode=manual, PendingManualApproval until a person decides (mlpipeline.approval)."""
-    s = run["settings"]
+    s = run.settings
     metadata = {
-        "run_id": run["run_id"],
-        "dataset": tag_value(run["dataset"]),
+        "run_id": run.run_id,
+        "dataset": tag_value(run.dataset),
         "test_accuracy": "none" if decision.test_accuracy is None else f"{decision.test_accuracy:.6f}",
         "live_accuracy": "none" if decision.live_accuracy is None else f"{decision.live_accuracy:.6f}",
         "threshold": f"{decision.threshold:.6f}",
@@ -39,38 +40,38 @@ def model_package_request(
     }
     return {
         "ModelPackageGroupName": group_name,
-        "ModelPackageDescription": f"{run['dataset']} ({run['version_token']}): {decision.reason}"[:1024],
+        "ModelPackageDescription": f"{run.dataset} ({run.version_token}): {decision.reason}"[:1024],
         "InferenceSpecification": {
             "Containers": [container_definition(run, training_job["ModelArtifacts"]["S3ModelArtifacts"])],
             "SupportedContentTypes": list(contract.IMAGE_CONTENT_TYPES),
             "SupportedResponseMIMETypes": [contract.JSON_CONTENT_TYPE],
-            "SupportedRealtimeInferenceInstanceTypes": [s["endpoint_instance_type"]],
+            "SupportedRealtimeInferenceInstanceTypes": [s.endpoint_instance_type],
         },
-        "ModelApprovalStatus": approval.registered_status(decision.passed, s["approval_mode"]),
+        "ModelApprovalStatus": approval.registered_status(decision.passed, s.approval_mode),
         "MetadataProperties": {"GeneratedBy": training_job["TrainingJobArn"]},
         "CustomerMetadataProperties": metadata,
     }
 
 
 
-def container_definition(run: Mapping[str, Any], model_data_url: str) -> dict[str, Any]:
+def container_definition(run: RunState, model_data_url: str) -> dict[str, Any]:
     """The PyTorch inference container with model.tar.gz (model.pt, metadata.json, code/inference.py)."""
     return {
-        "Image": run["inference_image_uri"],
+        "Image": run.inference_image_uri,
         "ModelDataUrl": model_data_url,
         "Environment": {
             "SAGEMAKER_PROGRAM": "inference.py",
             "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
             "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
-            "SAGEMAKER_REGION": run["region"],
+            "SAGEMAKER_REGION": run.region,
         },
     }
 
 
-def model_request(run: Mapping[str, Any], role_arn: str, model_data_url: str) -> dict[str, Any]:
+def model_request(run: RunState, role_arn: str, model_data_url: str) -> dict[str, Any]:
     """The model of the model.tar.gz the quality gate registered (or a redeployed package names)."""
     return {
-        "ModelName": run["model_name"],
+        "ModelName": run.model_name,
         "ExecutionRoleArn": role_arn,
         "PrimaryContainer": container_definition(run, model_data_url),
         "Tags": run_tags(run),
@@ -89,11 +90,11 @@ DATA_CAPTURE_PREFIX = "data-capture/"
 DATA_CAPTURE_JSON_CONTENT_TYPES = [contract.JSON_CONTENT_TYPE]
 
 
-def data_capture_s3_uri(run: Mapping[str, Any]) -> str:
-    return f"s3://{run['bucket']}/{DATA_CAPTURE_PREFIX}"
+def data_capture_s3_uri(run: RunState) -> str:
+    return f"s3://{run.bucket}/{DATA_CAPTURE_PREFIX}"
 
 
-def data_capture_config(run: Mapping[str, Any]) -> dict[str, Any] | None:
+def data_capture_config(run: RunState) -> dict[str, Any] | None:
     """CreateEndpointConfig's DataCaptureConfig for the run's sampling percentage, None when it is 0 (off).
 
     Requests (Input) and answers (Output) both, so a captured image comes with the label the model gave it
@@ -101,7 +102,7 @@ def data_capture_config(run: Mapping[str, Any]) -> dict[str, Any] | None:
     role (s3:PutObject under DATA_CAPTURE_PREFIX in the template); no KmsKeyId: the bucket's default
     encryption (aws/s3) applies. Real-time instance endpoints only: AWS lists data capture among the
     features Serverless Inference does not support (sagemaker/latest/dg/serverless-endpoints.html)."""
-    percentage = int(run["settings"].get("data_capture_percentage", 0))
+    percentage = run.settings.data_capture_percentage
     if percentage == 0:
         return None
     return {
@@ -113,38 +114,38 @@ def data_capture_config(run: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def endpoint_config_request(run: Mapping[str, Any], test_accuracy: float) -> dict[str, Any]:
+def endpoint_config_request(run: RunState, test_accuracy: float) -> dict[str, Any]:
     """The config carries the model's accuracy as a tag: the next run's gate compares with it."""
-    s = run["settings"]
+    s = run.settings
     capture = data_capture_config(run)
     variant = {
         "VariantName": VARIANT_NAME,
-        "ModelName": run["model_name"],
-        "InitialInstanceCount": s["endpoint_instance_count"],
-        "InstanceType": s["endpoint_instance_type"],
+        "ModelName": run.model_name,
+        "InitialInstanceCount": s.endpoint_instance_count,
+        "InstanceType": s.endpoint_instance_type,
         "InitialVariantWeight": 1.0,
     }
-    if serverless.is_serverless(s):  # EndpointMode=serverless: ServerlessConfig, no instances
-        variant = serverless.production_variant(VARIANT_NAME, run["model_name"], s)
+    if serverless.is_serverless(s.as_dict()):  # EndpointMode=serverless: ServerlessConfig, no instances
+        variant = serverless.production_variant(VARIANT_NAME, run.model_name, s.as_dict())
     return {
         **({"DataCaptureConfig": capture} if capture else {}),
-        "EndpointConfigName": run["endpoint_config_name"],
+        "EndpointConfigName": run.endpoint_config_name,
         "ProductionVariants": [variant],
         "Tags": [*run_tags(run), gate.accuracy_tag(test_accuracy)],
     }
 
 
-def create_endpoint_request(endpoint_name: str, run: Mapping[str, Any]) -> dict[str, Any]:
+def create_endpoint_request(endpoint_name: str, run: RunState) -> dict[str, Any]:
     return {
         "EndpointName": endpoint_name,
-        "EndpointConfigName": run["endpoint_config_name"],
+        "EndpointConfigName": run.endpoint_config_name,
         "Tags": run_tags(run),
     }
 
 
 def update_endpoint_request(
     endpoint_name: str,
-    run: Mapping[str, Any],
+    run: RunState,
     alarm_names: list[str],
     exclude_retained: list[str] | tuple[str, ...] = (),
     fleet: int | None = None,
@@ -163,22 +164,22 @@ def update_endpoint_request(
     https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_VariantProperty.html,
     https://docs.aws.amazon.com/sagemaker/latest/dg/endpoint-scaling-update.html
     """
-    s = run["settings"]
-    fleet = s["endpoint_instance_count"] if fleet is None else fleet
-    routing = rollout.traffic_routing(s, fleet)
+    s = run.settings
+    fleet = s.endpoint_instance_count if fleet is None else fleet
+    routing = rollout.traffic_routing(s.as_dict(), fleet)
     request: dict[str, Any] = {
         "EndpointName": endpoint_name,
-        "EndpointConfigName": run["endpoint_config_name"],
+        "EndpointConfigName": run.endpoint_config_name,
         "RetainAllVariantProperties": True,
         "DeploymentConfig": {
             "BlueGreenUpdatePolicy": {
                 "TrafficRoutingConfiguration": routing,
                 "TerminationWaitInSeconds": TERMINATION_WAIT_SECONDS,
                 "MaximumExecutionTimeoutInSeconds": rollout.execution_timeout_seconds(
-                    s["rollout_strategy"],
-                    s["rollout_step_type"],
-                    s["rollout_step_size"],
-                    s["rollout_wait_seconds"],
+                    s.rollout_strategy,
+                    s.rollout_step_type,
+                    s.rollout_step_size,
+                    s.rollout_wait_seconds,
                     fleet,
                 ),
             },

@@ -11,6 +11,7 @@ from typing import Any
 
 from imgclf import contract
 from mlpipeline import images
+from mlpipeline.run_state import RunState
 
 FEATURE_SETS_PREFIX = "features/"
 
@@ -26,24 +27,24 @@ def dataset_content_digest(listing: Mapping[str, tuple[str, list[Mapping[str, An
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
 
 
-def feature_set_id(run: Mapping[str, Any], content_digest: str) -> str:
+def feature_set_id(run: RunState, content_digest: str) -> str:
     """What the features depend on, as far as the pipeline knows without torch: the dataset's content
     (dataset_content_digest), the backbone and its weights source, the numerics (precision on the training
     instance type's device) and the code version (the source tarball's content-addressed key). The container
     checks the rest (the weights' own digest, the preprocessing, each file's bytes) before it reuses or
     trusts a file."""
-    s = run["settings"]
-    description = {"content": content_digest, "backbone": s["backbone"],
-                   "pretrained": s["pretrained"], "precision": s["precision"],
-                   "device": images.processor_for(s["training_instance_type"]), "code": run["source_s3_uri"]}
+    s = run.settings
+    description = {"content": content_digest, "backbone": s.backbone,
+                   "pretrained": s.pretrained, "precision": s.precision,
+                   "device": images.processor_for(s.training_instance_type), "code": run.source_s3_uri}
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def feature_set_s3_uri(run: Mapping[str, Any], feature_set: str) -> str:
+def feature_set_s3_uri(run: RunState, feature_set: str) -> str:
     """The extraction job's CheckpointConfig.S3Uri: SageMaker syncs /opt/ml/checkpoints there (and downloads
     it into the container at start, so a rerun finds its files and extracts nothing)
     https://docs.aws.amazon.com/sagemaker/latest/dg/model-checkpoints-enable.html"""
-    return f"s3://{run['bucket']}/{FEATURE_SETS_PREFIX}{feature_set}/"
+    return f"s3://{run.bucket}/{FEATURE_SETS_PREFIX}{feature_set}/"
 
 
 def feature_set_manifest_key(feature_set: str) -> str:
@@ -51,13 +52,13 @@ def feature_set_manifest_key(feature_set: str) -> str:
     return f"{FEATURE_SETS_PREFIX}{feature_set}/{contract.FEATURE_CACHE_FOLDER}/{contract.FEATURE_SET_MANIFEST}"
 
 
-def extraction_job_name(run: Mapping[str, Any]) -> str:
-    return f"{run['run_id']}-features"  # run ids are <= 32 characters; SageMaker allows 63
+def extraction_job_name(run: RunState) -> str:
+    return f"{run.run_id}-features"  # run ids are <= 32 characters; SageMaker allows 63
 
 
 
 
-def cached_features_tuning(run: Mapping[str, Any], feature_set: str) -> dict[str, str]:
+def cached_features_tuning(run: RunState, feature_set: str) -> dict[str, str]:
     """tuning_job_request's `features` for this run: its feature set, the trials' instance type and image."""
-    return {"feature_set": feature_set, "instance_type": run["settings"]["cached_features_tuning_instance_type"],
-            "image_uri": run["cached_tuning_image_uri"]}
+    return {"feature_set": feature_set, "instance_type": run.settings.cached_features_tuning_instance_type,
+            "image_uri": run.cached_tuning_image_uri}

@@ -32,8 +32,9 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from imgclf import manifest as manifest_mod
-from mlpipeline import images
+from mlpipeline import approval, images
 from mlpipeline.errors import RedeployRefused
+from mlpipeline.run_state import RunState
 from mlpipeline.settings import Settings
 
 REQUEST_KEYS = frozenset({"model_package_arn"})
@@ -172,18 +173,34 @@ def plan(
         "trained_by_run": metadata.get("run_id"),
         "model_data_url": container["ModelDataUrl"],
     }
-    run = {
-        "run_id": run_id,
-        "dataset": metadata.get("dataset") or "unknown",
-        "version_token": f"redeploy:{arn}",
-        "region": region,
-        "bucket": bucket,
-        "model_name": run_id,
-        "endpoint_config_name": run_id,
-        "inference_image_uri": container["Image"],
-        "settings": settings.as_dict(),
-        "redeploy": redeploy,
-    }
+    base = f"s3://{bucket}/"
+    run = RunState(
+        run_id=run_id,
+        dataset=metadata.get("dataset") or "unknown",
+        version_token=f"redeploy:{arn}",
+        region=region,
+        bucket=bucket,
+        # no dataset, training source or jobs of its own (RunState's docstring)
+        manifest_key="",
+        dataset_s3_uri="",
+        splits={},
+        source_s3_uri="",
+        output_s3_uri=f"{base}models/",
+        checkpoint_s3_uri=f"{base}checkpoints/",
+        debugger_s3_uri=f"{base}debugger/",
+        profiler_s3_uri=f"{base}profiler/",
+        tuning_job_name="",
+        training_job_name="",
+        model_name=run_id,
+        endpoint_config_name=run_id,
+        training_image_uri="",
+        tuning_image_uri="",
+        cached_tuning_image_uri="",
+        inference_image_uri=container["Image"],
+        settings=settings,
+        approval_timeout_seconds=approval.timeout_seconds(settings.approval_timeout_hours),
+        redeploy=redeploy,
+    )
     gate = {
         "passed": True,
         "reason": f"redeploy of approved model package {arn} (test accuracy {accuracy:.4f})",
@@ -194,4 +211,4 @@ def plan(
         "model_data_url": container["ModelDataUrl"],
         "prediction_baseline": baseline,
     }
-    return {"run": run, "gate": gate}
+    return {"run": run.to_dict(), "gate": gate}

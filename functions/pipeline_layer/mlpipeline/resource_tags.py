@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from typing import Any
+
+from mlpipeline.run_state import RunState
 
 # The tag on the tuning job naming the Step Functions execution that created it: a retried StartTuning
 # tells its own job (carry on) from another execution's (DuplicateRun) by it.
@@ -18,10 +19,10 @@ def tag_value(text: str) -> str:
     return re.sub(r"[^\w.:/=+\-@ ]", "_", text, flags=re.ASCII)[:256]
 
 
-def run_tags(run: Mapping[str, Any]) -> list[dict[str, str]]:
+def run_tags(run: RunState) -> list[dict[str, str]]:
     return [
-        {"Key": "imgclf:run-id", "Value": run["run_id"]},
-        {"Key": "imgclf:dataset", "Value": tag_value(run["dataset"])},
+        {"Key": "imgclf:run-id", "Value": run.run_id},
+        {"Key": "imgclf:dataset", "Value": tag_value(run.dataset)},
     ]
 
 

@@ -5,8 +5,8 @@ Each builder returns the keyword arguments of one boto3 call, e.g.
 `sagemaker.create_training_job(**training_job_request(...))`; the tests validate every one of them
 with botocore's own parameter validator against the service model.
 
-The `run` argument is the dict ValidateFunction returns (see runs.plan_run): names, S3 locations,
-images and the run's Settings as a dict.
+The `run` argument is the run's RunState (mlpipeline.run_state: what ValidateFunction decided, runs.plan_run):
+names, S3 locations, images and the run's Settings.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from mlpipeline import feature_sets, images
 from mlpipeline.debugger_config import debugger_and_profiler
 from mlpipeline.errors import SageMakerJobFailed
 from mlpipeline.resource_tags import execution_tag, run_tags
+from mlpipeline.run_state import RunState
+from mlpipeline.settings import Settings
 
 VOLUME_SIZE_GB = 50
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
@@ -40,19 +42,19 @@ def _hp(value: Any) -> str:
     return json.dumps(value)
 
 
-def static_hyperparameters(run: Mapping[str, Any], job_name: str | None = None) -> dict[str, str]:
+def static_hyperparameters(run: RunState, job_name: str | None = None) -> dict[str, str]:
     """Everything train.py gets besides the tuned lr and batch-size (its CLI: --epochs --backbone ...)."""
-    s = run["settings"]
+    s = run.settings
     hyperparameters = {
-        "epochs": _hp(s["epochs"]),
-        "backbone": _hp(s["backbone"]),
-        "pretrained": _hp(s["pretrained"]),
-        "patience": _hp(s["patience"]),
-        "precision": _hp(s["precision"]),
-        "freeze-backbone": _hp(s["freeze_backbone"]),
+        "epochs": _hp(s.epochs),
+        "backbone": _hp(s.backbone),
+        "pretrained": _hp(s.pretrained),
+        "patience": _hp(s.patience),
+        "precision": _hp(s.precision),
+        "freeze-backbone": _hp(s.freeze_backbone),
         PROGRAM_HYPERPARAMETER: _hp("train.py"),
-        SUBMIT_DIRECTORY_HYPERPARAMETER: _hp(run["source_s3_uri"]),
-        "sagemaker_region": _hp(run["region"]),
+        SUBMIT_DIRECTORY_HYPERPARAMETER: _hp(run.source_s3_uri),
+        "sagemaker_region": _hp(run.region),
         "sagemaker_container_log_level": "20",
     }
     if job_name:
@@ -60,7 +62,7 @@ def static_hyperparameters(run: Mapping[str, Any], job_name: str | None = None) 
     return hyperparameters
 
 
-def input_channels(run: Mapping[str, Any]) -> list[dict[str, Any]]:
+def input_channels(run: RunState) -> list[dict[str, Any]]:
     """One channel per split (train/valid/test -> SM_CHANNEL_TRAIN/VALID/TEST, read by imgclf.data)."""
     return [
         {
@@ -68,39 +70,39 @@ def input_channels(run: Mapping[str, Any]) -> list[dict[str, Any]]:
             "DataSource": {
                 "S3DataSource": {
                     "S3DataType": "S3Prefix",
-                    "S3Uri": f"{run['dataset_s3_uri']}{folder}/",
+                    "S3Uri": f"{run.dataset_s3_uri}{folder}/",
                     "S3DataDistributionType": "FullyReplicated",
                 }
             },
             "InputMode": "File",
         }
-        for split, folder in run["splits"].items()
+        for split, folder in run.splits.items()
     ]
 
 
-def _spot(run: Mapping[str, Any], job_name: str) -> dict[str, Any]:
-    s = run["settings"]
-    stopping: dict[str, Any] = {"MaxRuntimeInSeconds": s["max_runtime_seconds"]}
+def _spot(run: RunState, job_name: str) -> dict[str, Any]:
+    s = run.settings
+    stopping: dict[str, Any] = {"MaxRuntimeInSeconds": s.max_runtime_seconds}
     out: dict[str, Any] = {"StoppingCondition": stopping}
-    if s["use_spot_instances"]:
+    if s.use_spot_instances:
         # Spot capacity may vanish: wait up to twice the run time for it, resume from checkpoints.
-        stopping["MaxWaitTimeInSeconds"] = SPOT_WAIT_FACTOR * s["max_runtime_seconds"]
+        stopping["MaxWaitTimeInSeconds"] = SPOT_WAIT_FACTOR * s.max_runtime_seconds
         out["EnableManagedSpotTraining"] = True
         out["CheckpointConfig"] = {
-            "S3Uri": f"{run['checkpoint_s3_uri']}{job_name}/",
+            "S3Uri": f"{run.checkpoint_s3_uri}{job_name}/",
             "LocalPath": CHECKPOINT_LOCAL_PATH,
         }
     return out
 
 
-def parameter_ranges(settings: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+def parameter_ranges(settings: Settings) -> dict[str, list[dict[str, Any]]]:
     """contract.SEARCH_SPACE, with the run's lr bounds and batch sizes (stack parameters / manifest)."""
     continuous, categorical = [], []
     for parameter in contract.SEARCH_SPACE:
         if isinstance(parameter, contract.ContinuousParameter):
             low, high = parameter.min_value, parameter.max_value
             if parameter.name == "lr":
-                low, high = settings["lr_min"], settings["lr_max"]
+                low, high = settings.lr_min, settings.lr_max
             continuous.append(
                 {
                     "Name": parameter.name,
@@ -111,7 +113,7 @@ def parameter_ranges(settings: Mapping[str, Any]) -> dict[str, list[dict[str, An
             )
         else:
             values = (
-                list(settings["batch_sizes"]) if parameter.name == "batch-size" else list(parameter.values)
+                list(settings.batch_sizes) if parameter.name == "batch-size" else list(parameter.values)
             )
             categorical.append({"Name": parameter.name, "Values": values})
     return {
@@ -122,31 +124,31 @@ def parameter_ranges(settings: Mapping[str, Any]) -> dict[str, list[dict[str, An
 
 
 
-def extraction_job_request(run: Mapping[str, Any], role_arn: str, feature_set: str,
+def extraction_job_request(run: RunState, role_arn: str, feature_set: str,
                            execution_arn: str) -> dict[str, Any]:
     """CreateTrainingJob for the extraction: train.py --extract-features-only on the images, on the training
     instance type (GPU when configured), its feature set synced to the data bucket through CheckpointConfig;
     tagged with the execution that starts it (a retry carries on with its own job)."""
-    s = run["settings"]
+    s = run.settings
     name = feature_sets.extraction_job_name(run)
     hyperparameters = {**static_hyperparameters(run, name), contract.EXTRACT_FEATURES_HYPERPARAMETER: _hp(True)}
     return {
         "TrainingJobName": name,
         "HyperParameters": hyperparameters,
-        "AlgorithmSpecification": {"TrainingImage": run["training_image_uri"], "TrainingInputMode": "File"},
+        "AlgorithmSpecification": {"TrainingImage": run.training_image_uri, "TrainingInputMode": "File"},
         "RoleArn": role_arn,
         "InputDataConfig": input_channels(run),
-        "OutputDataConfig": {"S3OutputPath": f"{run['output_s3_uri']}features/"},
-        "ResourceConfig": {"InstanceType": s["training_instance_type"], "InstanceCount": 1,
+        "OutputDataConfig": {"S3OutputPath": f"{run.output_s3_uri}features/"},
+        "ResourceConfig": {"InstanceType": s.training_instance_type, "InstanceCount": 1,
                            "VolumeSizeInGB": VOLUME_SIZE_GB},
-        "StoppingCondition": {"MaxRuntimeInSeconds": s["max_runtime_seconds"]},
+        "StoppingCondition": {"MaxRuntimeInSeconds": s.max_runtime_seconds},
         "CheckpointConfig": {"S3Uri": feature_sets.feature_set_s3_uri(run, feature_set),
                              "LocalPath": CHECKPOINT_LOCAL_PATH},
         "Tags": [*run_tags(run), execution_tag(execution_arn)],
     }
 
 
-def features_channel(run: Mapping[str, Any], feature_set: str, input_mode: str = "File") -> dict[str, Any]:
+def features_channel(run: RunState, feature_set: str, input_mode: str = "File") -> dict[str, Any]:
     """The tuning trials' only channel: the feature set (SM_CHANNEL_FEATURES). FastFile streams the files
     instead of copying them first; File copies them (a few MB for dogImages either way)."""
     if input_mode not in ("File", "FastFile"):
@@ -162,17 +164,17 @@ def features_channel(run: Mapping[str, Any], feature_set: str, input_mode: str =
 
 
 
-def tuning_job_request(run: Mapping[str, Any], role_arn: str, execution_arn: str,
+def tuning_job_request(run: RunState, role_arn: str, execution_arn: str,
                        features: Mapping[str, str] | None = None) -> dict[str, Any]:
     """CreateHyperParameterTuningJob: Bayesian search minimizing 'average test loss' from the training log,
     tagged with the execution that starts it. With `features` ({"feature_set", "instance_type", "image_uri",
     optional "input_mode"}), the trials read only that feature set and train the head on that instance."""
-    s = run["settings"]
-    name = run["tuning_job_name"]
+    s = run.settings
+    name = run.tuning_job_name
     definition: dict[str, Any] = {
         "StaticHyperParameters": static_hyperparameters(run),
         "AlgorithmSpecification": {
-            "TrainingImage": features["image_uri"] if features else run["tuning_image_uri"],
+            "TrainingImage": features["image_uri"] if features else run.tuning_image_uri,
             "TrainingInputMode": "File",
             "MetricDefinitions": contract.metric_definitions(),
         },
@@ -181,9 +183,9 @@ def tuning_job_request(run: Mapping[str, Any], role_arn: str, execution_arn: str
             [features_channel(run, features["feature_set"], features.get("input_mode", "File"))] if features
             else input_channels(run)
         ),
-        "OutputDataConfig": {"S3OutputPath": f"{run['output_s3_uri']}tuning/"},
+        "OutputDataConfig": {"S3OutputPath": f"{run.output_s3_uri}tuning/"},
         "ResourceConfig": {
-            "InstanceType": features["instance_type"] if features else s["tuning_instance_type"],
+            "InstanceType": features["instance_type"] if features else s.tuning_instance_type,
             "InstanceCount": 1,
             "VolumeSizeInGB": VOLUME_SIZE_GB,
         },
@@ -198,8 +200,8 @@ def tuning_job_request(run: Mapping[str, Any], role_arn: str, execution_arn: str
                 "MetricName": contract.OBJECTIVE_METRIC_NAME,
             },
             "ResourceLimits": {
-                "MaxNumberOfTrainingJobs": s["max_jobs"],
-                "MaxParallelTrainingJobs": s["max_parallel_jobs"],
+                "MaxNumberOfTrainingJobs": s.max_jobs,
+                "MaxParallelTrainingJobs": s.max_parallel_jobs,
             },
             "ParameterRanges": parameter_ranges(s),
             "TrainingJobEarlyStoppingType": "Auto",
@@ -222,42 +224,42 @@ def tuned_hyperparameters(best_training_job: Mapping[str, Any]) -> dict[str, str
     return {name: str(tuned[name]) for name in sorted(names)}
 
 
-def tensorboard_output_config(run: Mapping[str, Any], job_name: str) -> dict[str, str]:
+def tensorboard_output_config(run: RunState, job_name: str) -> dict[str, str]:
     """Where SageMaker uploads the job's TensorBoard logdir while it runs: beside its model artifacts,
     s3://<bucket>/models/<job>/tensorboard/ (a TensorBoard or SageMaker TensorBoard app opens that prefix)."""
     return {
-        "S3OutputPath": f"{run['output_s3_uri']}{job_name}/{contract.TENSORBOARD_FOLDER}/",
+        "S3OutputPath": f"{run.output_s3_uri}{job_name}/{contract.TENSORBOARD_FOLDER}/",
         "LocalPath": contract.TENSORBOARD_LOCAL_PATH,
     }
 
 
 
 def training_job_request(
-    run: Mapping[str, Any], role_arn: str, tuned: Mapping[str, str], debugger_image: str | None = None
+    run: RunState, role_arn: str, tuned: Mapping[str, str], debugger_image: str | None = None
 ) -> dict[str, Any]:
     """CreateTrainingJob for the final model: best hyperparameters, metrics (the rules' too), TensorBoard
     output; Debugger rules and Profiler only when the stack opts in (`debugger_image` is then required)."""
-    s = run["settings"]
-    name = run["training_job_name"]
+    s = run.settings
+    name = run.training_job_name
     hyperparameters = {**static_hyperparameters(run, name), **{k: str(v) for k, v in tuned.items()}}
     # The deployed model's code/ carries its serving wheels, so endpoint instances install without PyPI.
     hyperparameters[contract.BUNDLE_SERVING_WHEELS_HYPERPARAMETER] = _hp(True)
-    if s["training_instance_count"] > 1 and images.processor_for(s["training_instance_type"]) == "gpu":
+    if s.training_instance_count > 1 and images.processor_for(s.training_instance_type) == "gpu":
         hyperparameters[DISTRIBUTED_HYPERPARAMETER] = _hp(True)
     return {
         "TrainingJobName": name,
         "HyperParameters": hyperparameters,
         "AlgorithmSpecification": {
-            "TrainingImage": run["training_image_uri"],
+            "TrainingImage": run.training_image_uri,
             "TrainingInputMode": "File",
             "MetricDefinitions": contract.metric_definitions(),
         },
         "RoleArn": role_arn,
         "InputDataConfig": input_channels(run),
-        "OutputDataConfig": {"S3OutputPath": run["output_s3_uri"]},
+        "OutputDataConfig": {"S3OutputPath": run.output_s3_uri},
         "ResourceConfig": {
-            "InstanceType": s["training_instance_type"],
-            "InstanceCount": s["training_instance_count"],
+            "InstanceType": s.training_instance_type,
+            "InstanceCount": s.training_instance_count,
             "VolumeSizeInGB": VOLUME_SIZE_GB,
         },
         **_spot(run, name),

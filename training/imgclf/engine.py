@@ -63,12 +63,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _rule_scalars(results: list[debugger.RuleResult]) -> dict[str, float]:
-    """Each rule as a TensorBoard scalar, with the value of its training metric (Error: none)."""
-    return {f"rules/{r.sagemaker_rule}": contract.RULE_METRIC_VALUES[r.status] for r in results
-            if r.status in contract.RULE_METRIC_VALUES}
-
-
 def _trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone().cpu() for k, v in unwrap(module).state_dict().items()}
 
@@ -253,7 +247,8 @@ def _apply_rules(run: TrainingRun, state: TrainingState, scalars: tensorboard_lo
     for result in results:
         emit(result.log_line())
     assert scalars is not None
-    scalars.add_scalars({**tensorboard_log.epoch_scalars(state.history[-1]), **_rule_scalars(results)}, epoch)
+    scalars.add_scalars({**tensorboard_log.epoch_scalars(state.history[-1]),
+                         **tensorboard_log.rule_scalars(results)}, epoch)
     fired = [r for r in results if r.rule in run.stop_on and r.status == debugger.ISSUES]
     if not fired:
         return False

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from imgclf import contract, debugger
-from imgclf.models import make_head
+from imgclf.networks import make_head
 
 
 def test_loss_not_decreasing() -> None:

@@ -80,11 +80,11 @@ def test_baseline_records_the_spread():
 
 @pytest.mark.parametrize("num_classes", [3, 5, 12])
 def test_training_computes_the_statistics_the_lambda_emits(num_classes):
-    # The baseline (engine.prediction_moments, vectorized on the full softmax) and the Lambda
+    # The baseline (loop.prediction_moments, vectorized on the full softmax) and the Lambda
     # (monitoring.prediction_stats on the endpoint's top-5 answer) must measure the same thing.
     import torch
 
-    from imgclf.engine import prediction_moments
+    from imgclf.loop import prediction_moments
 
     logits = torch.randn(64, num_classes, generator=torch.Generator().manual_seed(num_classes)) * 3
     answers = [torch.softmax(row, 0).topk(min(5, num_classes)).values.tolist() for row in logits]

@@ -18,12 +18,15 @@ import html
 import json
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 import torch
 from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
+
+from imgclf import tensorboard_log
 
 TOP_OPERATORS = 15
 
@@ -141,6 +144,33 @@ class StepTimer:
                 "data_loading_percent": round(100 * data / total, 2) if total else 0.0,
                 "compute_percent": round(100 * compute / total, 2) if total else 0.0,
                 "mean_step_ms": round(1000 * total / n, 3) if n else 0.0}
+
+
+@dataclass
+class Instruments:
+    """What watches a run's epochs: the step timer, and on rank 0 the system monitor, the torch profiler
+    and the TensorBoard scalars (the ranks but 0 profile no step and write no scalar)."""
+
+    timer: StepTimer
+    monitor: SystemMonitor | None
+    profiler: StepProfiler
+    scalars: tensorboard_log.ScalarWriter | None
+
+    @classmethod
+    def start(cls, tensorboard_run: Path, monitor_interval_s: float, profile_steps: int,
+              is_main: bool) -> Instruments:
+        timer = StepTimer()
+        monitor = SystemMonitor(monitor_interval_s).start() if is_main else None
+        profiler = StepProfiler(tensorboard_run, profile_steps if is_main else 0)
+        scalars = tensorboard_log.ScalarWriter(tensorboard_run) if is_main else None
+        return cls(timer, monitor, profiler, scalars)
+
+    def stop(self) -> None:
+        self.profiler.stop()
+        if self.scalars is not None:
+            self.scalars.close()
+        if self.monitor is not None:
+            self.monitor.stop()
 
 
 def write_report(output_dir: Path, timer: StepTimer, monitor: SystemMonitor, profiler: StepProfiler,

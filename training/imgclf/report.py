@@ -5,9 +5,10 @@ and the AWS pipeline (the ReportFunction Lambda, mlpipeline.run_report, hands it
 and the S3 job outputs). It reads what the run left behind — the tuning trials, the final training job's
 output-data files (training-history.json, evaluation.json, debugger-report.json, profiler-report.json),
 the model's metadata.json (serving export, prediction baseline), the sample invocations and the run's
-cost — and draws: learning curves, tuning trials (objective vs lr and batch size), the confusion matrix
-and per-class accuracy on the test split, the debugging-rule results, the profiler summary, the serving
-numbers, the sample requests' confidence against the validation baseline and the cost table.
+cost — and draws (the figures: imgclf.report_plots): learning curves, tuning trials (objective vs lr and
+batch size), the confusion matrix and per-class accuracy on the test split, the debugging-rule results,
+the profiler summary, the serving numbers, the sample requests' confidence against the validation
+baseline and the cost table.
 A part whose input is missing says so instead of failing the report.
 
 Trials are plain rows: {"trial", "state" (COMPLETE | PRUNED | FAIL | RUNNING), "lr", "batch-size",
@@ -21,12 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display here or in CI
-import matplotlib.pyplot as plt
-
-from imgclf import contract, monitoring
+from imgclf import contract, monitoring, report_plots
 
 
 def read_json(path: Path) -> Any:
@@ -57,39 +53,6 @@ def _fmt(value: Any) -> str:
     return _esc("" if value is None else value)
 
 
-def _epoch_rows(history: Any) -> list[dict[str, Any]]:
-    if isinstance(history, dict):
-        history = history.get("epochs", [])
-    return [row for row in history or [] if isinstance(row, dict)]
-
-
-def plot_learning_curves(history: Any, log_text: str, out: Path) -> bool:
-    rows = _epoch_rows(history)
-    series: dict[str, list[float]] = {}
-    if rows:
-        for key in rows[0]:
-            if key.endswith(("loss", "accuracy")) and all(isinstance(r.get(key), int | float) for r in rows):
-                series[key] = [float(r[key]) for r in rows]
-    else:  # fall back to the log, read with the same regexes SageMaker uses
-        metrics = contract.parse_metrics(log_text)
-        series = {name: values for name, values in metrics.items() if name.endswith(("loss", "accuracy"))}
-    if not series:
-        return False
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, values in series.items():
-        ax = ax_loss if name.endswith("loss") else ax_acc
-        ax.plot(range(1, len(values) + 1), values, marker="o", label=name.replace("_", " "))
-    for ax, title in ((ax_loss, "loss (per-sample mean cross-entropy)"), (ax_acc, "accuracy")):
-        ax.set_xlabel("epoch")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    return True
-
-
 COMPLETE, PRUNED = "COMPLETE", "PRUNED"
 BASELINE_KEY = "prediction_baseline"  # metadata.json's key for imgclf.monitoring.baseline's record
 
@@ -100,83 +63,25 @@ def best_trial(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
     return min(complete, key=lambda t: t["objective"]) if complete else None
 
 
-def plot_trials(trials: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
-    """Objective against lr and batch size, one point per trial; returns the table's rows."""
+def _trial_rows(trials: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
+    """The tuning trials' table rows; their figure (objective against lr and batch size) when one completed."""
     rows = [{"trial": t.get("trial"), "state": t.get("state"), "lr": t.get("lr"), "batch-size": t.get("batch-size"),
              contract.OBJECTIVE_METRIC_NAME: t.get("objective"), **({"job": t["job"]} if "job" in t else {})}
             for t in trials]
     best = best_trial(trials)
     if best is None:
         return rows
-    fig, (ax_lr, ax_bs) = plt.subplots(1, 2, figsize=(11, 4))
-    for state, color, label in ((COMPLETE, "tab:blue", "complete"), (PRUNED, "tab:gray", "stopped early (last value)")):
-        points = [(float(t["lr"]), int(t["batch-size"]),
-                   t["objective"] if t.get("objective") is not None else t.get("last_value"))
-                  for t in trials if t.get("state") == state and t.get("lr") is not None]
-        points = [p for p in points if p[2] is not None]
-        if not points:
-            continue
-        lrs, sizes, values = zip(*points, strict=True)
-        ax_lr.scatter(lrs, values, c=color, label=label)
-        ax_bs.scatter(sizes, values, c=color, label=label)
-    ax_lr.scatter([float(best["lr"])], [best["objective"]], marker="*", s=250, c="tab:red", label="best")
-    ax_bs.scatter([int(best["batch-size"])], [best["objective"]], marker="*", s=250, c="tab:red", label="best")
-    ax_lr.set_xscale("log")
-    ax_bs.set_xscale("log", base=2)
-    for ax, xlabel in ((ax_lr, "lr (log scale)"), (ax_bs, "batch size")):
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(contract.OBJECTIVE_METRIC_NAME)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle("tuning trials: objective (lower is better)")
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    complete, stopped = (_trial_points(trials, state) for state in (COMPLETE, PRUNED))
+    report_plots.plot_trials(complete, stopped, (float(best["lr"]), int(best["batch-size"]), best["objective"]), out)
     return rows
 
 
-def plot_evaluation(evaluation: Any, out: Path) -> list[dict[str, Any]]:
-    if not isinstance(evaluation, dict) or "confusion_matrix" not in evaluation:
-        return []
-    matrix = evaluation["confusion_matrix"]
-    names = evaluation.get("class_names") or [str(i) for i in range(len(matrix))]
-    per_class = evaluation.get("per_class_accuracy")
-    if isinstance(per_class, dict):
-        per_class = [per_class.get(name) for name in names]
-    if per_class is None:
-        per_class = [row[i] / max(1, sum(row)) for i, row in enumerate(matrix)]
-    size = max(5.0, 0.35 * len(names) + 3)
-    fig, (ax_cm, ax_pc) = plt.subplots(1, 2, figsize=(2 * size + 1, size),
-                                       gridspec_kw={"width_ratios": [1.2, 1]})
-    image = ax_cm.imshow(matrix, cmap="Blues")
-    fig.colorbar(image, ax=ax_cm, fraction=0.046)
-    show_names = len(names) <= 40  # 133 dog breeds: the matrix is still readable, the names are not
-    ticks = range(len(names))
-    ax_cm.set_xticks(ticks if show_names else [])
-    ax_cm.set_yticks(ticks if show_names else [])
-    if show_names:
-        ax_cm.set_xticklabels(names, rotation=90, fontsize=8)
-        ax_cm.set_yticklabels(names, fontsize=8)
-        if len(names) <= 15:
-            for i, row in enumerate(matrix):
-                for j, count in enumerate(row):
-                    if count:
-                        ax_cm.text(j, i, str(count), ha="center", va="center", fontsize=7)
-    ax_cm.set_xlabel("predicted")
-    ax_cm.set_ylabel("true")
-    ax_cm.set_title("confusion matrix (test split)")
-    ax_pc.barh(range(len(names)), per_class, color="tab:green")
-    ax_pc.set_yticks(range(len(names)) if show_names else [])
-    if show_names:
-        ax_pc.set_yticklabels(names, fontsize=8)
-    ax_pc.invert_yaxis()
-    ax_pc.set_xlim(0, 1)
-    ax_pc.set_title("per-class accuracy (test split)")
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    return [{"class": name, "accuracy": acc, "images": sum(row)}
-            for name, acc, row in zip(names, per_class, matrix, strict=False)]
+def _trial_points(trials: list[dict[str, Any]], state: str) -> list[tuple[float, int, float]]:
+    """(lr, batch size, objective) of the trials in `state`; a stopped trial's last reported value."""
+    points = [(float(t["lr"]), int(t["batch-size"]),
+               t["objective"] if t.get("objective") is not None else t.get("last_value"))
+              for t in trials if t.get("state") == state and t.get("lr") is not None]
+    return [p for p in points if p[2] is not None]
 
 
 def _debugger_rows(debugger: Any) -> list[dict[str, Any]]:
@@ -257,7 +162,7 @@ def _sample_top1(predictions: list[dict[str, Any]]) -> list[float]:
     return values
 
 
-def plot_confidence(baseline: Any, predictions: list[dict[str, Any]], out: Path) -> str:
+def _confidence_html(baseline: Any, predictions: list[dict[str, Any]], out: Path) -> str:
     """The sample requests' top-1 probabilities against the validation baseline (mean, ±1 standard
     deviation, the confidence-drift alarm's threshold, imgclf.monitoring); returns the section's HTML."""
     name = monitoring.TOP1_PROBABILITY.name
@@ -279,22 +184,7 @@ def plot_confidence(baseline: Any, predictions: list[dict[str, Any]], out: Path)
     samples = _sample_top1(predictions)
     if not samples:
         return text + "<p class=missing>no sample requests answered</p>"
-    mean, std = float(top["mean"]), float(top["std"])
-    fig, ax = plt.subplots(figsize=(9, 2.6))
-    ax.axvspan(max(0.0, mean - std), min(1.0, mean + std), color="tab:blue", alpha=0.15, label="baseline ±1 sd")
-    ax.axvline(mean, color="tab:blue", label=f"baseline mean {mean:.3f}")
-    if threshold is not None:
-        ax.axvline(threshold, color="tab:red", linestyle="--", label=f"drift threshold {threshold:.3f}")
-    ax.scatter(samples, [0.5] * len(samples), c="black", zorder=3, label="sample requests")
-    ax.axvline(sum(samples) / len(samples), color="black", linestyle=":",
-               label=f"samples' mean {sum(samples) / len(samples):.3f}")
-    ax.set_xlim(0, 1.02)
-    ax.set_yticks([])
-    ax.set_xlabel("top-1 probability")
-    ax.legend(fontsize=8, loc="upper left", ncol=2)
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    report_plots.plot_confidence(samples, float(top["mean"]), float(top["std"]), threshold, out)
     return text + f'<img src="{out.name}">'
 
 
@@ -319,13 +209,13 @@ def write_report(out_dir: Path, *, summary: dict[str, Any], trials: list[dict[st
     summary: run_id, gate {passed, reason}, and where known best_hyperparameters, best_objective, metrics,
     model (where the model is), outcome, predictions (sample invocations), notes (extra lines)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    has_curves = plot_learning_curves(read_json(data_dir / "training-history.json"), log_text,
+    has_curves = report_plots.plot_learning_curves(read_json(data_dir / "training-history.json"), log_text,
                                       out_dir / "learning-curves.png")
-    trial_rows = plot_trials(trials, out_dir / "tuning-trials.png")
-    class_rows = plot_evaluation(read_json(data_dir / "evaluation.json"), out_dir / "confusion-matrix.png")
+    trial_rows = _trial_rows(trials, out_dir / "tuning-trials.png")
+    class_rows = report_plots.plot_evaluation(read_json(data_dir / "evaluation.json"), out_dir / "confusion-matrix.png")
     debugger = _debugger_rows(read_json(data_dir / "debugger-report.json"))
     predictions = summary.get("predictions") or []
-    confidence = plot_confidence((metadata or {}).get(BASELINE_KEY), predictions,
+    confidence = _confidence_html((metadata or {}).get(BASELINE_KEY), predictions,
                                  out_dir / "confidence.png")
 
     gate = summary.get("gate") or {}

@@ -1,6 +1,6 @@
 """Records the trained model's own answers for a few test images: the post-deploy smoke test's reference.
 
-Called once at the end of the final training (imgclf.engine, rank 0), after the model directory is complete:
+Called once at the end of the final training (imgclf.outputs, rank 0), after the model directory is complete:
 
     smoke_sample.record(model_dir, test_samples, root)
 

@@ -25,7 +25,12 @@ import socket
 import struct
 import time
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+from imgclf import contract
+
+if TYPE_CHECKING:  # the writer needs no torch; the rule results are only read
+    from imgclf.debugger import RuleResult
 
 
 def _crc32c_table() -> list[int]:
@@ -138,3 +143,9 @@ def epoch_scalars(history_row: dict[str, float]) -> dict[str, float]:
     tags["time/train_images_per_second"] = history_row["train_images_per_second"]
     tags["optimizer/lr"] = history_row["lr"]
     return tags
+
+
+def rule_scalars(results: list[RuleResult]) -> dict[str, float]:
+    """Each debugger rule as a TensorBoard tag, with the value of its training metric (Error: none)."""
+    return {f"rules/{r.sagemaker_rule}": contract.RULE_METRIC_VALUES[r.status] for r in results
+            if r.status in contract.RULE_METRIC_VALUES}

@@ -128,8 +128,8 @@ def test_frozen_backbone_stays_in_eval_mode_and_only_head_trains() -> None:
     model(torch.randn(4, 3, 32, 32) * 5 + 3)
     assert torch.equal(model.bn1.running_mean, before)  # BatchNorm statistics do not drift
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    assert trainable == [n for n, _ in model.named_parameters() if n.startswith(model.head_attr + ".")] == ["fc.0.weight", "fc.0.bias", "fc.2.weight",
-                                                                "fc.2.bias"]
+    head = [n for n, _ in model.named_parameters() if n.startswith(model.head_attr + ".")]
+    assert trainable == head == ["fc.0.weight", "fc.0.bias", "fc.2.weight", "fc.2.bias"]
     models.freeze_backbone(model, False)
     model.train()
     assert model.bn1.training and model.conv1.weight.requires_grad

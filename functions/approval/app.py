@@ -27,9 +27,7 @@ logger = Logger(service="approval")
 
 
 @dataclass(frozen=True)
-class Environment:
-    """What template.yaml puts in this function's environment (read once, at import)."""
-
+class Environment:  # this function's variables in template.yaml (mlpipeline.function_env)
     data_bucket: str
     notification_topic_arn: str
 

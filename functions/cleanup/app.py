@@ -19,9 +19,7 @@ logger = Logger(service="cleanup")
 
 
 @dataclass(frozen=True)
-class Environment:
-    """What template.yaml puts in this function's environment (read once, at import)."""
-
+class Environment:  # this function's variables in template.yaml (mlpipeline.function_env)
     endpoint_name: str
 
 

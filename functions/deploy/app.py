@@ -27,9 +27,7 @@ logger = Logger(service="deploy")
 
 
 @dataclass(frozen=True)
-class Environment:
-    """What template.yaml puts in this function's environment (read once, at import)."""
-
+class Environment:  # this function's variables in template.yaml (mlpipeline.function_env)
     endpoint_name: str
     sagemaker_role_arn: str
     errors_alarm_name: str

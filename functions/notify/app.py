@@ -17,9 +17,7 @@ logger = Logger(service="notify")
 
 
 @dataclass(frozen=True)
-class Environment:
-    """What template.yaml puts in this function's environment (read once, at import)."""
-
+class Environment:  # this function's variables in template.yaml (mlpipeline.function_env)
     notification_topic_arn: str
 
 

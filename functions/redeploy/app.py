@@ -24,9 +24,7 @@ logger = Logger(service="redeploy")
 
 
 @dataclass(frozen=True)
-class Environment:
-    """What template.yaml puts in this function's environment (read once, at import)."""
-
+class Environment:  # this function's variables in template.yaml (mlpipeline.function_env)
     data_bucket: str
     model_package_group_name: str
     model_package_group_arn: str

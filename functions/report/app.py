@@ -25,9 +25,7 @@ logger = Logger(service="report")
 
 
 @dataclass(frozen=True)
-class Environment:
-    """What template.yaml puts in this function's environment (read once, at import)."""
-
+class Environment:  # this function's variables in template.yaml (mlpipeline.function_env)
     endpoint_name: str
     price_list_api: str = "true"
     aws_region: str = "us-east-1"

@@ -28,9 +28,7 @@ logger = Logger(service="start-tuning")
 
 
 @dataclass(frozen=True)
-class Environment:
-    """What template.yaml puts in this function's environment (read once, at import)."""
-
+class Environment:  # this function's variables in template.yaml (mlpipeline.function_env)
     sagemaker_role_arn: str
 
 

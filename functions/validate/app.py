@@ -31,9 +31,7 @@ DEFAULT_SOURCE_DIR = "/opt/training-source"
 
 
 @dataclass(frozen=True)
-class Environment:
-    """What template.yaml puts in this function's environment (read once, at import)."""
-
+class Environment:  # this function's variables in template.yaml (mlpipeline.function_env)
     data_bucket: str
     resource_prefix: str
     training_source_dir: str = DEFAULT_SOURCE_DIR

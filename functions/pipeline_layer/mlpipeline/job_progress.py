@@ -9,13 +9,18 @@ from typing import Any
 from mlpipeline.errors import EndpointDeploymentFailed, SageMakerJobFailed
 
 
-def tuning_progress(description: Mapping[str, Any]) -> dict[str, Any]:
-    """{"done", "status", "best_training_job"}; raises SageMakerJobFailed for Failed/Stopped, no best job."""
-    status = description["HyperParameterTuningJobStatus"]
-    name = description["HyperParameterTuningJobName"]
+def _status_of(description: Mapping[str, Any], kind: str, key: str) -> tuple[str, str]:
+    """(status, name) of a tuning or training job; SageMakerJobFailed when it failed or was stopped."""
+    status, name = description[f"{key}Status"], description[f"{key}Name"]
     if status in ("Failed", "Stopped"):
         reason = description.get("FailureReason") or "no reason given"
-        raise SageMakerJobFailed(f"tuning job {name} {status.lower()}: {reason}")
+        raise SageMakerJobFailed(f"{kind} job {name} {status.lower()}: {reason}")
+    return status, name
+
+
+def tuning_progress(description: Mapping[str, Any]) -> dict[str, Any]:
+    """{"done", "status", "best_training_job"}; raises SageMakerJobFailed for Failed/Stopped, no best job."""
+    status, name = _status_of(description, "tuning", "HyperParameterTuningJob")
     if status != "Completed":
         return {"done": False, "status": status}
     best = description.get("BestTrainingJob")
@@ -39,11 +44,7 @@ def tuning_progress(description: Mapping[str, Any]) -> dict[str, Any]:
 
 def training_progress(description: Mapping[str, Any]) -> dict[str, Any]:
     """{"done", "status", "secondary_status", "rule_issues"}; raises SageMakerJobFailed for Failed/Stopped."""
-    status = description["TrainingJobStatus"]
-    name = description["TrainingJobName"]
-    if status in ("Failed", "Stopped"):
-        reason = description.get("FailureReason") or "no reason given"
-        raise SageMakerJobFailed(f"training job {name} {status.lower()}: {reason}")
+    status, _name = _status_of(description, "training", "TrainingJob")
     issues = [
         r["RuleConfigurationName"]
         for r in description.get("DebugRuleEvaluationStatuses", [])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from dataclasses import FrozenInstanceError, dataclass
+from dataclasses import MISSING, FrozenInstanceError, dataclass, fields
 
 import pipeline_world as pw
 import pytest
@@ -44,3 +44,26 @@ def test_a_handler_without_its_environment_fails_at_import(folder: str) -> None:
     imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                               env={**env, **pw.lambda_environment(topic_arn=pw.TOPIC_ARN)})
     assert imported.returncode == 0, imported.stderr[-2000:]
+
+
+# Set by the Lambda runtime itself, not by the template ("Defined runtime environment variables",
+# https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html#configuration-envvars-runtime).
+LAMBDA_RUNTIME_VARIABLES = {"AWS_REGION", "AWS_DEFAULT_REGION", "AWS_LAMBDA_FUNCTION_NAME"}
+
+
+@pytest.mark.parametrize(("logical_id", "folder"), sorted(pw.FUNCTIONS.items()))
+def test_every_variable_a_handler_needs_is_one_template_yaml_sets(logical_id: str, folder: str) -> None:
+    """A handler's required Environment fields are variables its function has in template.yaml (Globals merged
+    as SAM merges them), so a deployed function starts; an optional one (a default) is the runtime's or a
+    local override; and no handler reads os.environ behind its Environment's back."""
+    properties = pw.function_properties(pw.template(), logical_id)
+    in_template = set((properties.get("Environment") or {}).get("Variables") or {})
+    handler = pw.load_handler(folder)
+    declared = fields(handler.Environment) if hasattr(handler, "Environment") else ()
+    required = {f.name.upper() for f in declared if f.default is MISSING}
+    assert required <= in_template, f"{folder} needs {sorted(required - in_template)}, which template.yaml never sets"
+    source = (pw.REPO / "functions" / folder / "app.py").read_text()
+    for read in ("os.environ[", "os.environ.get(", "os.getenv("):
+        assert read not in source, f"{folder} reads the environment directly ({read}) instead of its Environment"
+    # TRAINING_SOURCE_DIR: where Validate finds the training source off Lambda (default: the layer's copy).
+    assert {f.name.upper() for f in declared} - in_template <= LAMBDA_RUNTIME_VARIABLES | {"TRAINING_SOURCE_DIR"}

@@ -121,6 +121,11 @@ def test_approved_by_a_person_the_model_is_deployed(world: pw.PipelineWorld) -> 
     assert states[-1] == "Succeeded"
     assert world.sagemaker.describe_endpoint(EndpointName=pw.ENDPOINT)["EndpointStatus"] == "InService"
     assert json.loads(execution["output"])["approval"]["reason"] == "approved in the model registry: looks right"
+    # the run's report says who decided, and why
+    output = json.loads(execution["output"])
+    key = output["report"]["report_s3_uri"].split(f"s3://{pw.BUCKET}/", 1)[1]
+    page = world.s3.get_object(Bucket=pw.BUCKET, Key=key)["Body"].read().decode()
+    assert "Manual approval: Approved (approved in the model registry: looks right)." in page
     # the token is used once: the record is gone, a repeated event resumes nothing
     assert world.s3.list_objects_v2(Bucket=pw.BUCKET, Prefix=approval.TOKEN_PREFIX).get("KeyCount") == 0
     event = pw.model_package_event(world.sagemaker.describe_model_package(ModelPackageName=arn))

@@ -235,6 +235,9 @@ def _notes(outcome: str, state: Mapping[str, Any]) -> list[str]:
     if redeploy:
         notes.append(f"Redeploy of model package {redeploy['model_package_arn']} (trained by run "
                      f"{redeploy.get('trained_by_run')}): no tuning or training in this run.")
+    decision = state.get("approval") or {}
+    if decision.get("status"):  # ApprovalMode=manual: WaitForApproval's or ExpireApproval's answer
+        notes.append(f"Manual approval: {decision['status']} ({decision.get('reason')}).")
     error = state.get("error") or {}
     if error:
         notes.append(f"Error {error.get('Error')}: {str(error.get('Cause'))[:500]}")

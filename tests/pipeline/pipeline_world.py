@@ -966,13 +966,17 @@ class PipelineWorld:
         arn = self.sfn.start_execution(stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(event))[
             "executionArn"
         ]
+        return self.ended(arn, timeout)
+
+    def ended(self, execution_arn: str, timeout: float = 60) -> dict[str, Any]:
+        """The execution's description once it is no longer RUNNING; an AssertionError after `timeout` s."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            execution = self.sfn.describe_execution(executionArn=arn)
+            execution = self.sfn.describe_execution(executionArn=execution_arn)
             if execution["status"] != "RUNNING":
                 return execution
             time.sleep(0.05)
-        raise AssertionError(f"execution {name} still running after {timeout} s")
+        raise AssertionError(f"execution {execution_arn} still running after {timeout} s")
 
     def notifications(self) -> list[str]:
         messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])

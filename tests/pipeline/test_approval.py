@@ -126,16 +126,6 @@ def _waiting(world: pw.PipelineWorld, execution_arn: str, timeout: float = 60) -
     raise AssertionError("the run never waited for approval")
 
 
-def _ended(world: pw.PipelineWorld, execution_arn: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        execution = world.sfn.describe_execution(executionArn=execution_arn)
-        if execution["status"] != "RUNNING":
-            return execution
-        time.sleep(0.05)
-    raise AssertionError("the run is still waiting")
-
-
 def _decide(world: pw.PipelineWorld, arn: str, status: str, why: str) -> dict[str, Any]:
     """A person runs the command the notification gave; SageMaker's event goes through the rule."""
     world.sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus=status, ApprovalDescription=why)
@@ -162,7 +152,7 @@ def test_approved_by_a_person_the_model_is_deployed(world: pw.PipelineWorld) -> 
 
     answer = _decide(world, arn, "Approved", "looks right")
     assert answer["resumed"] == execution_arn and answer["approved"] is True
-    execution = _ended(world, execution_arn)
+    execution = world.ended(execution_arn)
     assert execution["status"] == "SUCCEEDED", execution
     states = world.states_entered(execution_arn)
     assert states[states.index("QualityGate"):states.index("Deploy") + 1] == [
@@ -180,7 +170,7 @@ def test_rejected_by_a_person_the_model_is_never_deployed(world: pw.PipelineWorl
     execution_arn = _start(world, "reject", MANUAL)
     arn = _waiting(world, execution_arn)
     assert _decide(world, arn, "Rejected", "misclassifies terriers")["approved"] is False
-    execution = _ended(world, execution_arn)
+    execution = world.ended(execution_arn)
     assert execution["status"] == "SUCCEEDED", execution
     states = world.states_entered(execution_arn)
     assert "Deploy" not in states and states[-4:] == ["Approved?", "ReportRejected", "NotifyRejected", "ModelRejected"]
@@ -192,7 +182,7 @@ def test_rejected_by_a_person_the_model_is_never_deployed(world: pw.PipelineWorl
 def test_no_decision_in_time_rejects_the_package(world: pw.PipelineWorld) -> None:
     execution_arn = _start(world, "expire", {**MANUAL, "approval_timeout_hours": 0.0005})  # 2 s
     arn = _waiting(world, execution_arn)
-    execution = _ended(world, execution_arn)
+    execution = world.ended(execution_arn)
     assert execution["status"] == "SUCCEEDED", execution
     states = world.states_entered(execution_arn)
     assert "Deploy" not in states
@@ -253,7 +243,7 @@ def test_auto_mode_registers_approved_and_never_waits(world: pw.PipelineWorld) -
     ({"approval_timeout_hours": 9000}, "approval_timeout_hours must be > 0 and <= 8760"),
 ])
 def test_validate_refuses_nonsense_before_any_job(world: pw.PipelineWorld, overrides: dict, message: str) -> None:
-    execution = _ended(world, _start(world, "bad", overrides))
+    execution = world.ended(_start(world, "bad", overrides))
     assert execution["status"] == "FAILED"
     history = world.sfn.get_execution_history(executionArn=execution["executionArn"], maxResults=1000)["events"]
     [failed] = [e["executionFailedEventDetails"] for e in history if "executionFailedEventDetails" in e]

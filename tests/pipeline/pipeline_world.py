@@ -170,6 +170,7 @@ class SageMakerSim:
     _tuning_jobs: list[str] = field(default_factory=list)
     _pending_update: dict[str, dict[str, Any]] = field(default_factory=dict)
     _invisible_configs: dict[str, int] = field(default_factory=dict)
+    _moto: dict[str, Any] = field(default_factory=dict, repr=False)  # moto's own backend methods, by name
 
     def _tick(self, key: str, polls: int | None = None) -> bool:
         """True once `polls` (default self.polls) describes of `key` have seen it in progress."""
@@ -312,417 +313,478 @@ class SageMakerSim:
             first["label"], second["label"] = second["label"], first["label"]
         return answer
 
+    # ----------------------------------------------------------------------------------------------
+    # One handler per simulated operation. `install` puts each where moto looks for it
+    # (SIMULATED_OPERATIONS); a handler takes moto's own `self` (the SageMaker backend, or for the wire
+    # layer the SageMakerResponse) after the sim, and calls moto's own method through self._moto.
+
     def install(self, monkeypatch: Any) -> None:
-        sim = self
-        backend_cls = sm_models.SageMakerModelBackend
-        original = {
-            name: getattr(backend_cls, name)
-            for name in (
-                "create_hyper_parameter_tuning_job",
-                "describe_hyper_parameter_tuning_job",
-                "create_training_job",
-                "describe_training_job",
-                "create_model",
-                "create_endpoint_config",
-                "create_endpoint",
-                "describe_endpoint",
+        """Answer every operation of SIMULATED_OPERATIONS with its handler, keeping moto's own backend
+        methods (where moto has one) for the handlers to build on."""
+        for owner, method, handler in SIMULATED_OPERATIONS:
+            if owner is sm_models.SageMakerModelBackend and hasattr(owner, method):
+                self._moto[method] = getattr(owner, method)
+            monkeypatch.setattr(owner, method, _as_method(getattr(self, handler)), raising=False)
+        # InvokeEndpoint's body is the image's raw bytes: keep them bytes (API_runtime_InvokeEndpoint.html).
+        monkeypatch.setattr(SageMakerRuntimeResponse, "use_raw_body", True)
+
+    def _create_tuning_job(self, backend: Any, hyper_parameter_tuning_job_name: str, **kwargs: Any) -> str:
+        """CreateHyperParameterTuningJob (API_CreateHyperParameterTuningJob.html): a name in use is
+        ResourceInUse (moto would overwrite the job); the job starts InProgress. The scenario may let another
+        execution create the same job first, or lose the answer of a create that worked."""
+        self.calls.append("CreateHyperParameterTuningJob")
+        jobs = backend.hyper_parameter_tuning_jobs
+        if self.racing_execution is not None and hyper_parameter_tuning_job_name not in jobs:
+            # the other execution's StartTuning wins the race: the same request, its own execution tag
+            tags = [t for t in kwargs.get("tags") or [] if t["Key"] != resource_tags.EXECUTION_TAG_KEY]
+            tags.append(resource_tags.execution_tag(self.racing_execution))
+            self._moto["create_hyper_parameter_tuning_job"](
+                backend, hyper_parameter_tuning_job_name, **{**kwargs, "tags": tags}
             )
+            jobs[hyper_parameter_tuning_job_name].hyper_parameter_tuning_job_status = "InProgress"
+        if hyper_parameter_tuning_job_name in jobs:
+            raise ResourceInUseException(f"Hyperparameter tuning job {hyper_parameter_tuning_job_name} already exists")
+        self._tuning_jobs.append(hyper_parameter_tuning_job_name)
+        arn = self._moto["create_hyper_parameter_tuning_job"](backend, hyper_parameter_tuning_job_name, **kwargs)
+        jobs[hyper_parameter_tuning_job_name].hyper_parameter_tuning_job_status = "InProgress"
+        if self.lose_create_tuning_response:
+            self.lose_create_tuning_response = False
+            raise InternalFailure("We encountered an internal error. Please try again.")
+        return arn
+
+    def _describe_tuning_job(self, backend: Any, hyper_parameter_tuning_job_name: str) -> dict[str, Any]:
+        """DescribeHyperParameterTuningJob (API_DescribeHyperParameterTuningJob.html): InProgress for
+        `polls` describes, then the scenario's outcome, with the BestTrainingJob a completed job names
+        (API_HyperParameterTrainingJobSummary.html) or a failed job's FailureReason. The scenario may
+        throttle the first describes (CommonErrors.html: ThrottlingException)."""
+        if self.throttle_describe_tuning > 0:
+            self.throttle_describe_tuning -= 1
+            raise Throttled("Rate exceeded")
+        job = backend.hyper_parameter_tuning_jobs.get(hyper_parameter_tuning_job_name)
+        if (
+            job is not None
+            and job.hyper_parameter_tuning_job_status == "InProgress"
+            and self._tick(f"tuning:{hyper_parameter_tuning_job_name}")
+        ):
+            job.hyper_parameter_tuning_job_status = self.tuning_outcome
+            if self.tuning_outcome == "Completed":
+                job.best_training_job = {
+                    "TrainingJobName": f"{hyper_parameter_tuning_job_name}-003-1a2b3c4d",
+                    "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/"
+                    f"{hyper_parameter_tuning_job_name}-003-1a2b3c4d",
+                    "CreationTime": job.creation_time,
+                    "TrainingJobStatus": "Completed",
+                    "TunedHyperParameters": dict(self.tuned),
+                    "FinalHyperParameterTuningJobObjectiveMetric": {
+                        "Type": "Minimize",
+                        "MetricName": "average test loss",
+                        "Value": 0.42,
+                    },
+                    "ObjectiveStatus": "Succeeded",
+                }
+            else:
+                job.failure_reason = "All training jobs failed: ClientError: no space left on device"
+                job.best_training_job = None
+        return self._moto["describe_hyper_parameter_tuning_job"](backend, hyper_parameter_tuning_job_name)
+
+    def _stop_tuning_job(self, backend: Any, hyper_parameter_tuning_job_name: str) -> None:
+        """StopHyperParameterTuningJob (API_StopHyperParameterTuningJob.html), which moto lacks: the job
+        is Stopping."""
+        self._stop("StopHyperParameterTuningJob", backend.hyper_parameter_tuning_jobs,
+                   hyper_parameter_tuning_job_name, "tuning job", "hyper_parameter_tuning_job_status")
+
+    def _stop_tuning_job_response(self, response: Any) -> Any:
+        """StopHyperParameterTuningJob on the wire (moto does not route it): an empty answer."""
+        return _empty_answer(response, "stop_hyper_parameter_tuning_job", "HyperParameterTuningJobName")
+
+    def _list_trials_response(self, response: Any) -> Any:
+        """ListTrainingJobsForHyperParameterTuningJob on the wire (moto does not route it): `list_trials`
+        (API_ListTrainingJobsForHyperParameterTuningJob.html)."""
+        from moto.core.responses import ActionResult
+
+        return ActionResult(self.list_trials(response._get_param("HyperParameterTuningJobName")))
+
+    def _create_training_job(self, backend: Any, training_job_name: str, *args: Any, **kwargs: Any) -> Any:
+        """CreateTrainingJob (API_CreateTrainingJob.html): a name in use is ResourceInUse (moto would
+        overwrite the job); the job starts InProgress. The scenario may throttle the first creates of
+        training (not feature-extraction) jobs (CommonErrors.html: ThrottlingException)."""
+        extraction = contract.EXTRACT_FEATURES_HYPERPARAMETER in (kwargs.get("hyper_parameters") or {})
+        self.calls.append("CreateTrainingJob[extraction]" if extraction else "CreateTrainingJob")
+        if self.throttle_create_training > 0 and not extraction:
+            self.throttle_create_training -= 1
+            raise Throttled("Rate exceeded")
+        if training_job_name in backend.training_jobs:
+            raise ResourceInUseException(f"Training job {training_job_name} already exists")
+        job = self._moto["create_training_job"](backend, training_job_name, *args, **kwargs)
+        backend.training_jobs[training_job_name].training_job_status = "InProgress"
+        return job
+
+    def _describe_training_job(self, backend: Any, training_job_name: str) -> dict[str, Any]:
+        """DescribeTrainingJob (API_DescribeTrainingJob.html): InProgress for `polls` describes, then the
+        scenario's outcome with the job's FinalMetricDataList and, once it ends, the seconds it ran and
+        was billed; a completed job's model artifact is in S3. A tuning job's trials answer from `trials`."""
+        job = backend.training_jobs.get(training_job_name)
+        if job is not None and job.training_job_status == "InProgress" and self._tick(f"training:{training_job_name}"):
+            if contract.EXTRACT_FEATURES_HYPERPARAMETER in (job.hyper_parameters or {}):
+                self._finish_extraction(backend, job)
+                return self._moto["describe_training_job"](backend, training_job_name)
+            self._finish_training(job)
+        trial = self.trial_description(training_job_name)
+        if trial is not None:
+            return trial
+        answer = self._moto["describe_training_job"](backend, training_job_name)
+        if answer.get("TrainingJobStatus") in ("Completed", "Failed", "Stopped"):
+            # What DescribeTrainingJob reports once a job ends (moto leaves both out): seconds billed
+            # and run (API_DescribeTrainingJob.html); managed spot bills less than it ran.
+            answer.setdefault("TrainingTimeInSeconds", self.final_training_seconds)
+            answer.setdefault("BillableTimeInSeconds", self.final_billable_seconds)
+        return answer
+
+    def _finish_training(self, job: Any) -> None:
+        """A training job ends as the scenario says, with the metrics train.py prints (FinalMetricDataList,
+        API_DescribeTrainingJob.html) and, completed, its model artifact."""
+        job.training_job_status = self.training_outcome
+        if self.on_training_end is not None:
+            self.on_training_end(job)  # what the job leaves in S3 (model.tar.gz, output.tar.gz)
+        if self.test_accuracy is not None:
+            job.final_metric_data_list = [
+                {"MetricName": "average test loss", "Value": 0.42, "Timestamp": job.creation_time},
+                {"MetricName": "test accuracy", "Value": self.test_accuracy, "Timestamp": job.creation_time},
+                # train.py's prediction-baseline line, read by its MetricDefinitions (contract).
+                *({"MetricName": name, "Value": value, "Timestamp": job.creation_time} for name, value in (
+                    (contract.BASELINE_COUNT_METRIC_NAME, 120.0),
+                    (contract.BASELINE_TOP1_MEAN_METRIC_NAME, 0.86),
+                    (contract.BASELINE_TOP1_STD_METRIC_NAME, 0.11))),
+            ]
+        if job.training_job_status == "Completed":
+            self._ship_model_artifact(job)
+
+    def _finish_extraction(self, backend: Any, job: Any) -> None:
+        """The extraction job ends as the scenario says. Completed, what train.py wrote under
+        CheckpointConfig.LocalPath is in CheckpointConfig.S3Uri ("SageMaker AI ... copies checkpoint
+        data from a local path to Amazon S3", CHECKPOINTS_DOC): the feature cache's folder with its
+        manifest, written last (the files' bytes are train.py's business, tested in tests/training)."""
+        job.training_job_status = self.extraction_outcome
+        if self.extraction_outcome != "Completed":
+            job.failure_reason = "AlgorithmError: ExecuteUserScriptError: CUDA out of memory"
+            return
+        if not self.extraction_uploads:
+            return
+        bucket, _, folder = job.checkpoint_config["S3Uri"].removeprefix("s3://").partition("/")
+        cache = f"{folder}{contract.FEATURE_CACHE_FOLDER}/"
+        s3 = s3_backends[backend.account_id]["aws"]
+        for split in ("train", "valid", "test"):
+            s3.put_object(bucket, f"{cache}resnet18-{split}-0123.pt", b"\0" * 64)
+        s3.put_object(bucket, cache + contract.FEATURE_SET_MANIFEST, b"{}")
+
+    def _stop_training_job(self, backend: Any, training_job_name: str) -> None:
+        """StopTrainingJob (API_StopTrainingJob.html), which moto lacks: the job is Stopping."""
+        self._stop("StopTrainingJob", backend.training_jobs, training_job_name, "training job", "training_job_status")
+
+    def _stop_training_job_response(self, response: Any) -> Any:
+        """StopTrainingJob on the wire (moto does not route it): an empty answer."""
+        return _empty_answer(response, "stop_training_job", "TrainingJobName")
+
+    def _stop(self, operation: str, jobs: dict[str, Any], name: str, kind: str, status_attribute: str) -> None:
+        """A Stop* call: the job named `name` of `jobs` is Stopping; an unknown name is a ValidationException."""
+        self.calls.append(operation)
+        job = jobs.get(name)
+        if job is None:
+            raise ValidationError(f"Could not find {kind} {name}")
+        setattr(job, status_attribute, "Stopping")
+
+    def _create_model(self, backend: Any, model_name: str, *args: Any, **kwargs: Any) -> Any:
+        """CreateModel (API_CreateModel.html): names are unique, SageMaker refuses a second CreateModel
+        (moto would overwrite the first)."""
+        if model_name in backend._models:
+            arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model/{model_name}"
+            raise ValidationError(f'Cannot create already existing model "{arn}".')
+        return self._moto["create_model"](backend, model_name, *args, **kwargs)
+
+    def _create_endpoint_config(self, backend: Any, endpoint_config_name: str, *args: Any, **kwargs: Any) -> Any:
+        """CreateEndpointConfig (API_CreateEndpointConfig.html): names are unique (moto would overwrite);
+        the scenario may leave a new config invisible for a moment (`_check_config_visible`)."""
+        if endpoint_config_name in backend.endpoint_configs:
+            arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint-config/{endpoint_config_name}"
+            raise ValidationError(f'Cannot create already existing endpoint configuration "{arn}".')
+        config = self._moto["create_endpoint_config"](backend, endpoint_config_name, *args, **kwargs)
+        if self.config_not_visible_for:
+            self._invisible_configs[endpoint_config_name] = self.config_not_visible_for
+        return config
+
+    def _describe_endpoint_config_response(self, response: Any) -> Any:
+        """DescribeEndpointConfig on the wire: DataCaptureConfig is an optional member that SageMaker
+        returns only for a config created with one (API_DescribeEndpointConfig.html); moto shows {} for
+        every other config."""
+        from moto.core.responses import ActionResult
+
+        answer = dict(response.sagemaker_backend.describe_endpoint_config(response._get_param("EndpointConfigName")))
+        if not answer.get("DataCaptureConfig"):
+            answer.pop("DataCaptureConfig", None)
+        return ActionResult(answer)
+
+    def _check_config_visible(self, backend: Any, endpoint_config_name: str) -> None:
+        """A config just created may be invisible to CreateEndpoint/UpdateEndpoint for a moment: they
+        answer as for a missing config (eventual consistency; the answer is DescribeEndpointConfig's
+        "Could not find endpoint configuration")."""
+        if self._invisible_configs.get(endpoint_config_name, 0) > 0:
+            self._invisible_configs[endpoint_config_name] -= 1
+            arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint-config/{endpoint_config_name}"
+            raise ValidationError(f"Could not find endpoint configuration '{arn}'.")
+        backend.describe_endpoint_config(endpoint_config_name)  # a config that does not exist at all
+
+    def _create_endpoint(self, backend: Any, endpoint_name: str, endpoint_config_name: str, tags: Any) -> Any:
+        """CreateEndpoint (API_CreateEndpoint.html): names are unique; the endpoint is Creating, with the
+        config's capture as a DataCaptureConfigSummary (DATA_CAPTURE_SUMMARY_DOC) and the config it is
+        creating with in PendingDeploymentSummary (DESCRIBE_ENDPOINT_DOC)."""
+        self.calls.append("CreateEndpoint")
+        if endpoint_name in backend.endpoints:
+            raise ValidationError(f"Cannot create already existing endpoint {endpoint_name}")
+        self._check_config_visible(backend, endpoint_config_name)
+        endpoint = self._moto["create_endpoint"](backend, endpoint_name, endpoint_config_name, tags)
+        endpoint.endpoint_status = "Creating"
+        endpoint.data_capture_config = data_capture_summary(
+            backend.endpoint_configs[endpoint_config_name].data_capture_config
+        )
+        endpoint.pending_deployment_summary = _pending_summary(
+            backend, endpoint_config_name, endpoint.production_variants
+        )
+        return endpoint
+
+    def _describe_endpoint(self, backend: Any, endpoint_name: str) -> dict[str, Any]:
+        """DescribeEndpoint (DESCRIBE_ENDPOINT_DOC): an endpoint stays Creating, or Updating, for `polls`
+        (`update_polls`) describes of each traffic-shift step, then ends as the scenario says."""
+        endpoint = backend.endpoints.get(endpoint_name)
+        status = endpoint.endpoint_status if endpoint is not None else None
+        step = len(self.rollouts[-1]["steps"]) if status == "Updating" and self.rollouts else 0
+        if status in ("Creating", "Updating") and self._tick(
+            f"endpoint:{endpoint_name}:{status}:{len(self.calls)}:{step}",
+            self.update_polls if status == "Updating" else None,
+        ):
+            rolling = status == "Updating" and self.update_outcome != "UpdateRollbackFailed"
+            if rolling and self._advance_rollout(endpoint_name):
+                # The step's baking period ended without an alarm: the next step shifts more traffic;
+                # the endpoint stays Updating on the old config (DESCRIBE_ENDPOINT_DOC).
+                pass
+            elif status == "Creating":
+                self._end_creation(endpoint)
+            else:
+                self._end_update(backend, endpoint_name, endpoint)
+        return self._moto["describe_endpoint"](backend, endpoint_name)
+
+    def _end_creation(self, endpoint: Any) -> None:
+        """A created endpoint is InService, or Failed with a FailureReason (DESCRIBE_ENDPOINT_DOC)."""
+        endpoint.pending_deployment_summary = None
+        endpoint.endpoint_status = self.endpoint_outcome
+        if self.endpoint_outcome == "Failed":
+            endpoint.failure_reason = (
+                "The primary container for production variant AllTraffic did not pass the ping health check."
+            )
+
+    def _end_update(self, backend: Any, endpoint_name: str, endpoint: Any) -> None:
+        """An update ends: InService on the new config, rolled back to the old one, or neither."""
+        if self.update_outcome == "UpdateRollbackFailed":
+            # "Both the rolling deployment and auto-rollback failed. Your endpoint is in service with
+            # a mix of the old and new endpoint configurations" (DESCRIBE_ENDPOINT_DOC): both stay in
+            # use, the new one still named by PendingDeploymentSummary.
+            self._pending_update.pop(endpoint_name)
+            endpoint.endpoint_status = "UpdateRollbackFailed"
+            endpoint.failure_reason = "The rollback of the deployment failed."
+            return
+        endpoint.pending_deployment_summary = None
+        rollout = self.rollouts[-1] if self.rollouts else None
+        update = self._pending_update.pop(endpoint_name)
+        endpoint.endpoint_status = "InService"
+        if rollout is None or rollout["outcome"] == "Completed":
+            endpoint.endpoint_config_name = update["config"]
+            endpoint.production_variants = update["variants"]
+            # The capture follows the config the endpoint now runs (a rollback keeps the old).
+            endpoint.data_capture_config = data_capture_summary(
+                backend.endpoint_configs[update["config"]].data_capture_config
+            )
+        else:
+            # An alarm tripped during a baking period: "a complete rollback to the old
+            # endpoint" (ROLLBACK_DOC): InService again, on the old config and the old fleet.
+            endpoint.failure_reason = (
+                f"Deployment rolled back: alarm {ENDPOINT}-5xx-errors went into ALARM during the "
+                f"baking period of step {len(rollout['steps'])} ({rollout['steps'][-1]} of "
+                f"{rollout['fleet']} new instances taking traffic)"
+            )
+
+    def _update_endpoint(
+        self,
+        backend: Any,
+        endpoint_name: str,
+        endpoint_config_name: str,
+        retain: bool,
+        exclude: set[str],
+        deployment: dict[str, Any] | None = None,
+    ) -> str:
+        """UpdateEndpoint (UPDATE_ENDPOINT_DOC), which moto lacks: only an InService endpoint updates; an
+        instance-type change of a variant registered with autoscaling is refused (SCALING_UPDATE_DOC); the
+        endpoint is Updating, still on the old config, with the new one and the variants it deploys
+        (`_variants_after_update`) in PendingDeploymentSummary, its traffic shifts planned
+        (`_plan_rollout`). The scenario may make every update fail with ResourceLimitExceeded."""
+        self.calls.append("UpdateEndpoint")
+        endpoint = backend.endpoints.get(endpoint_name)
+        if endpoint is None:
+            raise ValidationError(f"Could not find endpoint {endpoint_name}")
+        if endpoint.endpoint_status != "InService":
+            raise ValidationError(f"Cannot update in-progress endpoint {endpoint_name}")
+        self._check_config_visible(backend, endpoint_config_name)
+        _refuse_scaled_instance_type_change(backend, endpoint_name, endpoint, endpoint_config_name)
+        if self.update_endpoint_error == "ResourceLimitExceeded":
+            raise ResourceLimitExceeded(
+                "The account-level service limit 'ml.c5.xlarge for endpoint usage' is 0 Instances."
+            )
+        variants = _variants_after_update(backend, endpoint, endpoint_config_name, retain, exclude)
+        routing = (deployment or {}).get("BlueGreenUpdatePolicy", {}).get("TrafficRoutingConfiguration")
+        self._plan_rollout(endpoint_name, routing, variants[0]["DesiredInstanceCount"])
+        endpoint.endpoint_status = "Updating"
+        # While updating, EndpointConfigName still names the old config (DESCRIBE_ENDPOINT_DOC).
+        endpoint.pending_deployment_summary = _pending_summary(backend, endpoint_config_name, variants)
+        self._pending_update[endpoint_name] = {"config": endpoint_config_name, "variants": variants}
+        return endpoint.arn
+
+    def _update_endpoint_response(self, response: Any) -> Any:
+        """UpdateEndpoint on the wire (moto does not route it): its request members as `_update_endpoint`
+        takes them, and the EndpointArn it answers (UPDATE_ENDPOINT_DOC)."""
+        from moto.core.responses import ActionResult
+
+        arn = response.sagemaker_backend.update_endpoint(
+            response._get_param("EndpointName"),
+            response._get_param("EndpointConfigName"),
+            bool(response._get_param("RetainAllVariantProperties", False)),
+            {p["VariantPropertyType"] for p in response._get_param("ExcludeRetainedVariantProperties") or []},
+            response._get_param("DeploymentConfig"),
+        )
+        return ActionResult({"EndpointArn": arn})
+
+    def _invoke_endpoint_response(self, response: Any) -> Any:
+        """InvokeEndpoint on the wire (API_runtime_InvokeEndpoint.html): the endpoint's name is in the path,
+        /endpoints/{EndpointName}/invocations, the body the image's raw bytes; `_invoke_answer` answers."""
+        answer = self._invoke_answer(
+            sm_models.sagemaker_backends[ACCOUNT][REGION], response.path.split("/")[2], response.body)
+        return 200, {"Content-Type": contract.JSON_CONTENT_TYPE,
+                     "x-Amzn-Invoked-Production-Variant": deployment_requests.VARIANT_NAME}, json.dumps(answer)
+
+
+# Where moto looks for each simulated operation: (moto's class, its method, the SageMakerSim handler).
+# moto's backend (SageMakerModelBackend) holds the service's behaviour; its wire layer (SageMakerResponse,
+# SageMakerRuntimeResponse) turns a request into a backend call, and lacks the routes of some operations.
+SIMULATED_OPERATIONS: tuple[tuple[type, str, str], ...] = (
+    (sm_models.SageMakerModelBackend, "create_hyper_parameter_tuning_job", "_create_tuning_job"),
+    (sm_models.SageMakerModelBackend, "describe_hyper_parameter_tuning_job", "_describe_tuning_job"),
+    (sm_models.SageMakerModelBackend, "stop_hyper_parameter_tuning_job", "_stop_tuning_job"),
+    (SageMakerResponse, "stop_hyper_parameter_tuning_job", "_stop_tuning_job_response"),
+    (SageMakerResponse, "list_training_jobs_for_hyper_parameter_tuning_job", "_list_trials_response"),
+    (sm_models.SageMakerModelBackend, "create_training_job", "_create_training_job"),
+    (sm_models.SageMakerModelBackend, "describe_training_job", "_describe_training_job"),
+    (sm_models.SageMakerModelBackend, "stop_training_job", "_stop_training_job"),
+    (SageMakerResponse, "stop_training_job", "_stop_training_job_response"),
+    (sm_models.SageMakerModelBackend, "create_model", "_create_model"),
+    (sm_models.SageMakerModelBackend, "create_endpoint_config", "_create_endpoint_config"),
+    (SageMakerResponse, "describe_endpoint_config", "_describe_endpoint_config_response"),
+    (sm_models.SageMakerModelBackend, "create_endpoint", "_create_endpoint"),
+    (sm_models.SageMakerModelBackend, "describe_endpoint", "_describe_endpoint"),
+    (sm_models.SageMakerModelBackend, "update_endpoint", "_update_endpoint"),
+    (SageMakerResponse, "update_endpoint", "_update_endpoint_response"),
+    (SageMakerRuntimeResponse, "invoke_endpoint", "_invoke_endpoint_response"),
+)
+
+
+def _as_method(handler: Any) -> Any:
+    """`handler` (a bound SageMakerSim method) as a method of moto's class: moto's `self` comes first."""
+
+    def method(owner: Any, *args: Any, **kwargs: Any) -> Any:
+        return handler(owner, *args, **kwargs)
+
+    return method
+
+
+def _empty_answer(response: Any, backend_method: str, name_member: str) -> Any:
+    """An operation with an empty answer on the wire: the backend's method, given the request's `name_member`."""
+    from moto.core.responses import EmptyResult
+
+    getattr(response.sagemaker_backend, backend_method)(response._get_param(name_member))
+    return EmptyResult()
+
+
+def _pending_summary(backend: Any, config_name: str, variants: list[dict[str, Any]]) -> dict[str, Any]:
+    """PendingDeploymentSummary: "only returned when the endpoint is creating or updating with a
+    new endpoint configuration" (DESCRIBE_ENDPOINT_DOC)."""
+    config = {v["VariantName"]: v for v in backend.endpoint_configs[config_name].production_variants}
+
+    def summary(v: dict[str, Any]) -> dict[str, Any]:
+        new = config[v["VariantName"]]
+        if "ServerlessConfig" in new:
+            # A serverless variant has no instances: DesiredServerlessConfig instead
+            # (API_PendingProductionVariantSummary).
+            return {"VariantName": v["VariantName"], "DesiredServerlessConfig": new["ServerlessConfig"],
+                    "DesiredWeight": v.get("DesiredWeight", 1.0)}
+        return {
+            "VariantName": v["VariantName"],
+            "InstanceType": new["InstanceType"],
+            "DesiredInstanceCount": v.get("DesiredInstanceCount"),
+            # InitialVariantWeight defaults to 1.0 (API_ProductionVariant)
+            "DesiredWeight": v.get("DesiredWeight", 1.0),
         }
 
-        def create_tuning(self: Any, hyper_parameter_tuning_job_name: str, **kwargs: Any) -> str:
-            sim.calls.append("CreateHyperParameterTuningJob")
-            jobs = self.hyper_parameter_tuning_jobs
-            if sim.racing_execution is not None and hyper_parameter_tuning_job_name not in jobs:
-                # the other execution's StartTuning wins the race: the same request, its own execution tag
-                tags = [t for t in kwargs.get("tags") or [] if t["Key"] != resource_tags.EXECUTION_TAG_KEY]
-                tags.append(resource_tags.execution_tag(sim.racing_execution))
-                original["create_hyper_parameter_tuning_job"](
-                    self, hyper_parameter_tuning_job_name, **{**kwargs, "tags": tags}
-                )
-                self.hyper_parameter_tuning_jobs[
-                    hyper_parameter_tuning_job_name
-                ].hyper_parameter_tuning_job_status = "InProgress"
-            if hyper_parameter_tuning_job_name in self.hyper_parameter_tuning_jobs:
-                raise ResourceInUseException(
-                    f"Hyperparameter tuning job {hyper_parameter_tuning_job_name} already exists"
-                )
-            sim._tuning_jobs.append(hyper_parameter_tuning_job_name)
-            arn = original["create_hyper_parameter_tuning_job"](self, hyper_parameter_tuning_job_name, **kwargs)
-            self.hyper_parameter_tuning_jobs[
-                hyper_parameter_tuning_job_name
-            ].hyper_parameter_tuning_job_status = "InProgress"
-            if sim.lose_create_tuning_response:
-                sim.lose_create_tuning_response = False
-                raise InternalFailure("We encountered an internal error. Please try again.")
-            return arn
+    return {
+        "EndpointConfigName": config_name,
+        "StartTime": sm_models.utcnow(),
+        "ProductionVariants": [summary(v) for v in variants],
+    }
 
-        def describe_tuning(self: Any, hyper_parameter_tuning_job_name: str) -> dict[str, Any]:
-            if sim.throttle_describe_tuning > 0:
-                sim.throttle_describe_tuning -= 1
-                raise Throttled("Rate exceeded")
-            job = self.hyper_parameter_tuning_jobs.get(hyper_parameter_tuning_job_name)
-            if (
-                job is not None
-                and job.hyper_parameter_tuning_job_status == "InProgress"
-                and sim._tick(f"tuning:{hyper_parameter_tuning_job_name}")
-            ):
-                job.hyper_parameter_tuning_job_status = sim.tuning_outcome
-                if sim.tuning_outcome == "Completed":
-                    job.best_training_job = {
-                        "TrainingJobName": f"{hyper_parameter_tuning_job_name}-003-1a2b3c4d",
-                        "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/"
-                        f"{hyper_parameter_tuning_job_name}-003-1a2b3c4d",
-                        "CreationTime": job.creation_time,
-                        "TrainingJobStatus": "Completed",
-                        "TunedHyperParameters": dict(sim.tuned),
-                        "FinalHyperParameterTuningJobObjectiveMetric": {
-                            "Type": "Minimize",
-                            "MetricName": "average test loss",
-                            "Value": 0.42,
-                        },
-                        "ObjectiveStatus": "Succeeded",
-                    }
-                else:
-                    job.failure_reason = "All training jobs failed: ClientError: no space left on device"
-                    job.best_training_job = None
-            return original["describe_hyper_parameter_tuning_job"](self, hyper_parameter_tuning_job_name)
 
-        def create_training(self: Any, training_job_name: str, *args: Any, **kwargs: Any) -> Any:
-            extraction = contract.EXTRACT_FEATURES_HYPERPARAMETER in (kwargs.get("hyper_parameters") or {})
-            sim.calls.append("CreateTrainingJob[extraction]" if extraction else "CreateTrainingJob")
-            if sim.throttle_create_training > 0 and not extraction:
-                sim.throttle_create_training -= 1
-                raise Throttled("Rate exceeded")
-            if training_job_name in self.training_jobs:
-                raise ResourceInUseException(f"Training job {training_job_name} already exists")
-            job = original["create_training_job"](self, training_job_name, *args, **kwargs)
-            self.training_jobs[training_job_name].training_job_status = "InProgress"
-            return job
-
-        def describe_training(self: Any, training_job_name: str) -> dict[str, Any]:
-            job = self.training_jobs.get(training_job_name)
-            if (
-                job is not None
-                and job.training_job_status == "InProgress"
-                and sim._tick(f"training:{training_job_name}")
-            ):
-                if contract.EXTRACT_FEATURES_HYPERPARAMETER in (job.hyper_parameters or {}):
-                    finish_extraction(self, job)
-                    return original["describe_training_job"](self, training_job_name)
-                job.training_job_status = sim.training_outcome
-                if sim.on_training_end is not None:
-                    sim.on_training_end(job)  # what the job leaves in S3 (model.tar.gz, output.tar.gz)
-                if sim.test_accuracy is not None:
-                    job.final_metric_data_list = [
-                        {"MetricName": "average test loss", "Value": 0.42, "Timestamp": job.creation_time},
-                        {"MetricName": "test accuracy", "Value": sim.test_accuracy, "Timestamp": job.creation_time},
-                        # train.py's prediction-baseline line, read by its MetricDefinitions (contract).
-                        *({"MetricName": name, "Value": value, "Timestamp": job.creation_time} for name, value in (
-                            (contract.BASELINE_COUNT_METRIC_NAME, 120.0),
-                            (contract.BASELINE_TOP1_MEAN_METRIC_NAME, 0.86),
-                            (contract.BASELINE_TOP1_STD_METRIC_NAME, 0.11))),
-                    ]
-                if job.training_job_status == "Completed":
-                    sim._ship_model_artifact(job)
-            trial = sim.trial_description(training_job_name)
-            if trial is not None:
-                return trial
-            answer = original["describe_training_job"](self, training_job_name)
-            if answer.get("TrainingJobStatus") in ("Completed", "Failed", "Stopped"):
-                # What DescribeTrainingJob reports once a job ends (moto leaves both out): seconds billed
-                # and run (API_DescribeTrainingJob.html); managed spot bills less than it ran.
-                answer.setdefault("TrainingTimeInSeconds", sim.final_training_seconds)
-                answer.setdefault("BillableTimeInSeconds", sim.final_billable_seconds)
-            return answer
-
-        def list_trials_response(self: Any) -> Any:
-            from moto.core.responses import ActionResult
-
-            return ActionResult(sim.list_trials(self._get_param("HyperParameterTuningJobName")))
-
-        def finish_extraction(self: Any, job: Any) -> None:
-            """The extraction job ends as the scenario says. Completed, what train.py wrote under
-            CheckpointConfig.LocalPath is in CheckpointConfig.S3Uri ("SageMaker AI ... copies checkpoint
-            data from a local path to Amazon S3", CHECKPOINTS_DOC): the feature cache's folder with its
-            manifest, written last (the files' bytes are train.py's business, tested in tests/training)."""
-            job.training_job_status = sim.extraction_outcome
-            if sim.extraction_outcome != "Completed":
-                job.failure_reason = "AlgorithmError: ExecuteUserScriptError: CUDA out of memory"
-                return
-            if not sim.extraction_uploads:
-                return
-            bucket, _, folder = job.checkpoint_config["S3Uri"].removeprefix("s3://").partition("/")
-            cache = f"{folder}{contract.FEATURE_CACHE_FOLDER}/"
-            backend = s3_backends[self.account_id]["aws"]
-            for split in ("train", "valid", "test"):
-                backend.put_object(bucket, f"{cache}resnet18-{split}-0123.pt", b"\0" * 64)
-            backend.put_object(bucket, cache + contract.FEATURE_SET_MANIFEST, b"{}")
-
-        def create_model(self: Any, model_name: str, *args: Any, **kwargs: Any) -> Any:
-            # Names are unique: SageMaker refuses a second CreateModel (moto would overwrite the first).
-            if model_name in self._models:
-                arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model/{model_name}"
-                raise ValidationError(f'Cannot create already existing model "{arn}".')
-            return original["create_model"](self, model_name, *args, **kwargs)
-
-        def create_endpoint_config(self: Any, endpoint_config_name: str, *args: Any, **kwargs: Any) -> Any:
-            if endpoint_config_name in self.endpoint_configs:
-                arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint-config/{endpoint_config_name}"
-                raise ValidationError(f'Cannot create already existing endpoint configuration "{arn}".')
-            config = original["create_endpoint_config"](self, endpoint_config_name, *args, **kwargs)
-            if sim.config_not_visible_for:
-                sim._invisible_configs[endpoint_config_name] = sim.config_not_visible_for
-            return config
-
-        def check_config_visible(self: Any, endpoint_config_name: str) -> None:
-            """A config just created may be invisible to CreateEndpoint/UpdateEndpoint for a moment: they
-            answer as for a missing config (eventual consistency; the answer is DescribeEndpointConfig's
-            "Could not find endpoint configuration")."""
-            if sim._invisible_configs.get(endpoint_config_name, 0) > 0:
-                sim._invisible_configs[endpoint_config_name] -= 1
-                arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint-config/{endpoint_config_name}"
-                raise ValidationError(f"Could not find endpoint configuration '{arn}'.")
-            self.describe_endpoint_config(endpoint_config_name)  # a config that does not exist at all
-
-        def pending_summary(self: Any, config_name: str, variants: list[dict[str, Any]]) -> dict[str, Any]:
-            """PendingDeploymentSummary: "only returned when the endpoint is creating or updating with a
-            new endpoint configuration" (DESCRIBE_ENDPOINT_DOC)."""
-            config = {v["VariantName"]: v for v in self.endpoint_configs[config_name].production_variants}
-
-            def summary(v: dict[str, Any]) -> dict[str, Any]:
-                new = config[v["VariantName"]]
-                if "ServerlessConfig" in new:
-                    # A serverless variant has no instances: DesiredServerlessConfig instead
-                    # (API_PendingProductionVariantSummary).
-                    return {"VariantName": v["VariantName"], "DesiredServerlessConfig": new["ServerlessConfig"],
-                            "DesiredWeight": v.get("DesiredWeight", 1.0)}
-                return {
-                    "VariantName": v["VariantName"],
-                    "InstanceType": new["InstanceType"],
-                    "DesiredInstanceCount": v.get("DesiredInstanceCount"),
-                    # InitialVariantWeight defaults to 1.0 (API_ProductionVariant)
-                    "DesiredWeight": v.get("DesiredWeight", 1.0),
-                }
-
-            return {
-                "EndpointConfigName": config_name,
-                "StartTime": sm_models.utcnow(),
-                "ProductionVariants": [summary(v) for v in variants],
+def _variants_after_update(
+    backend: Any, endpoint: Any, config_name: str, retain: bool, exclude: set[str]
+) -> list[dict[str, Any]]:
+    """The variants an update deploys. Without RetainAllVariantProperties (default false) every
+    variant gets the new config's InitialInstanceCount and InitialVariantWeight; with it, a variant
+    of the same name keeps the endpoint's latest DesiredInstanceCount and DesiredWeight, "regardless
+    of the value of the InitialInstanceCount field in the new EndpointConfig", except the
+    VariantPropertyTypes in ExcludeRetainedVariantProperties, which come from the new config
+    (UPDATE_ENDPOINT_DOC, VARIANT_PROPERTY_DOC, SCALING_UPDATE_DOC)."""
+    live = {v["VariantName"]: v for v in endpoint.production_variants}
+    variants = []
+    for new in backend.endpoint_configs[config_name].production_variants:
+        count, weight = new.get("InitialInstanceCount"), new.get("InitialVariantWeight", 1.0)
+        old = live.get(new["VariantName"])
+        if retain and old is not None:
+            if "DesiredInstanceCount" not in exclude:
+                count = old.get("DesiredInstanceCount", count)
+            if "DesiredWeight" not in exclude:
+                weight = old.get("DesiredWeight", weight)
+        variants.append(
+            {
+                "VariantName": new["VariantName"],
+                "CurrentInstanceCount": count,
+                "DesiredInstanceCount": count,
+                "CurrentWeight": weight,
+                "DesiredWeight": weight,
             }
+        )
+    return variants
 
-        def create_endpoint(self: Any, endpoint_name: str, endpoint_config_name: str, tags: Any) -> Any:
-            sim.calls.append("CreateEndpoint")
-            if endpoint_name in self.endpoints:
-                raise ValidationError(f"Cannot create already existing endpoint {endpoint_name}")
-            check_config_visible(self, endpoint_config_name)
-            endpoint = original["create_endpoint"](self, endpoint_name, endpoint_config_name, tags)
-            endpoint.endpoint_status = "Creating"
-            endpoint.data_capture_config = data_capture_summary(
-                self.endpoint_configs[endpoint_config_name].data_capture_config
+
+def _refuse_scaled_instance_type_change(backend: Any, endpoint_name: str, endpoint: Any, config_name: str) -> None:
+    """An update that changes a variant's instance type while the variant is registered with autoscaling is a
+    ValidationException: "If the update would change the instance type for any model that is a target for
+    auto scaling, the update fails" (SCALING_UPDATE_DOC)."""
+    live_config = backend.endpoint_configs[endpoint.endpoint_config_name]
+    live = {v["VariantName"]: v.get("InstanceType") for v in live_config.production_variants}
+    targets = applicationautoscaling_backends[backend.account_id][backend.region_name]
+    for variant in backend.endpoint_configs[config_name].production_variants:
+        name = variant["VariantName"]
+        registered = targets.describe_scalable_targets(
+            "sagemaker", [f"endpoint/{endpoint_name}/variant/{name}"], VARIANT_DIMENSION
+        )
+        if registered and live.get(name, variant.get("InstanceType")) != variant.get("InstanceType"):
+            raise ValidationError(
+                f"The variant {name} of endpoint {endpoint_name} is registered with Application Auto "
+                "Scaling: deregister it before changing its instance type."
             )
-            endpoint.pending_deployment_summary = pending_summary(
-                self, endpoint_config_name, endpoint.production_variants
-            )
-            return endpoint
-
-        def variants_after_update(
-            self: Any, endpoint: Any, config_name: str, retain: bool, exclude: set[str]
-        ) -> list[dict[str, Any]]:
-            """The variants an update deploys. Without RetainAllVariantProperties (default false) every
-            variant gets the new config's InitialInstanceCount and InitialVariantWeight; with it, a variant
-            of the same name keeps the endpoint's latest DesiredInstanceCount and DesiredWeight, "regardless
-            of the value of the InitialInstanceCount field in the new EndpointConfig", except the
-            VariantPropertyTypes in ExcludeRetainedVariantProperties, which come from the new config
-            (UPDATE_ENDPOINT_DOC, VARIANT_PROPERTY_DOC, SCALING_UPDATE_DOC)."""
-            live = {v["VariantName"]: v for v in endpoint.production_variants}
-            variants = []
-            for new in self.endpoint_configs[config_name].production_variants:
-                count, weight = new.get("InitialInstanceCount"), new.get("InitialVariantWeight", 1.0)
-                old = live.get(new["VariantName"])
-                if retain and old is not None:
-                    if "DesiredInstanceCount" not in exclude:
-                        count = old.get("DesiredInstanceCount", count)
-                    if "DesiredWeight" not in exclude:
-                        weight = old.get("DesiredWeight", weight)
-                variants.append(
-                    {
-                        "VariantName": new["VariantName"],
-                        "CurrentInstanceCount": count,
-                        "DesiredInstanceCount": count,
-                        "CurrentWeight": weight,
-                        "DesiredWeight": weight,
-                    }
-                )
-            return variants
-
-        def describe_endpoint(self: Any, endpoint_name: str) -> dict[str, Any]:
-            endpoint = self.endpoints.get(endpoint_name)
-            status = endpoint.endpoint_status if endpoint is not None else None
-            step = len(sim.rollouts[-1]["steps"]) if status == "Updating" and sim.rollouts else 0
-            if status in ("Creating", "Updating") and sim._tick(
-                f"endpoint:{endpoint_name}:{status}:{len(sim.calls)}:{step}",
-                sim.update_polls if status == "Updating" else None,
-            ):
-                rolling = status == "Updating" and sim.update_outcome != "UpdateRollbackFailed"
-                if rolling and sim._advance_rollout(endpoint_name):
-                    # The step's baking period ended without an alarm: the next step shifts more traffic;
-                    # the endpoint stays Updating on the old config (DESCRIBE_ENDPOINT_DOC).
-                    return original["describe_endpoint"](self, endpoint_name)
-                if status == "Creating" or sim.update_outcome != "UpdateRollbackFailed":
-                    endpoint.pending_deployment_summary = None
-                rollout = sim.rollouts[-1] if status == "Updating" and sim.rollouts else None
-                if status == "Creating":
-                    endpoint.endpoint_status = sim.endpoint_outcome
-                    if sim.endpoint_outcome == "Failed":
-                        endpoint.failure_reason = (
-                            "The primary container for production variant AllTraffic did "
-                            "not pass the ping health check."
-                        )
-                elif sim.update_outcome == "UpdateRollbackFailed":
-                    # "Both the rolling deployment and auto-rollback failed. Your endpoint is in service with
-                    # a mix of the old and new endpoint configurations" (DESCRIBE_ENDPOINT_DOC): both stay in
-                    # use, the new one still named by PendingDeploymentSummary.
-                    sim._pending_update.pop(endpoint_name)
-                    endpoint.endpoint_status = "UpdateRollbackFailed"
-                    endpoint.failure_reason = "The rollback of the deployment failed."
-                else:
-                    update = sim._pending_update.pop(endpoint_name)
-                    endpoint.endpoint_status = "InService"
-                    if rollout is None or rollout["outcome"] == "Completed":
-                        endpoint.endpoint_config_name = update["config"]
-                        endpoint.production_variants = update["variants"]
-                        # The capture follows the config the endpoint now runs (a rollback keeps the old).
-                        endpoint.data_capture_config = data_capture_summary(
-                            self.endpoint_configs[update["config"]].data_capture_config
-                        )
-                    else:
-                        # An alarm tripped during a baking period: "a complete rollback to the old
-                        # endpoint" (ROLLBACK_DOC): InService again, on the old config and the old fleet.
-                        endpoint.failure_reason = (
-                            f"Deployment rolled back: alarm {ENDPOINT}-5xx-errors went into ALARM during the "
-                            f"baking period of step {len(rollout['steps'])} ({rollout['steps'][-1]} of "
-                            f"{rollout['fleet']} new instances taking traffic)"
-                        )
-            return original["describe_endpoint"](self, endpoint_name)
-
-        def update_endpoint(
-            self: Any,
-            endpoint_name: str,
-            endpoint_config_name: str,
-            retain: bool,
-            exclude: set[str],
-            deployment: dict[str, Any] | None = None,
-        ) -> str:
-            sim.calls.append("UpdateEndpoint")
-            endpoint = self.endpoints.get(endpoint_name)
-            if endpoint is None:
-                raise ValidationError(f"Could not find endpoint {endpoint_name}")
-            if endpoint.endpoint_status != "InService":
-                raise ValidationError(f"Cannot update in-progress endpoint {endpoint_name}")
-            check_config_visible(self, endpoint_config_name)
-            live_config = self.endpoint_configs[endpoint.endpoint_config_name]
-            live = {v["VariantName"]: v.get("InstanceType") for v in live_config.production_variants}
-            targets = applicationautoscaling_backends[self.account_id][self.region_name]
-            for variant in self.endpoint_configs[endpoint_config_name].production_variants:
-                name = variant["VariantName"]
-                registered = targets.describe_scalable_targets(
-                    "sagemaker", [f"endpoint/{endpoint_name}/variant/{name}"], VARIANT_DIMENSION
-                )
-                if registered and live.get(name, variant.get("InstanceType")) != variant.get("InstanceType"):
-                    # "If the update would change the instance type for any model that is a target for
-                    # auto scaling, the update fails" (SCALING_UPDATE_DOC).
-                    raise ValidationError(
-                        f"The variant {name} of endpoint {endpoint_name} is registered with Application Auto "
-                        "Scaling: deregister it before changing its instance type."
-                    )
-            if sim.update_endpoint_error == "ResourceLimitExceeded":
-                raise ResourceLimitExceeded(
-                    "The account-level service limit 'ml.c5.xlarge for endpoint usage' is 0 Instances."
-                )
-            variants = variants_after_update(self, endpoint, endpoint_config_name, retain, exclude)
-            routing = (deployment or {}).get("BlueGreenUpdatePolicy", {}).get("TrafficRoutingConfiguration")
-            sim._plan_rollout(endpoint_name, routing, variants[0]["DesiredInstanceCount"])
-            endpoint.endpoint_status = "Updating"
-            # While updating, EndpointConfigName still names the old config (DESCRIBE_ENDPOINT_DOC).
-            endpoint.pending_deployment_summary = pending_summary(self, endpoint_config_name, variants)
-            sim._pending_update[endpoint_name] = {"config": endpoint_config_name, "variants": variants}
-            return endpoint.arn
-
-        def stop_tuning(self: Any, hyper_parameter_tuning_job_name: str) -> None:
-            sim.calls.append("StopHyperParameterTuningJob")
-            job = self.hyper_parameter_tuning_jobs.get(hyper_parameter_tuning_job_name)
-            if job is None:
-                raise ValidationError(f"Could not find tuning job {hyper_parameter_tuning_job_name}")
-            job.hyper_parameter_tuning_job_status = "Stopping"
-
-        def stop_tuning_response(self: Any) -> Any:
-            from moto.core.responses import EmptyResult
-
-            self.sagemaker_backend.stop_hyper_parameter_tuning_job(self._get_param("HyperParameterTuningJobName"))
-            return EmptyResult()
-
-        def stop_training(self: Any, training_job_name: str) -> None:
-            sim.calls.append("StopTrainingJob")
-            job = self.training_jobs.get(training_job_name)
-            if job is None:
-                raise ValidationError(f"Could not find training job {training_job_name}")
-            job.training_job_status = "Stopping"
-
-        def stop_training_response(self: Any) -> Any:
-            from moto.core.responses import EmptyResult
-
-            self.sagemaker_backend.stop_training_job(self._get_param("TrainingJobName"))
-            return EmptyResult()
-
-        def describe_endpoint_config_response(self: Any) -> Any:
-            """DataCaptureConfig is an optional member that SageMaker returns only for a config created with
-            one (API_DescribeEndpointConfig.html); moto shows {} for every other config."""
-            from moto.core.responses import ActionResult
-
-            response = dict(self.sagemaker_backend.describe_endpoint_config(self._get_param("EndpointConfigName")))
-            if not response.get("DataCaptureConfig"):
-                response.pop("DataCaptureConfig", None)
-            return ActionResult(response)
-
-        def update_endpoint_response(self: Any) -> Any:
-            from moto.core.responses import ActionResult
-
-            arn = self.sagemaker_backend.update_endpoint(
-                self._get_param("EndpointName"),
-                self._get_param("EndpointConfigName"),
-                bool(self._get_param("RetainAllVariantProperties", False)),
-                {p["VariantPropertyType"] for p in self._get_param("ExcludeRetainedVariantProperties") or []},
-                self._get_param("DeploymentConfig"),
-            )
-            return ActionResult({"EndpointArn": arn})
-
-        def invoke_endpoint_response(self: Any) -> Any:
-            # InvokeEndpoint's body is the image's raw bytes (use_raw_body below keeps them bytes); the
-            # endpoint's name is in the path, /endpoints/{EndpointName}/invocations (API_runtime_InvokeEndpoint).
-            answer = sim._invoke_answer(
-                sm_models.sagemaker_backends[ACCOUNT][REGION], self.path.split("/")[2], self.body)
-            return 200, {"Content-Type": contract.JSON_CONTENT_TYPE,
-                         "x-Amzn-Invoked-Production-Variant": deployment_requests.VARIANT_NAME}, json.dumps(answer)
-
-        monkeypatch.setattr(SageMakerRuntimeResponse, "use_raw_body", True)
-        monkeypatch.setattr(SageMakerRuntimeResponse, "invoke_endpoint", invoke_endpoint_response)
-        monkeypatch.setattr(backend_cls, "create_hyper_parameter_tuning_job", create_tuning)
-        monkeypatch.setattr(backend_cls, "describe_hyper_parameter_tuning_job", describe_tuning)
-        monkeypatch.setattr(backend_cls, "create_training_job", create_training)
-        monkeypatch.setattr(backend_cls, "describe_training_job", describe_training)
-        monkeypatch.setattr(backend_cls, "create_model", create_model)
-        monkeypatch.setattr(backend_cls, "create_endpoint_config", create_endpoint_config)
-        monkeypatch.setattr(backend_cls, "create_endpoint", create_endpoint)
-        monkeypatch.setattr(backend_cls, "describe_endpoint", describe_endpoint)
-        monkeypatch.setattr(backend_cls, "update_endpoint", update_endpoint, raising=False)
-        monkeypatch.setattr(SageMakerResponse, "update_endpoint", update_endpoint_response, raising=False)
-        monkeypatch.setattr(SageMakerResponse, "describe_endpoint_config", describe_endpoint_config_response)
-        monkeypatch.setattr(SageMakerResponse, "list_training_jobs_for_hyper_parameter_tuning_job",
-                            list_trials_response, raising=False)
-        monkeypatch.setattr(backend_cls, "stop_training_job", stop_training, raising=False)
-        monkeypatch.setattr(SageMakerResponse, "stop_training_job", stop_training_response, raising=False)
-        monkeypatch.setattr(backend_cls, "stop_hyper_parameter_tuning_job", stop_tuning, raising=False)
-        monkeypatch.setattr(SageMakerResponse, "stop_hyper_parameter_tuning_job", stop_tuning_response, raising=False)
 
 
 _running = threading.local()  # which pipeline function's handler runs on this thread (if any)

@@ -11,7 +11,7 @@ from typing import Any
 
 import boto3
 from aws_lambda_powertools import Logger
-from mlpipeline import aws, deployment_plan, deployment_requests, function_env
+from mlpipeline import approval, aws, deployment_plan, deployment_requests, function_env
 from mlpipeline.errors import translate_aws_errors
 from mlpipeline.run_state import RunState
 
@@ -24,6 +24,11 @@ class Environment:  # this function's variables in template.yaml (mlpipeline.fun
 
 
 ENVIRONMENT = function_env.from_environ(Environment)
+
+
+def _deploy_attempted(state: dict[str, Any]) -> bool:
+    gate, decided = state.get("gate") or {}, state.get("approval") or {}
+    return gate.get("passed") is True and (not gate.get("awaits_approval") or decided.get("approved") is True)
 
 
 @translate_aws_errors
@@ -59,7 +64,8 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         is not None,
         # The gate passed, so Deploy ran (at least in part): it may have deregistered autoscaling
         # before it failed, and then never returned its output.
-        deploy_attempted=(state.get("gate") or {}).get("passed") is True,
+        # (With ApprovalMode=manual, only once a person approved it.)
+        deploy_attempted=_deploy_attempted(state),
         autoscaling_registered=registered,
         extraction=_describe(sagemaker.describe_training_job, TrainingJobName=extraction_job)
         if extraction_job
@@ -73,5 +79,10 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             settings = run.settings.as_dict()
             autoscaling.register_scalable_target(**deployment_requests.register_scalable_target_request(name, settings))
             autoscaling.put_scaling_policy(**deployment_requests.scaling_policy_request(name, settings))
+    abandoned = approval.abandoned(state)
+    if abandoned is not None:
+        boto3.client("sagemaker").update_model_package(**approval.expiry_request(abandoned))
+        boto3.client("s3").delete_object(Bucket=run.bucket, Key=approval.token_key(abandoned.model_package_arn))
+        actions.append({"action": "reject_model_package", "name": abandoned.model_package_arn})
     logger.info("cleaned up", extra={"actions": actions})
     return {"actions": actions}

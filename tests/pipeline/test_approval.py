@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import boto3
 import iam_model
 import pipeline_world as pw
 import pytest
@@ -161,6 +162,24 @@ def test_no_decision_in_time_rejects_the_package(world: pw.PipelineWorld) -> Non
     # the registry's event for the expiry itself, and a late approval, resume nothing
     assert "ignored" in pw.deliver_event("approval", pw.model_package_event(package))
     assert "ignored" in _decide(world, arn, "Approved", "too late")
+    assert world.sagemaker.list_endpoints()["Endpoints"] == []
+
+
+def test_a_run_that_fails_while_its_model_waits_rejects_the_package(world: pw.PipelineWorld) -> None:
+    """The wait itself fails (here the topic it notifies is gone): Cleanup marks the package Rejected and drops
+    its token, so the registry holds no PendingManualApproval version that no run will ever deploy."""
+    sns = boto3.client("sns", region_name=pw.REGION)
+    sns.delete_topic(TopicArn=world.topic_arn)
+    execution = world.ended(_start(world, "broken-wait", MANUAL))
+    assert execution["status"] == "FAILED", execution
+    states = world.states_entered(execution["executionArn"])
+    assert "WaitForApproval" in states and "Cleanup" in states and "Deploy" not in states
+    [package] = world.sagemaker.list_model_packages(ModelPackageGroupName=pw.MODEL_PACKAGE_GROUP)[
+        "ModelPackageSummaryList"]
+    described = world.sagemaker.describe_model_package(ModelPackageName=package["ModelPackageArn"])
+    assert described["ModelApprovalStatus"] == "Rejected"
+    assert described["ApprovalDescription"] == "the run failed before a decision: never deployed"
+    assert world.s3.list_objects_v2(Bucket=pw.BUCKET, Prefix=approval.TOKEN_PREFIX).get("KeyCount") == 0
     assert world.sagemaker.list_endpoints()["Endpoints"] == []
 
 

@@ -143,8 +143,19 @@ def expiry(model_package_arn: str, hours: float) -> Decision:
     return Decision(REJECTED, model_package_arn, f"no decision within {hours:g} h: the approval expired")
 
 
+def abandoned(state: Mapping[str, Any]) -> Decision | None:
+    """After a failure: the package a run registered PendingManualApproval and never got a decision for (the
+    run failed before or during its wait). Cleanup marks it Rejected, so the registry holds no version that
+    looks approvable but that no run will ever deploy; None when there is none."""
+    gate, decided = state.get("gate") or {}, state.get("approval") or {}
+    if not gate.get("awaits_approval") or decided.get("status") or not gate.get("model_package_arn"):
+        return None
+    return Decision(REJECTED, str(gate["model_package_arn"]), "the run failed before a decision: never deployed")
+
+
 def expiry_request(decision: Decision) -> dict[str, Any]:
-    """UpdateModelPackage marking an expired package Rejected, so the registry says what happened."""
+    """UpdateModelPackage marking an expired (or abandoned) package Rejected, so the registry says what
+    happened."""
     return {
         "ModelPackageArn": decision.model_package_arn,
         "ModelApprovalStatus": REJECTED,

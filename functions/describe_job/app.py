@@ -2,7 +2,7 @@
 look again (mlpipeline.polling).
 
 Input {"kind": "tuning" | "training" | "extraction" | "endpoint", "name", "expected_config" (endpoint only),
-       "poll": {"attempt", "wait_seconds"} (the previous answer's), "poll_seconds", "settings"}.
+       "poll": {"attempt", "wait_seconds"} (the previous answer's), "poll_seconds", "settings", "run_id"}.
 Output {"done": bool, "status", ..., "poll": {"attempt", "wait_seconds"}}; raises SageMakerJobFailed /
 EndpointDeploymentFailed, or PollLimitExceeded after the phase's last poll.
 
@@ -42,7 +42,7 @@ def _progress(sagemaker: Any, event: dict[str, Any]) -> dict[str, Any]:
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     kind, name = event["kind"], event["name"]
     # The ASL hands this state the job's name and the run's settings, not the run: the job names it.
-    logger.append_keys(kind=kind, job_name=name)
+    logger.append_keys(run_id=event.get("run_id"), kind=kind, job_name=name)
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}: expected one of {KINDS}")
     try:

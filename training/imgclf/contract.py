@@ -23,7 +23,7 @@ from typing import Literal
 OBJECTIVE_METRIC_NAME = "average test loss"
 OBJECTIVE_TYPE: Literal["Minimize"] = "Minimize"
 
-# The seed's four SageMaker Debugger rules, evaluated inside train.py (imgclf.debugger): our name ->
+# Four SageMaker Debugger rules, evaluated inside train.py (imgclf.debugger): our name ->
 # SageMaker's rule name (the name in the log line, the metric and, where Debugger is opted in, the
 # training job's DebugRuleConfigurations).
 DEBUGGER_RULES: dict[str, str] = {

@@ -1,14 +1,15 @@
-"""The seed's four SageMaker Debugger rules, evaluated inside the training script.
+"""Four SageMaker Debugger rules (loss not decreasing, overfit, overtraining, poor weight initialization),
+evaluated inside the training script.
 
-The smdebug hook the course relied on does not work with PyTorch 2.x, so the script records what the
-rules need (per-step training loss, per-epoch train/valid loss, and for the first steps the variance of
-each trainable layer's input and the spread of the gradients) and evaluates the rules itself at the end
-of every epoch. Each rule reports NoIssuesFound / IssuesFound / Error with its evidence; `--stop-on-rule`
-stops training when one fires, as the seed's StopTraining action did. train.py prints each result as a
-metric line (`Debugger rule Overfit: 1 (IssuesFound) ...`, imgclf.contract.format_rule_line) that the
-training job's MetricDefinitions turn into the metric `rule Overfit` (1 = issues found, 0 = none), and
-writes the last results to debugger-report.json. SageMaker Debugger itself is closed to new accounts:
-these in-script rules are the signal.
+SageMaker Debugger's smdebug hook does not work with PyTorch 2.x, so the script records what the rules need
+(per-step training loss, per-epoch train/valid loss, and for the first steps the variance of each trainable
+layer's input and the spread of the gradients) and evaluates the rules itself at the end of every epoch.
+Each rule reports NoIssuesFound / IssuesFound / Error with its evidence; `--stop-on-rule` stops training
+when one fires, as Debugger's StopTraining action does. train.py prints each result as a metric line
+(`Debugger rule Overfit: 1 (IssuesFound) ...`, imgclf.contract.format_rule_line) that the training job's
+MetricDefinitions turn into the metric `rule Overfit` (1 = issues found, 0 = none), and writes the last
+results to debugger-report.json. SageMaker Debugger itself is closed to new accounts: these in-script rules
+are the signal.
 
 Parameters and defaults follow SageMaker Debugger's built-in rules (sagemaker.debugger.rule_configs):
 - loss_not_decreasing: num_steps=10, diff_percent=0.1, increase_threshold_percent=5. Deviation: the loss

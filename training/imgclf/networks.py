@@ -1,4 +1,4 @@
-"""The networks: the seed's head (`make_head`), what every backbone offers training and serving
+"""The networks: the head (`make_head`: features→128→ReLU→N), what every backbone offers training and serving
 (`ClassifierMixin`: pooled features, the head, freezing), the ResNets and the EfficientNet-Lite0 wrapper.
 imgclf.models names them as backbones and loads their weights.
 
@@ -7,8 +7,8 @@ imported on this platform and timm depends on it, with torchvision's state-dict 
 ImageNet files load as they are. EfficientNet-Lite0's model code comes from PyPI `efficientnet-lite-pytorch`.
 
 The head replaces the backbone's own classifier under the backbone's own name for it (`fc` for the
-ResNets, as in the course seed's `model.fc = nn.Sequential(...)`; `_fc` for EfficientNet), so a state
-dict saved here loads into torchvision's ResNet with the same head and vice versa.
+ResNets, as `model.fc = nn.Sequential(...)` in torchvision's transfer-learning recipe; `_fc` for
+EfficientNet), so a state dict saved here loads into torchvision's ResNet with the same head and vice versa.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class Bottleneck(nn.Module):
 
 
 def make_head(in_features: int, num_classes: int) -> nn.Sequential:
-    """Linear(in_features, 128) - ReLU - Linear(128, num_classes): the seed's head."""
+    """Linear(in_features, 128) - ReLU - Linear(128, num_classes)."""
     return nn.Sequential(
         nn.Linear(in_features, HEAD_HIDDEN_UNITS),
         nn.ReLU(inplace=True),

@@ -562,13 +562,12 @@ class SageMakerSim:
             self.update_polls if status == "Updating" else None,
         ):
             rolling = status == "Updating" and self.update_outcome != "UpdateRollbackFailed"
-            if rolling and self._advance_rollout(endpoint_name):
-                # The step's baking period ended without an alarm: the next step shifts more traffic;
-                # the endpoint stays Updating on the old config (DESCRIBE_ENDPOINT_DOC).
-                pass
-            elif status == "Creating":
+            # A step whose baking period ended without an alarm advances the rollout: the next step shifts
+            # more traffic and the endpoint stays Updating on the old config (DESCRIBE_ENDPOINT_DOC).
+            advanced = rolling and self._advance_rollout(endpoint_name)
+            if status == "Creating":
                 self._end_creation(endpoint)
-            else:
+            elif not advanced:
                 self._end_update(backend, endpoint_name, endpoint)
         return self._moto["describe_endpoint"](backend, endpoint_name)
 
@@ -1004,6 +1003,14 @@ class PipelineWorld:
         """Start an execution (see `start`) and wait for it to end."""
         return self.ended(self.start(key, name, etag, event), timeout)
 
+    def failure(self, execution: dict[str, Any]) -> tuple[str, str]:
+        """(error, cause) of a FAILED execution, from its ExecutionFailed history event."""
+        assert execution["status"] == "FAILED", execution
+        history = self.sfn.get_execution_history(executionArn=execution["executionArn"], maxResults=1000)["events"]
+        failed = [e["executionFailedEventDetails"] for e in history if "executionFailedEventDetails" in e]
+        assert failed, "no ExecutionFailed event"
+        return failed[-1]["error"], failed[-1]["cause"]
+
     def notifications(self) -> list[str]:
         messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])
         return [m["Body"] for m in messages]
@@ -1011,3 +1018,8 @@ class PipelineWorld:
     def states_entered(self, execution_arn: str) -> list[str]:
         events = self.sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
         return [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
+
+
+def execution_output(execution: dict[str, Any]) -> dict[str, Any]:
+    """An execution's output as JSON ({} while it has none)."""
+    return json.loads(execution.get("output") or "{}")

@@ -229,10 +229,8 @@ def test_auto_mode_registers_approved_and_never_waits(world: pw.PipelineWorld) -
 ])
 def test_validate_refuses_nonsense_before_any_job(world: pw.PipelineWorld, overrides: dict, message: str) -> None:
     execution = world.ended(_start(world, "bad", overrides))
-    assert execution["status"] == "FAILED"
-    history = world.sfn.get_execution_history(executionArn=execution["executionArn"], maxResults=1000)["events"]
-    [failed] = [e["executionFailedEventDetails"] for e in history if "executionFailedEventDetails" in e]
-    assert failed["error"] == "InvalidDataset" and message in failed["cause"]
+    error, cause = world.failure(execution)
+    assert error == "InvalidDataset" and message in cause
     assert world.sagemaker.list_hyper_parameter_tuning_jobs()["HyperParameterTuningJobSummaries"] == []
     assert world.sagemaker.list_training_jobs()["TrainingJobSummaries"] == []
 

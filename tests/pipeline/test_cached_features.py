@@ -15,10 +15,6 @@ from mlpipeline.run_state import RunState
 from imgclf import contract
 
 
-def _output(execution: dict) -> dict:
-    return json.loads(execution.get("output") or "{}")
-
-
 def _tuning_definition(world: pw.PipelineWorld, run: dict) -> dict:
     return world.sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=run["tuning_job_name"])[
         "TrainingJobDefinition"
@@ -34,7 +30,7 @@ def test_extraction_then_tuning_on_the_features_channel_then_final_training_on_i
     order = ["Validate", "UseCachedFeatures?", "PrepareFeatures", "FeaturesReady?", "WaitForExtraction",
              "DescribeExtraction", "ExtractionDone?", "CollectFeatures", "StartTuning", "StartTraining"]
     assert _dedupe([s for s in states if s in order]) == order
-    out = _output(execution)
+    out = pw.execution_output(execution)
     run, features = out["run"], out["features"]
     assert features["ready"] and not features["reused"]
     assert features["job_name"] == feature_sets.extraction_job_name(RunState.from_event(run))
@@ -79,10 +75,10 @@ def test_a_rerun_on_the_same_data_reuses_the_feature_set_with_no_extraction_job(
     assert world.sim.calls.count("CreateTrainingJob[extraction]") == 1  # the first run's only
     states = world.states_entered(second["executionArn"])
     assert "PrepareFeatures" in states and "WaitForExtraction" not in states and "CollectFeatures" not in states
-    features = _output(second)["features"]
+    features = pw.execution_output(second)["features"]
     assert features["ready"] and features["reused"] and features["job_name"] is None
-    assert features["feature_set"] == _output(first)["features"]["feature_set"]
-    [channel] = _tuning_definition(world, _output(second)["run"])["InputDataConfig"]
+    assert features["feature_set"] == pw.execution_output(first)["features"]["feature_set"]
+    [channel] = _tuning_definition(world, pw.execution_output(second)["run"])["InputDataConfig"]
     assert channel["ChannelName"] == contract.FEATURES_CHANNEL
     # changed images: another feature set, extracted again
     world.s3.put_object(Bucket=pw.BUCKET, Key=f"datasets/{pw.DATASET}/train/001.Affenpinscher/img_1.jpg", Body=b"x")
@@ -90,7 +86,7 @@ def test_a_rerun_on_the_same_data_reuses_the_feature_set_with_no_extraction_job(
     third = world.run(f"datasets/{pw.DATASET}/manifest.json", "third")
     assert third["status"] == "SUCCEEDED", third
     assert world.sim.calls.count("CreateTrainingJob[extraction]") == 2
-    assert _output(third)["features"]["feature_set"] != features["feature_set"]
+    assert pw.execution_output(third)["features"]["feature_set"] != features["feature_set"]
 
 
 def test_unfrozen_backbone_tunes_on_images_with_no_extraction(world: pw.PipelineWorld) -> None:
@@ -100,24 +96,18 @@ def test_unfrozen_backbone_tunes_on_images_with_no_extraction(world: pw.Pipeline
     states = world.states_entered(execution["executionArn"])
     assert "UseCachedFeatures?" in states and "PrepareFeatures" not in states
     assert "CreateTrainingJob[extraction]" not in world.sim.calls
-    run = _output(execution)["run"]
+    run = pw.execution_output(execution)["run"]
     definition = _tuning_definition(world, run)
     assert [c["ChannelName"] for c in definition["InputDataConfig"]] == ["train", "valid", "test"]
     assert definition["ResourceConfig"]["InstanceType"] == pw.parameter_defaults()["TuningInstanceType"]
     assert json.loads(definition["StaticHyperParameters"]["freeze-backbone"]) is False
 
 
-def _failure(world: pw.PipelineWorld, execution: dict) -> tuple[str, str]:
-    assert execution["status"] == "FAILED", execution
-    history = world.sfn.get_execution_history(executionArn=execution["executionArn"], maxResults=1000)["events"]
-    [failed] = [e["executionFailedEventDetails"] for e in history if "executionFailedEventDetails" in e]
-    return failed["error"], failed["cause"]
-
 
 def test_extraction_failure_goes_to_cleanup_and_no_tuning_starts(world: pw.PipelineWorld) -> None:
     world.sim.extraction_outcome = "Failed"
     execution = world.run(pw.upload_dataset(world.s3), "extraction-failed")
-    error, cause = _failure(world, execution)
+    error, cause = world.failure(execution)
     assert error == "SageMakerJobFailed" and "CUDA out of memory" in cause
     states = world.states_entered(execution["executionArn"])
     assert states[-4:] == ["Cleanup", "ReportFailure", "NotifyFailure", "PipelineFailed"]
@@ -127,7 +117,7 @@ def test_extraction_failure_goes_to_cleanup_and_no_tuning_starts(world: pw.Pipel
 def test_a_completed_extraction_without_its_feature_set_fails_as_features_missing(world: pw.PipelineWorld) -> None:
     world.sim.extraction_uploads = False
     execution = world.run(pw.upload_dataset(world.s3), "no-upload")
-    error, cause = _failure(world, execution)
+    error, cause = world.failure(execution)
     assert error == "FeaturesMissing" and contract.FEATURE_SET_MANIFEST in cause
     assert "StartTuning" not in world.states_entered(execution["executionArn"])
 
@@ -145,7 +135,7 @@ def test_cleanup_stops_a_running_extraction(world: pw.PipelineWorld) -> None:
     finally:
         polling.MAX_POLLS.clear()
         polling.MAX_POLLS.update(original)
-    error, _ = _failure(world, execution)
+    error, _ = world.failure(execution)
     assert error == "PollLimitExceeded"
     name = _output_of_failed(world, execution)
     assert "StopTrainingJob" in world.sim.calls

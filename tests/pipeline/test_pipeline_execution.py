@@ -14,10 +14,6 @@ from mlpipeline import polling
 from imgclf import monitoring
 
 
-def _output(execution: dict) -> dict:
-    return json.loads(execution.get("output") or "{}")
-
-
 def test_happy_path_creates_endpoint_and_autoscaling(world: pw.PipelineWorld) -> None:
     key = pw.upload_dataset(world.s3)
     execution = world.run(key, "happy")
@@ -26,7 +22,7 @@ def test_happy_path_creates_endpoint_and_autoscaling(world: pw.PipelineWorld) ->
     assert states[:3] == ["ApplyDefaults", "Redeploy?", "Validate"]
     assert states[-4:] == ["ConfigureAutoscaling", "ReportSuccess", "NotifySuccess", "Succeeded"]
     assert "WaitForTuning" in states and "WaitForEndpoint" in states
-    out = _output(execution)
+    out = pw.execution_output(execution)
     run = out["run"]
     assert out["gate"]["passed"] is True
     assert out["deployment"]["action"] == "create"
@@ -63,18 +59,11 @@ def test_happy_path_creates_endpoint_and_autoscaling(world: pw.PipelineWorld) ->
     assert alarm["Threshold"] == pytest.approx(expected, abs=1e-6) and alarm["AlarmActions"] == [world.topic_arn]
 
 
-def _failure(world: pw.PipelineWorld, execution: dict) -> tuple[str, str]:
-    assert execution["status"] == "FAILED", execution
-    history = world.sfn.get_execution_history(executionArn=execution["executionArn"], maxResults=1000)["events"]
-    failed = [e["executionFailedEventDetails"] for e in history if "executionFailedEventDetails" in e]
-    assert failed, "no ExecutionFailed event"
-    return failed[-1]["error"], failed[-1]["cause"]
-
 
 def test_tuning_failure_cleans_up_and_notifies(world: pw.PipelineWorld) -> None:
     world.sim.tuning_outcome = "Failed"
     execution = world.run(pw.upload_dataset(world.s3), "tuning-failed")
-    error, cause = _failure(world, execution)
+    error, cause = world.failure(execution)
     assert error == "SageMakerJobFailed"
     assert "no space left on device" in cause
     states = world.states_entered(execution["executionArn"])
@@ -103,7 +92,7 @@ def test_gate_rejects_a_model_below_the_threshold(world: pw.PipelineWorld) -> No
 def test_failed_new_endpoint_is_deleted_with_its_config_and_model(world: pw.PipelineWorld) -> None:
     world.sim.endpoint_outcome = "Failed"
     execution = world.run(pw.upload_dataset(world.s3), "endpoint-failed")
-    error, cause = _failure(world, execution)
+    error, cause = world.failure(execution)
     assert error == "EndpointDeploymentFailed" and "ping health check" in cause
     assert world.sagemaker.list_endpoints()["Endpoints"] == []
     assert world.sagemaker.list_endpoint_configs()["EndpointConfigs"] == []
@@ -132,18 +121,18 @@ def test_duplicate_trigger_is_ignored(world: pw.PipelineWorld) -> None:
     again = world.run(key, "duplicate-event")  # the same event delivered twice / the same manifest re-uploaded
     assert again["status"] == "SUCCEEDED"
     assert world.states_entered(again["executionArn"]) == ["ApplyDefaults", "Redeploy?", "Validate", "DuplicateIgnored"]
-    assert "already ran" in _output(again)["error"]["Cause"]
+    assert "already ran" in pw.execution_output(again)["error"]["Cause"]
     assert world.sim.calls.count("CreateHyperParameterTuningJob") == 1
 
 
 def test_new_version_updates_the_live_endpoint_blue_green(world: pw.PipelineWorld) -> None:
     first = world.run(pw.upload_dataset(world.s3, manifest={"version": "v1"}), "v1")
     assert first["status"] == "SUCCEEDED"
-    old_config = _output(first)["run"]["endpoint_config_name"]
+    old_config = pw.execution_output(first)["run"]["endpoint_config_name"]
     world.sim.test_accuracy = 0.93  # better than the live 0.91
     second = world.run(pw.upload_dataset(world.s3, manifest={"version": "v2"}), "v2")
     assert second["status"] == "SUCCEEDED", second
-    out = _output(second)
+    out = pw.execution_output(second)
     assert out["gate"]["live_accuracy"] == 0.91 and out["gate"]["passed"]
     assert out["deployment"] == {
         **out["deployment"],
@@ -158,12 +147,12 @@ def test_new_version_updates_the_live_endpoint_blue_green(world: pw.PipelineWorl
 
 def test_a_worse_model_does_not_replace_the_live_one(world: pw.PipelineWorld) -> None:
     first = world.run(pw.upload_dataset(world.s3, manifest={"version": "v1"}), "v1")
-    live_config = _output(first)["run"]["endpoint_config_name"]
+    live_config = pw.execution_output(first)["run"]["endpoint_config_name"]
     world.sim.test_accuracy = 0.85  # above the threshold, below the live 0.91
     second = world.run(pw.upload_dataset(world.s3, manifest={"version": "v2"}), "v2")
     assert second["status"] == "SUCCEEDED"
     assert world.states_entered(second["executionArn"])[-2:] == ["NotifyRejected", "ModelRejected"]
-    assert "worse than the live model's 0.9100" in _output(second)["gate"]["reason"]
+    assert "worse than the live model's 0.9100" in pw.execution_output(second)["gate"]["reason"]
     assert world.sagemaker.describe_endpoint(EndpointName=pw.ENDPOINT)["EndpointConfigName"] == live_config
     assert world.sim.calls.count("UpdateEndpoint") == 0
 
@@ -173,18 +162,18 @@ def test_instance_type_change_deregisters_autoscaling_then_registers_again(world
     manifest = {"version": "v2", "overrides": {"endpoint_instance_type": "ml.c5.xlarge"}}
     second = world.run(pw.upload_dataset(world.s3, manifest=manifest), "v2")
     assert second["status"] == "SUCCEEDED", second
-    assert _output(second)["deployment"]["autoscaling_deregistered"] is True
+    assert pw.execution_output(second)["deployment"]["autoscaling_deregistered"] is True
     targets = world.autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
     assert len(targets) == 1
 
 
 def test_rolled_back_update_keeps_the_old_model_and_its_autoscaling(world: pw.PipelineWorld) -> None:
     first = world.run(pw.upload_dataset(world.s3, manifest={"version": "v1"}), "v1")
-    old_config = _output(first)["run"]["endpoint_config_name"]
+    old_config = pw.execution_output(first)["run"]["endpoint_config_name"]
     world.sim.update_outcome = "RolledBack"
     manifest = {"version": "v2", "overrides": {"endpoint_instance_type": "ml.c5.xlarge"}}
     second = world.run(pw.upload_dataset(world.s3, manifest=manifest), "v2")
-    error, cause = _failure(world, second)
+    error, cause = world.failure(second)
     assert error == "EndpointDeploymentFailed" and "rolled back" in cause
     assert world.sagemaker.describe_endpoint(EndpointName=pw.ENDPOINT)["EndpointConfigName"] == old_config
     assert [c["EndpointConfigName"] for c in world.sagemaker.list_endpoint_configs()["EndpointConfigs"]] == [old_config]
@@ -195,7 +184,7 @@ def test_rolled_back_update_keeps_the_old_model_and_its_autoscaling(world: pw.Pi
 def test_malformed_manifest_fails_fast_with_a_clear_message(world: pw.PipelineWorld) -> None:
     key = pw.upload_dataset(world.s3, manifest={"version": "v1", "overrides": {"epochs": "many"}})
     execution = world.run(key, "bad-manifest")
-    error, cause = _failure(world, execution)
+    error, cause = world.failure(execution)
     assert error == "InvalidDataset" and "epochs" in cause
     assert world.states_entered(execution["executionArn"])[-4:] == [
         "Cleanup", "ReportFailure", "NotifyFailure", "PipelineFailed"]
@@ -206,7 +195,7 @@ def test_malformed_manifest_fails_fast_with_a_clear_message(world: pw.PipelineWo
 
 def test_missing_split_fails_fast(world: pw.PipelineWorld) -> None:
     key = pw.upload_dataset(world.s3, splits=("train", "valid"))
-    error, cause = _failure(world, world.run(key, "no-test-split"))
+    error, cause = world.failure(world.run(key, "no-test-split"))
     assert error == "InvalidDataset" and "test" in cause and "missing splits" in cause
     assert world.sim.calls == []
 
@@ -234,7 +223,7 @@ def test_an_update_keeps_the_scaled_out_fleet(world: pw.PipelineWorld) -> None:
     assert second["status"] == "SUCCEEDED", second
     assert _variant(world)["CurrentInstanceCount"] == 3
     assert world.sagemaker.describe_endpoint(EndpointName=pw.ENDPOINT)["EndpointConfigName"] == (
-        _output(second)["run"]["endpoint_config_name"]
+        pw.execution_output(second)["run"]["endpoint_config_name"]
     )
 
 
@@ -246,7 +235,7 @@ def test_an_instance_type_change_takes_its_count_from_the_new_config(world: pw.P
     manifest = {"version": "v2", "overrides": {"endpoint_instance_type": "ml.c5.xlarge", "endpoint_instance_count": 2}}
     second = world.run(pw.upload_dataset(world.s3, manifest=manifest), "v2")
     assert second["status"] == "SUCCEEDED", second
-    assert _output(second)["deployment"]["exclude_retained"] == ["DesiredInstanceCount"]
+    assert pw.execution_output(second)["deployment"]["exclude_retained"] == ["DesiredInstanceCount"]
     assert _variant(world)["CurrentInstanceCount"] == 2
 
 
@@ -273,7 +262,7 @@ def test_another_execution_that_started_the_same_tuning_job_is_a_duplicate(world
     execution = world.run(pw.upload_dataset(world.s3), "second-of-two")
     assert execution["status"] == "SUCCEEDED"
     assert world.states_entered(execution["executionArn"])[-2:] == ["StartTuning", "DuplicateIgnored"]
-    assert "started by another execution" in _output(execution)["error"]["Cause"]
+    assert "started by another execution" in pw.execution_output(execution)["error"]["Cause"]
     [job] = world.sagemaker.list_hyper_parameter_tuning_jobs()["HyperParameterTuningJobSummaries"]
     tags = world.sagemaker.list_tags(ResourceArn=job["HyperParameterTuningJobArn"])["Tags"]
     assert {"Key": "imgclf:execution", "Value": other} in tags
@@ -284,11 +273,11 @@ def test_a_failed_update_after_deregistration_gets_autoscaling_back(world: pw.Pi
     """Deploy deregisters the scalable target for an instance-type change, then UpdateEndpoint raises
     (ResourceLimitExceeded): Deploy returns nothing, and Cleanup must register the live endpoint again."""
     first = world.run(pw.upload_dataset(world.s3, manifest={"version": "v1"}), "v1")
-    live_config = _output(first)["run"]["endpoint_config_name"]
+    live_config = pw.execution_output(first)["run"]["endpoint_config_name"]
     world.sim.update_endpoint_error = "ResourceLimitExceeded"
     manifest = {"version": "v2", "overrides": {"endpoint_instance_type": "ml.c5.xlarge"}}
     second = world.run(pw.upload_dataset(world.s3, manifest=manifest), "v2")
-    error, cause = _failure(world, second)
+    error, cause = world.failure(second)
     assert error == "ResourceLimitExceeded" and "0 Instances" in cause
     targets = world.autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
     assert [t["ResourceId"] for t in targets] == [f"endpoint/{pw.ENDPOINT}/variant/AllTraffic"]
@@ -306,13 +295,13 @@ def test_an_update_that_outlives_its_poll_budget_fails_into_cleanup_and_keeps_it
     Cleanup does not delete the config and model the update is still rolling out: DescribeEndpoint names
     the old config while the new one is only in PendingDeploymentSummary."""
     first = world.run(pw.upload_dataset(world.s3, manifest={"version": "v1"}), "v1")
-    old = _output(first)["run"]
+    old = pw.execution_output(first)["run"]
     world.sim.update_polls = 10**6
     world.sim.test_accuracy = 0.93
     second = world.run(pw.upload_dataset(world.s3, manifest={"version": "v2"}), "v2", timeout=120)
-    error, cause = _failure(world, second)
+    error, cause = world.failure(second)
     assert error == "PollLimitExceeded" and "still Updating" in cause
-    new = _output(second)["run"] if second.get("output") else None
+    new = pw.execution_output(second)["run"] if second.get("output") else None
     polls = [p for name, p in world.invocations if name == "describe_job" and p["kind"] == "endpoint"]
     assert len(polls) - 2 == polling.MAX_POLLS["endpoint"]  # (the first run's two polls)
     described = world.sagemaker.describe_endpoint(EndpointName=pw.ENDPOINT)
@@ -331,12 +320,12 @@ def test_update_rollback_failed_is_terminal(world: pw.PipelineWorld) -> None:
     world.sim.update_outcome = "UpdateRollbackFailed"
     world.sim.test_accuracy = 0.93
     second = world.run(pw.upload_dataset(world.s3, manifest={"version": "v2"}), "v2")
-    error, cause = _failure(world, second)
+    error, cause = world.failure(second)
     assert error == "EndpointDeploymentFailed" and "UpdateRollbackFailed" in cause
     polls = [p for name, p in world.invocations if name == "describe_job" and p["kind"] == "endpoint"]
     assert len(polls) == 2 + 2  # the first run's two, then Updating once and UpdateRollbackFailed
     configs = {c["EndpointConfigName"] for c in world.sagemaker.list_endpoint_configs()["EndpointConfigs"]}
-    assert len(configs) == 2 and _output(first)["run"]["endpoint_config_name"] in configs
+    assert len(configs) == 2 and pw.execution_output(first)["run"]["endpoint_config_name"] in configs
 
 
 def test_create_endpoint_is_retried_while_the_new_config_is_not_visible(world: pw.PipelineWorld, monkeypatch) -> None:

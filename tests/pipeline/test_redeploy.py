@@ -34,15 +34,6 @@ V1_BASELINE = {"split": "valid", "count": 80, "entropy_top_k": monitoring.ENTROP
 TRAINING_STATES = {"Validate", "PrepareFeatures", "StartTuning", "StartTraining", "QualityGate"}
 
 
-def _output(execution: dict) -> dict:
-    return json.loads(execution.get("output") or "{}")
-
-
-def _failure(world: pw.PipelineWorld, execution: dict) -> tuple[str, str]:
-    assert execution["status"] == "FAILED", execution
-    history = world.sfn.get_execution_history(executionArn=execution["executionArn"], maxResults=1000)["events"]
-    [failed] = [e["executionFailedEventDetails"] for e in history if "executionFailedEventDetails" in e]
-    return failed["error"], failed["cause"]
 
 
 def _redeploy(world: pw.PipelineWorld, package_arn: str, name: str) -> dict:
@@ -101,13 +92,13 @@ def test_a_redeploy_of_version_1_puts_its_model_back_through_deploy_smoke_test_a
 ) -> None:
     first = world.run(pw.upload_dataset(world.s3, manifest={"version": "v1"}), "v1")
     assert first["status"] == "SUCCEEDED", first
-    v1 = _output(first)
+    v1 = pw.execution_output(first)
     v1_url = v1["gate"]["model_data_url"]
     _add_metadata(v1_url, V1_BASELINE)
     world.sim.test_accuracy = 0.93  # version 2 beats the live model
     second = world.run(pw.upload_dataset(world.s3, manifest={"version": "v2"}), "v2")
     assert second["status"] == "SUCCEEDED", second
-    v2 = _output(second)
+    v2 = pw.execution_output(second)
     assert _served(world)[0] == v2["run"]["endpoint_config_name"]
     assert [p["ModelApprovalStatus"] for p in _packages(world)] == ["Approved", "Approved"]
     world.notifications()
@@ -122,7 +113,7 @@ def test_a_redeploy_of_version_1_puts_its_model_back_through_deploy_smoke_test_a
     assert states[:4] == ["ApplyDefaults", "Redeploy?", "PrepareRedeploy", "UseRedeployPlan"]
     assert not TRAINING_STATES & set(states)
     assert states.index("Deploy") < states.index("SmokeTest") < states.index("ConfigureAutoscaling")
-    out = _output(back)
+    out = pw.execution_output(back)
     run = out["run"]
     assert run["run_id"].startswith(f"{pw.PREFIX}-redeploy-v1-")
     assert run["run_id"] not in (v1["run"]["run_id"], v2["run"]["run_id"])
@@ -167,14 +158,14 @@ def test_a_rejected_version_is_refused_and_the_endpoint_is_unchanged(world: pw.P
     assert first["status"] == "SUCCEEDED", first
     world.sim.test_accuracy = 0.5  # below the threshold: registered Rejected, never deployed
     second = world.run(pw.upload_dataset(world.s3, manifest={"version": "v2"}), "v2")
-    assert second["status"] == "SUCCEEDED" and _output(second)["gate"]["passed"] is False
+    assert second["status"] == "SUCCEEDED" and pw.execution_output(second)["gate"]["passed"] is False
     assert [p["ModelApprovalStatus"] for p in _packages(world)] == ["Approved", "Rejected"]
     before = (_served(world), _resources(world))
     world.notifications()
 
     refused = _redeploy(world, f"{PACKAGE_PREFIX}/2", "redeploy-rejected")
 
-    error, cause = _failure(world, refused)
+    error, cause = world.failure(refused)
     assert error == "RedeployRefused"
     assert "is Rejected, not Approved" in cause and "update-model-package" in cause
     states = world.states_entered(refused["executionArn"])
@@ -187,7 +178,7 @@ def test_a_rejected_version_is_refused_and_the_endpoint_is_unchanged(world: pw.P
 def test_a_package_of_another_group_is_refused_before_any_call(world: pw.PipelineWorld) -> None:
     first = world.run(pw.upload_dataset(world.s3), "v1")
     assert first["status"] == "SUCCEEDED", first
-    v1 = _output(first)
+    v1 = pw.execution_output(first)
     world.sagemaker.create_model_package_group(ModelPackageGroupName="other-models")
     foreign = world.sagemaker.create_model_package(
         ModelPackageGroupName="other-models", ModelApprovalStatus="Approved",
@@ -201,7 +192,7 @@ def test_a_package_of_another_group_is_refused_before_any_call(world: pw.Pipelin
 
     refused = _redeploy(world, foreign, "redeploy-foreign")
 
-    error, cause = _failure(world, refused)
+    error, cause = world.failure(refused)
     assert error == "RedeployRefused" and "is not a version of this stack's model package group" in cause
     assert not [c for c in pw.AWS_CALL_LOG[calls:] if c.operation == "DescribeModelPackage"]
     assert (_served(world), _resources(world)) == before
@@ -209,7 +200,7 @@ def test_a_package_of_another_group_is_refused_before_any_call(world: pw.Pipelin
 
 def test_a_version_that_does_not_exist_is_refused(world: pw.PipelineWorld) -> None:
     refused = _redeploy(world, f"{PACKAGE_PREFIX}/7", "redeploy-missing")
-    error, cause = _failure(world, refused)
+    error, cause = world.failure(refused)
     assert error == "RedeployRefused" and "cannot be described" in cause
     assert world.sagemaker.list_endpoints()["Endpoints"] == []
 

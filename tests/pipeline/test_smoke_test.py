@@ -5,7 +5,6 @@ from the served model's recorded answers (pipeline_world: SageMakerSim._invoke_a
 from __future__ import annotations
 
 import copy
-import json
 
 import boto3
 import pipeline_world as pw
@@ -58,15 +57,6 @@ def test_a_top1_flip_is_a_mismatch_unless_the_recorded_margin_is_within_toleranc
 # Scenarios.
 
 
-def _output(execution: dict) -> dict:
-    return json.loads(execution.get("output") or "{}")
-
-
-def _failure(world: pw.PipelineWorld, execution: dict) -> tuple[str, str]:
-    assert execution["status"] == "FAILED", execution
-    history = world.sfn.get_execution_history(executionArn=execution["executionArn"], maxResults=1000)["events"]
-    [failed] = [e["executionFailedEventDetails"] for e in history if "executionFailedEventDetails" in e]
-    return failed["error"], failed["cause"]
 
 
 def test_a_passing_smoke_test_runs_between_the_endpoint_and_autoscaling(world: pw.PipelineWorld) -> None:
@@ -75,7 +65,7 @@ def test_a_passing_smoke_test_runs_between_the_endpoint_and_autoscaling(world: p
     states = world.states_entered(execution["executionArn"])
     assert states[states.index("SmokeTest") - 1:states.index("SmokeTest") + 2] == [
         "EndpointReady?", "SmokeTest", "ConfigureAutoscaling"]
-    out = _output(execution)
+    out = pw.execution_output(execution)
     assert out["smoke_test"]["passed"] is True and out["smoke_test"]["images"] == 2
     assert out["smoke_test"]["endpoint_config_name"] == out["run"]["endpoint_config_name"]
     assert out["smoke_test"]["runtime"] == "torch"
@@ -85,11 +75,11 @@ def test_a_passing_smoke_test_runs_between_the_endpoint_and_autoscaling(world: p
 def test_a_mismatch_after_an_update_restores_the_previous_config(world: pw.PipelineWorld) -> None:
     first = world.run(pw.upload_dataset(world.s3, manifest={"version": "v1"}), "v1")
     assert first["status"] == "SUCCEEDED", first
-    old_config = _output(first)["run"]["endpoint_config_name"]
+    old_config = pw.execution_output(first)["run"]["endpoint_config_name"]
     world.sim.test_accuracy = 0.93  # the gate lets it replace the live model
     world.sim.smoke_answers = "different"  # the new endpoint answers as another model would
     second = world.run(pw.upload_dataset(world.s3, manifest={"version": "v2"}), "v2")
-    error, cause = _failure(world, second)
+    error, cause = world.failure(second)
     assert error == "SmokeTestFailed"
     assert "top-1 'Afghan hound'" in cause and f"back to the previous config {old_config}" in cause
     assert world.sim.calls.count("UpdateEndpoint") == 2  # the blue/green deploy, then the restore
@@ -106,7 +96,7 @@ def test_a_mismatch_after_an_update_restores_the_previous_config(world: pw.Pipel
 def test_a_mismatch_on_a_first_deploy_deletes_the_endpoint(world: pw.PipelineWorld) -> None:
     world.sim.smoke_answers = "different"
     execution = world.run(pw.upload_dataset(world.s3), "smoke-first")
-    error, cause = _failure(world, execution)
+    error, cause = world.failure(execution)
     assert error == "SmokeTestFailed" and "was deleted" in cause and "img_0.jpg" in cause
     assert world.sagemaker.list_endpoints()["Endpoints"] == []
     assert world.sagemaker.list_endpoint_configs()["EndpointConfigs"] == []  # Cleanup, once it was gone
@@ -116,7 +106,7 @@ def test_a_mismatch_on_a_first_deploy_deletes_the_endpoint(world: pw.PipelineWor
 
 def test_a_rolled_back_endpoint_is_checked_on_the_old_model_and_the_run_says_so(world: pw.PipelineWorld) -> None:
     first = world.run(pw.upload_dataset(world.s3, manifest={"version": "v1"}), "v1")
-    out = _output(first)
+    out = pw.execution_output(first)
     deployment = {**out["deployment"], "endpoint_config_name": "imgclf-new-config", "previous_config": None}
     with pytest.raises(EndpointDeploymentFailed, match="new model was rolled back") as raised:
         pw.load_handler("smoke_test").handler({"run": out["run"], "deployment": deployment})

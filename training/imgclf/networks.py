@@ -13,7 +13,7 @@ EfficientNet), so a state dict saved here loads into torchvision's ResNet with t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -96,13 +96,12 @@ class ClassifierMixin:
     head_attr: str
     feature_dim: int
     frozen_backbone: bool = False
+    # Each backbone class defines it: its pooled, flattened features.
+    forward_features: Callable[[torch.Tensor], torch.Tensor]
 
     @property
     def head(self) -> nn.Module:
         return getattr(self, self.head_attr)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - overridden
-        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))

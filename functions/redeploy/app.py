@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
-from mlpipeline import function_env, redeploy, smoke
+from mlpipeline import aws, function_env, redeploy
 from mlpipeline.errors import RedeployRefused, error_code, translate_aws_errors
 from mlpipeline.settings import SettingsError, build_settings
 
@@ -52,7 +52,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     bucket = ENVIRONMENT.data_bucket
     container = redeploy.check_package(package, ENVIRONMENT.model_package_group_name, settings, bucket)
     # The drift alarm's baseline travels in the model artifact (the training job may be deleted by now).
-    model_bucket, key = smoke.s3_location(str(container["ModelDataUrl"]))
+    model_bucket, key = aws.s3_location(str(container["ModelDataUrl"]))
     baseline = redeploy.baseline_from_model_tar(
         boto3.client("s3").get_object(Bucket=model_bucket, Key=key)["Body"])
     planned = redeploy.plan(

@@ -15,7 +15,7 @@ from typing import Any
 
 import boto3
 from aws_lambda_powertools import Logger
-from mlpipeline import smoke
+from mlpipeline import aws, smoke
 from mlpipeline.errors import EndpointDeploymentFailed, SmokeTestFailed, translate_aws_errors
 from mlpipeline.run_state import RunState
 
@@ -31,7 +31,7 @@ def check_served_model(
     config = smoke.served_config(sagemaker.describe_endpoint(EndpointName=endpoint_name))
     model = smoke.model_of(sagemaker.describe_endpoint_config(EndpointConfigName=config))
     url = sagemaker.describe_model(ModelName=model)["PrimaryContainer"]["ModelDataUrl"]
-    bucket, key = smoke.s3_location(url)
+    bucket, key = aws.s3_location(url)
     sample = smoke_check.read_sample_from_tar(s3.get_object(Bucket=bucket, Key=key)["Body"])
     report = smoke_check.run(sample, smoke_check.endpoint_invoker(runtime, endpoint_name, sample["top_k"]))
     return config, model, report

@@ -30,12 +30,11 @@ from __future__ import annotations
 
 import base64
 import json
-import tarfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from imgclf import contract
+from imgclf import contract, tar_stream
 
 SAMPLE_FILE = "smoke-sample.json"  # at the root of the model directory (and of model.tar.gz)
 SCHEMA_VERSION = 1
@@ -166,10 +165,7 @@ def validate_sample(sample: Any) -> dict[str, Any]:
 def read_sample_from_tar(fileobj: IO[bytes]) -> dict[str, Any]:
     """The sample inside a model.tar.gz, read as a stream (an S3 body): stops at the file, never extracts
     anything else. SageMaker tars the model directory, so the file sits at the root (maybe as ./name)."""
-    with tarfile.open(fileobj=fileobj, mode="r|gz") as archive:
-        for member in archive:
-            if member.isfile() and member.name.removeprefix("./") == SAMPLE_FILE:
-                handle = archive.extractfile(member)
-                assert handle is not None
-                return validate_sample(json.loads(handle.read()))
+    data = tar_stream.read_member(fileobj, SAMPLE_FILE)
+    if data is not None:
+        return validate_sample(json.loads(data))
     raise SmokeSampleError(f"the model artifact has no {SAMPLE_FILE}: trained before the smoke test existed?")

@@ -35,6 +35,14 @@ NOT_FOUND_CODES = frozenset(
 _NOT_FOUND_WORDS = ("could not find", "not found", "does not exist")
 
 
+def s3_location(uri: str) -> tuple[str, str]:
+    """(bucket, key) of an s3:// URI (a model's ModelDataUrl)."""
+    if not uri.startswith("s3://") or "/" not in uri[5:]:
+        raise ValueError(f"not an S3 object URI: {uri!r}")
+    bucket, key = uri[5:].split("/", 1)
+    return bucket, key
+
+
 def is_not_found(error: ClientError) -> bool:
     """The resource does not exist (or no longer does)."""
     code = error_code(error)

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import json
 import re
-import tarfile
 from collections.abc import Mapping
 from typing import IO, Any
 
 from imgclf import manifest as manifest_mod
+from imgclf import tar_stream
 from mlpipeline import approval, images
 from mlpipeline.errors import RedeployRefused
 from mlpipeline.run_state import RunState
@@ -139,14 +139,9 @@ def redeploy_run_id(prefix: str, package_arn: str, execution_arn: str) -> str:
 def baseline_from_model_tar(fileobj: IO[bytes]) -> dict[str, Any] | None:
     """metadata.json["prediction_baseline"] of a model.tar.gz read as a stream (an S3 body; nothing else
     is extracted), or None when the model has none."""
-    with tarfile.open(fileobj=fileobj, mode="r|gz") as archive:
-        for member in archive:
-            if member.isfile() and member.name.removeprefix("./") == METADATA_MEMBER:
-                handle = archive.extractfile(member)
-                assert handle is not None
-                baseline = json.loads(handle.read()).get("prediction_baseline")
-                return baseline if isinstance(baseline, dict) else None
-    return None
+    data = tar_stream.read_member(fileobj, METADATA_MEMBER)
+    baseline = json.loads(data).get("prediction_baseline") if data is not None else None
+    return baseline if isinstance(baseline, dict) else None
 
 
 def plan(

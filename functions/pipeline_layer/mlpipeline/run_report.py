@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import tarfile
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
@@ -21,7 +20,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from imgclf import report
+from imgclf import report, tar_stream
 from mlpipeline import aws, costs
 
 REPORT_PREFIX = "reports"
@@ -65,24 +64,12 @@ def tuning_trials(sagemaker: Any, tuning_job_name: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _split_s3(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key
-
-
 def _tar_members(s3: Any, uri: str, wanted: Callable[[str], bool]) -> Iterator[tuple[str, bytes]]:
     """Stream an S3 tar.gz and yield the wanted regular files (no temporary copy of a large model.tar.gz)."""
-    bucket, key = _split_s3(uri)
+    bucket, key = aws.s3_location(uri)
     body = aws.describe_or_none(s3.get_object, Bucket=bucket, Key=key)
-    if body is None:
-        return
-    with tarfile.open(fileobj=body["Body"], mode="r|gz") as archive:
-        for member in archive:
-            name = member.name.removeprefix("./")
-            if member.isfile() and wanted(name):
-                handle = archive.extractfile(member)
-                if handle is not None:
-                    yield name, handle.read()
+    if body is not None:
+        yield from tar_stream.members(body["Body"], wanted)
 
 
 def job_outputs(s3: Any, description: Mapping[str, Any], data_dir: Path) -> dict[str, Any] | None:

@@ -21,14 +21,6 @@ from typing import Any
 from mlpipeline.errors import EndpointDeploymentFailed
 
 
-def s3_location(uri: str) -> tuple[str, str]:
-    """(bucket, key) of an s3:// URI (a model's ModelDataUrl)."""
-    if not uri.startswith("s3://") or "/" not in uri[5:]:
-        raise ValueError(f"not an S3 object URI: {uri!r}")
-    bucket, key = uri[5:].split("/", 1)
-    return bucket, key
-
-
 def served_config(endpoint: Mapping[str, Any]) -> str:
     """The config an InService endpoint serves; anything else is not ready for a smoke test."""
     if endpoint["EndpointStatus"] != "InService":

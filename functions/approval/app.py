@@ -12,7 +12,6 @@ Output: the decision ({"status", "model_package_arn", "reason", "approved"}) or 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -26,13 +25,8 @@ from mlpipeline.run_state import RunState
 logger = Logger(service="approval")
 
 
-@dataclass(frozen=True)
-class Environment:  # this function's variables in template.yaml (mlpipeline.function_env)
-    data_bucket: str
-    notification_topic_arn: str
-
-
-ENVIRONMENT = function_env.from_environ(Environment)
+# This function's variables in template.yaml (mlpipeline.function_env).
+ENVIRONMENT = function_env.read("data_bucket", "notification_topic_arn")
 # SendTaskSuccess's answers for a wait that is over: it timed out (and ExpireApproval rejected the
 # package), its execution was stopped, or the token was already used (API_SendTaskSuccess.html).
 _WAIT_OVER = ("TaskTimedOut", "TaskDoesNotExist", "InvalidToken")

@@ -6,7 +6,6 @@ Output {"actions": [{"action", "name"}]} (what was done).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -18,12 +17,8 @@ from mlpipeline.run_state import RunState
 logger = Logger(service="cleanup")
 
 
-@dataclass(frozen=True)
-class Environment:  # this function's variables in template.yaml (mlpipeline.function_env)
-    endpoint_name: str
-
-
-ENVIRONMENT = function_env.from_environ(Environment)
+# This function's variables in template.yaml (mlpipeline.function_env).
+ENVIRONMENT = function_env.read("endpoint_name")
 
 
 def _deploy_attempted(state: dict[str, Any]) -> bool:

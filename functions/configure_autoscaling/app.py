@@ -9,7 +9,6 @@ Input {"run", "deployment", "gate"}; output {"resource_id", "min_capacity", "max
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -23,13 +22,8 @@ from imgclf import monitoring
 logger = Logger(service="configure-autoscaling")
 
 
-@dataclass(frozen=True)
-class Environment:  # this function's variables in template.yaml (mlpipeline.function_env)
-    endpoint_name: str
-    notification_topic_arn: str
-
-
-ENVIRONMENT = function_env.from_environ(Environment)
+# This function's variables in template.yaml (mlpipeline.function_env).
+ENVIRONMENT = function_env.read("endpoint_name", "notification_topic_arn")
 
 
 def configure(autoscaling: Any, endpoint_name: str, settings: dict[str, Any]) -> dict[str, Any]:

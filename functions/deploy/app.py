@@ -13,7 +13,6 @@ Input {"run", "gate"}; output {"endpoint_name", "endpoint_config_name", "model_n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -26,15 +25,10 @@ from mlpipeline.run_state import RunState
 logger = Logger(service="deploy")
 
 
-@dataclass(frozen=True)
-class Environment:  # this function's variables in template.yaml (mlpipeline.function_env)
-    endpoint_name: str
-    sagemaker_role_arn: str
-    errors_alarm_name: str
-    latency_alarm_name: str
-
-
-ENVIRONMENT = function_env.from_environ(Environment)
+# This function's variables in template.yaml (mlpipeline.function_env).
+ENVIRONMENT = function_env.read(
+    "endpoint_name", "sagemaker_role_arn", "errors_alarm_name", "latency_alarm_name"
+)
 
 
 # What CreateEndpoint/UpdateEndpoint answer for a config they cannot see: also, for a moment, for the

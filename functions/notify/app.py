@@ -4,7 +4,6 @@ Input {"outcome", "state"}; output {"message_id", "subject"}."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -16,12 +15,8 @@ from mlpipeline.notifications import compose
 logger = Logger(service="notify")
 
 
-@dataclass(frozen=True)
-class Environment:  # this function's variables in template.yaml (mlpipeline.function_env)
-    notification_topic_arn: str
-
-
-ENVIRONMENT = function_env.from_environ(Environment)
+# This function's variables in template.yaml (mlpipeline.function_env).
+ENVIRONMENT = function_env.read("notification_topic_arn")
 
 
 @translate_aws_errors

@@ -18,7 +18,6 @@ collect (after the job completed): the manifest must now be there; else Features
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -31,12 +30,8 @@ from mlpipeline.run_state import RunState
 logger = Logger(service="prepare-features")
 
 
-@dataclass(frozen=True)
-class Environment:  # this function's variables in template.yaml (mlpipeline.function_env)
-    sagemaker_role_arn: str
-
-
-ENVIRONMENT = function_env.from_environ(Environment)
+# This function's variables in template.yaml (mlpipeline.function_env).
+ENVIRONMENT = function_env.read("sagemaker_role_arn")
 
 
 def _listing(s3: Any, run: RunState) -> dict[str, tuple[str, list[dict[str, Any]]]]:

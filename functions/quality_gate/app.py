@@ -8,7 +8,6 @@ person, mlpipeline.approval). The live model's accuracy is the tag on the endpoi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -23,13 +22,8 @@ from imgclf import gate
 logger = Logger(service="quality-gate")
 
 
-@dataclass(frozen=True)
-class Environment:  # this function's variables in template.yaml (mlpipeline.function_env)
-    endpoint_name: str
-    model_package_group_name: str
-
-
-ENVIRONMENT = function_env.from_environ(Environment)
+# This function's variables in template.yaml (mlpipeline.function_env).
+ENVIRONMENT = function_env.read("endpoint_name", "model_package_group_name")
 
 
 def live_accuracy(sagemaker: Any, endpoint_name: str) -> float | None:

@@ -10,7 +10,6 @@ group, one that is not Approved or cannot be deployed with the stack's settings.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -23,15 +22,10 @@ from mlpipeline.settings import SettingsError, build_settings
 logger = Logger(service="redeploy")
 
 
-@dataclass(frozen=True)
-class Environment:  # this function's variables in template.yaml (mlpipeline.function_env)
-    data_bucket: str
-    model_package_group_name: str
-    model_package_group_arn: str
-    resource_prefix: str
-
-
-ENVIRONMENT = function_env.from_environ(Environment)
+# This function's variables in template.yaml (mlpipeline.function_env).
+ENVIRONMENT = function_env.read(
+    "data_bucket", "model_package_group_name", "model_package_group_arn", "resource_prefix"
+)
 
 
 @translate_aws_errors

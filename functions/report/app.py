@@ -8,7 +8,6 @@ matplotlib, it must render when SageMaker itself failed the run, and it needs no
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +23,8 @@ from mlpipeline.errors import translate_aws_errors
 logger = Logger(service="report")
 
 
-@dataclass(frozen=True)
-class Environment:  # this function's variables in template.yaml (mlpipeline.function_env)
-    endpoint_name: str
-    price_list_api: str = "true"
-    aws_region: str = "us-east-1"
-
-
-ENVIRONMENT = function_env.from_environ(Environment)
+# This function's variables in template.yaml (mlpipeline.function_env).
+ENVIRONMENT = function_env.read("endpoint_name", price_list_api="true", aws_region="us-east-1")
 
 
 def _clients(region: str) -> dict[str, Any]:

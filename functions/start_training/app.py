@@ -8,7 +8,6 @@ ProfilerReport run beside it only when the stack opts in (mlpipeline.training_re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -23,12 +22,8 @@ from mlpipeline.training_requests import training_job_request, tuned_hyperparame
 logger = Logger(service="start-training")
 
 
-@dataclass(frozen=True)
-class Environment:  # this function's variables in template.yaml (mlpipeline.function_env)
-    sagemaker_role_arn: str
-
-
-ENVIRONMENT = function_env.from_environ(Environment)
+# This function's variables in template.yaml (mlpipeline.function_env).
+ENVIRONMENT = function_env.read("sagemaker_role_arn")
 
 
 @translate_aws_errors

@@ -14,7 +14,6 @@ Before anything starts, a run whose budget one execution cannot watch is refused
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -27,12 +26,8 @@ from mlpipeline.run_state import RunState
 logger = Logger(service="start-tuning")
 
 
-@dataclass(frozen=True)
-class Environment:  # this function's variables in template.yaml (mlpipeline.function_env)
-    sagemaker_role_arn: str
-
-
-ENVIRONMENT = function_env.from_environ(Environment)
+# This function's variables in template.yaml (mlpipeline.function_env).
+ENVIRONMENT = function_env.read("sagemaker_role_arn")
 
 
 def _tags(sagemaker: Any, arn: str) -> list[dict[str, str]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +29,8 @@ logger = Logger(service="validate")
 DEFAULT_SOURCE_DIR = "/opt/training-source"
 
 
-@dataclass(frozen=True)
-class Environment:  # this function's variables in template.yaml (mlpipeline.function_env)
-    data_bucket: str
-    resource_prefix: str
-    training_source_dir: str = DEFAULT_SOURCE_DIR
-
-
-ENVIRONMENT = function_env.from_environ(Environment)
+# This function's variables in template.yaml (mlpipeline.function_env).
+ENVIRONMENT = function_env.read("data_bucket", "resource_prefix", training_source_dir=DEFAULT_SOURCE_DIR)
 
 
 def _missing_splits(s3: Any, bucket: str, dataset: str, splits: dict[str, str]) -> list[str]:

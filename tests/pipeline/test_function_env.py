@@ -26,6 +26,20 @@ def test_fields_read_their_variables_and_defaults_are_optional() -> None:
         env.endpoint_name = "other"  # type: ignore[misc]
 
 
+def test_read_declares_the_names_as_string_fields_and_keywords_as_optional(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENDPOINT_NAME", "e")
+    monkeypatch.delenv("PRICE_LIST_API", raising=False)
+    env = function_env.read("endpoint_name", price_list_api="true")
+    assert (env.endpoint_name, env.price_list_api) == ("e", "true")
+    assert [(f.name, f.type, f.default) for f in fields(env)] == [
+        ("endpoint_name", str, MISSING), ("price_list_api", str, "true")]
+    with pytest.raises(FrozenInstanceError):
+        env.endpoint_name = "other"  # type: ignore[misc]
+    monkeypatch.delenv("ENDPOINT_NAME")
+    with pytest.raises(function_env.MissingEnvironment, match=r"lacks ENDPOINT_NAME$"):
+        function_env.read("endpoint_name", price_list_api="true")
+
+
 def test_every_missing_variable_is_named() -> None:
     with pytest.raises(function_env.MissingEnvironment, match=r"_Example: .* lacks ENDPOINT_NAME, SAGEMAKER_ROLE_ARN$"):
         function_env.from_environ(_Example, {"PRICE_LIST_API": "false"})
@@ -34,9 +48,7 @@ def test_every_missing_variable_is_named() -> None:
 @pytest.mark.parametrize("folder", ["deploy", "validate", "notify"])
 def test_a_handler_without_its_environment_fails_at_import(folder: str) -> None:
     """As at a cold start: importing the handler is what fails, naming the variable."""
-    code = (f"import importlib.util, sys; spec = importlib.util.spec_from_file_location('h', "
-            f"r'{pw.REPO / 'functions' / folder / 'app.py'}'); "
-            "module = sys.modules['h'] = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)")
+    code = f"import functions.{folder}.app"
     env = {"PYTHONPATH": f"{pw.LAYER}:{pw.REPO / 'training'}", "PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": pw.REGION}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode != 0
@@ -59,7 +71,7 @@ def test_every_variable_a_handler_needs_is_one_template_yaml_sets(logical_id: st
     properties = pw.function_properties(pw.template(), logical_id)
     in_template = set((properties.get("Environment") or {}).get("Variables") or {})
     handler = pw.load_handler(folder)
-    declared = fields(handler.Environment) if hasattr(handler, "Environment") else ()
+    declared = fields(handler.ENVIRONMENT) if hasattr(handler, "ENVIRONMENT") else ()
     required = {f.name.upper() for f in declared if f.default is MISSING}
     assert required <= in_template, f"{folder} needs {sorted(required - in_template)}, which template.yaml never sets"
     source = (pw.REPO / "functions" / folder / "app.py").read_text()

@@ -30,7 +30,7 @@ CHROMIUM := /usr/bin/chromium
 CHROMIUM_STAMP := $(VENV)/.installed-chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: local stop test test-unit test-integration lint setup benchmarks clean aws-tools browser image-uris
+.PHONY: local stop settings test test-unit test-integration lint setup benchmarks clean aws-tools browser image-uris
 
 setup: $(DEV_STAMP)
 
@@ -59,6 +59,10 @@ lint: $(DEV_STAMP)
 
 test: $(DEV_STAMP) $(SAM_STAMP) $(NPM_STAMP) $(CHECKOV_STAMP) $(CHROMIUM_STAMP) lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# After a change to mlpipeline.settings.Settings: the ASL's ApplyDefaults and the template's substitutions.
+settings: $(LOCAL_STAMP)
+	$(PY) statemachine/write_settings.py
 
 test-unit: $(DEV_STAMP)
 	$(PY) -m pytest --unit-tier $(PYTEST_ARGS)

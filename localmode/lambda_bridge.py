@@ -1,16 +1,17 @@
 """Call the inference Lambda's own handler (functions/inference/app.py) against the local endpoint.
 
-No second copy of the handler: the module is loaded from its file, with the environment the stack gives
-it (ENDPOINT_NAME) plus SAGEMAKER_RUNTIME_ENDPOINT_URL pointing its sagemaker-runtime client at the local
-server, and it receives the same Function URL event AWS would send.
+No second copy of the handler: the module is imported as the package `functions.inference.app`, with the
+environment the stack gives it (ENDPOINT_NAME) plus SAGEMAKER_RUNTIME_ENDPOINT_URL pointing its
+sagemaker-runtime client at the local server, and it receives the same Function URL event AWS would send.
 """
 
 from __future__ import annotations
 
 import base64
-import importlib.util
+import importlib
 import json
 import os
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,7 @@ from typing import Any
 
 from imgclf import contract
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-HANDLER_PATH = REPO_ROOT / "functions" / "inference" / "app.py"
+HANDLER_MODULE = "functions.inference.app"
 
 
 @dataclass
@@ -40,7 +40,8 @@ class LambdaContext:
 
 
 def load_handler(endpoint_name: str, endpoint_url: str) -> ModuleType:
-    """Import functions/inference/app.py as the Lambda runtime would, pointed at `endpoint_url`."""
+    """Import the inference handler afresh, as a new Lambda execution environment would (it reads its
+    environment and builds its client at import), pointed at `endpoint_url`."""
     os.environ["ENDPOINT_NAME"] = endpoint_name
     os.environ["SAGEMAKER_RUNTIME_ENDPOINT_URL"] = endpoint_url
     # boto3 signs requests even for a local endpoint: give it a region and throwaway credentials when
@@ -52,12 +53,8 @@ def load_handler(endpoint_name: str, endpoint_url: str) -> ModuleType:
     os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "inference")
     os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "ImageClassifierLocal")
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-    spec = importlib.util.spec_from_file_location("inference_lambda_app", HANDLER_PATH)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load the inference Lambda from {HANDLER_PATH}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    sys.modules.pop(HANDLER_MODULE, None)
+    return importlib.import_module(HANDLER_MODULE)
 
 
 def function_url_event(image: bytes, content_type: str, top_k: int = contract.DEFAULT_TOP_K) -> dict[str, Any]:

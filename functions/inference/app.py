@@ -1,18 +1,18 @@
 """The public inference Lambda behind a Function URL: `POST /` with JPEG/PNG bytes -> top-k classes as JSON,
 and `GET /`: the web page a person uses to try the model (imgclf_page, which POSTs back here).
 
-Thin on purpose: parse and validate (inference_request, pure), invoke the endpoint (inference_endpoint),
-shape the answer. The SageMaker client is built once per execution environment, at init, from:
+Thin on purpose: parse and validate (imgclf_lambda.request, pure), invoke the endpoint
+(imgclf_lambda.endpoint), shape the answer. The SageMaker client is built once per execution environment, at init, from:
 
   ENDPOINT_NAME                    the stable endpoint name the pipeline deploys (required)
   SAGEMAKER_RUNTIME_ENDPOINT_URL   send InvokeEndpoint elsewhere, e.g. local mode's server (optional)
   FUNCTION_TIMEOUT_SECONDS         the function's timeout; botocore's timeouts and retries fit inside it
   INVOKE_MAX_ATTEMPTS              attempts per request, retries included (default 2)
   POWERTOOLS_SERVICE_NAME          the `service` dimension of its metrics (the template: the endpoint name)
-  PREDICTED_CLASS_METRIC           "Enabled": also count answers per predicted class (prediction_metrics)
+  PREDICTED_CLASS_METRIC           "Enabled": also count answers per predicted class
 
-Every prediction request emits CloudWatch metrics as EMF log lines (prediction_metrics, names from
-imgclf.monitoring): status class, image size, endpoint latency, top-1 probability and entropy.
+Every prediction request emits CloudWatch metrics as EMF log lines (imgclf_lambda.prediction_metrics, names
+from imgclf.monitoring): status class, image size, endpoint latency, top-1 probability and entropy.
 
 Imports stay light (botocore from the runtime, Powertools' logger, imgclf.contract from the layer):
 no torch, numpy or PIL here.
@@ -21,20 +21,13 @@ no torch, numpy or PIL here.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from typing import Any
 
-# Lambda puts this directory on sys.path; callers that load app.py from its file (tests, local mode's
-# bridge) may not, and the sibling modules below must resolve the same way in both.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-
-import prediction_metrics  # noqa: E402
-from aws_lambda_powertools import Logger  # noqa: E402
-from inference_endpoint import Settings, invoke, make_runtime_client  # noqa: E402
-from inference_request import (  # noqa: E402
+from aws_lambda_powertools import Logger
+from imgclf_lambda import prediction_metrics
+from imgclf_lambda.endpoint import Settings, invoke, make_runtime_client
+from imgclf_lambda.request import (
     HttpError,
     error_response,
     http_response,

@@ -3,16 +3,14 @@ the stack's name and outputs in that world, and a small dataset in the dogImages
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pipeline_world as pw
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "pipeline"))  # test folders are not packages (--import-mode=importlib)
-import pipeline_world as pw  # noqa: E402
 
 STACK = "imgclf"
 FUNCTION_URL = "https://abcdefghijklmnopqrstuvwxyz012345.lambda-url.us-east-1.on.aws/"

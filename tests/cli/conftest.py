@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,8 +14,6 @@ from typing import Any
 
 import boto3
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))  # cli_world, beside this file
 from cli_world import REPO, STACK, pw, stack_outputs, write_dataset
 
 _spec = importlib.util.spec_from_file_location("pipeline_fixtures", REPO / "tests" / "pipeline" / "conftest.py")

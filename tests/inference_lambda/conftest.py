@@ -1,14 +1,13 @@
-"""Fixtures for the inference Lambda: load its handler from its file, build Function URL events, and two
-stand-ins for the SageMaker runtime: moto (queued answers, happy paths) and a loopback HTTP server that
-speaks the runtime's wire protocol, for the errors moto cannot produce (throttling, model errors,
-timeouts) and for SAGEMAKER_RUNTIME_ENDPOINT_URL itself."""
+"""Fixtures for the inference Lambda: import its handler as a package (functions.inference.app), build
+Function URL events, and two stand-ins for the SageMaker runtime: moto (queued answers, happy paths) and a
+loopback HTTP server that speaks the runtime's wire protocol, for the errors moto cannot produce
+(throttling, model errors, timeouts) and for SAGEMAKER_RUNTIME_ENDPOINT_URL itself."""
 
 from __future__ import annotations
 
 import base64
-import importlib.util
+import importlib
 import io
-import itertools
 import json
 import sys
 import threading
@@ -24,15 +23,9 @@ from typing import Any
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-FUNCTION_DIR = REPO_ROOT / "functions" / "inference"
+HANDLER_MODULE = "functions.inference.app"
 EVENTS_DIR = REPO_ROOT / "events"
 ENDPOINT_NAME = "imgclf-classifier"
-
-# The pure modules are imported directly by the unit tests, as the Lambda runtime would find them.
-if str(FUNCTION_DIR) not in sys.path:
-    sys.path.insert(0, str(FUNCTION_DIR))
-
-_module_ids = itertools.count()
 
 
 @dataclass
@@ -54,8 +47,8 @@ def context() -> LambdaContext:
 
 
 def _load_app(patch: pytest.MonkeyPatch, env: dict[str, str]) -> ModuleType:
-    """Import functions/inference/app.py under a fresh module name with the given environment, as a new
-    Lambda execution environment would (its client is built at import)."""
+    """Import functions/inference/app.py afresh with the given environment, as a new Lambda execution
+    environment would (its client is built at import)."""
     patch.setenv("AWS_ACCESS_KEY_ID", "testing")
     patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
@@ -64,12 +57,8 @@ def _load_app(patch: pytest.MonkeyPatch, env: dict[str, str]) -> ModuleType:
     patch.setenv("ENDPOINT_NAME", ENDPOINT_NAME)
     for key, value in env.items():
         patch.setenv(key, value)
-    name = f"inference_lambda_app_{next(_module_ids)}"
-    spec = importlib.util.spec_from_file_location(name, FUNCTION_DIR / "app.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    sys.modules.pop(HANDLER_MODULE, None)
+    return importlib.import_module(HANDLER_MODULE)
 
 
 @pytest.fixture

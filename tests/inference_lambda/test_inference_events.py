@@ -78,11 +78,10 @@ def test_event_file_through_the_handler(moto_app, context, answer, response_body
 def test_function_imports_nothing_heavy():
     """A fresh interpreter loads the handler (client built at init) without torch, numpy or PIL."""
     code = (
-        "import importlib.util, os, sys\n"
+        "import os, sys\n"
         "os.environ.update(ENDPOINT_NAME='e', AWS_DEFAULT_REGION='us-east-1',\n"
         "                  AWS_ACCESS_KEY_ID='x', AWS_SECRET_ACCESS_KEY='x')  # no credential-chain probing\n"
-        f"spec = importlib.util.spec_from_file_location('app', {str(REPO_ROOT / 'functions/inference/app.py')!r})\n"
-        "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+        "from functions.inference import app\n"
         "print(sorted(m for m in ('torch', 'numpy', 'PIL', 'onnxruntime', 'boto3') if m in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)

@@ -11,21 +11,17 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
+import iam_model
+import pipeline_world as pw
 import pytest
 import requests
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 from moto import mock_aws
 from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline"))  # the IAM evaluation's home
-import iam_model
-import pipeline_world as pw
 
 MOTO_RESULTS_API = "http://motoapi.amazonaws.com/moto-api/static/sagemaker/endpoint-results"
 

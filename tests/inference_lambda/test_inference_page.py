@@ -257,7 +257,8 @@ SAM = REPO / ".venv-sam" / "bin" / "sam"
 @pytest.mark.skipif(shutil.which("make") is None, reason="sam build's makefile builder (the layer) needs make")
 def test_sam_build_ships_the_page_and_the_built_function_serves_it(tmp_path):
     """What Lambda runs: the function's built code at /var/task and the layer's python/ at /opt/python
-    are all of sys.path that matters; the page must come from there, with no path trick."""
+    are all of sys.path that matters; the page and the handler's modules must come from there, with no
+    path trick."""
     assert SAM.exists(), "run `make aws-tools` first (the SAM CLI lives in .venv-sam)"
     env = {**os.environ, "PATH": f"{SAM.parent}:{os.environ['PATH']}", "AWS_DEFAULT_REGION": "us-east-1",
            "SAM_CLI_TELEMETRY": "0"}
@@ -271,8 +272,9 @@ def test_sam_build_ships_the_page_and_the_built_function_serves_it(tmp_path):
     probe = (
         "import json, sys\n"
         f"sys.path[:0] = [{str(task)!r}, {str(layer)!r}]\n"
-        "import app, imgclf_page\n"
+        "import app, imgclf_lambda, imgclf_page\n"
         f"assert imgclf_page.__file__.startswith({str(task)!r}), imgclf_page.__file__\n"
+        f"assert imgclf_lambda.__file__.startswith({str(task)!r}), imgclf_lambda.__file__\n"
         f"event = json.load(open({str(REPO / 'events' / 'inference_page.json')!r}))\n"
         "class Context:\n"
         "    function_name = 'inference'; memory_limit_in_mb = 256; aws_request_id = 'r'\n"

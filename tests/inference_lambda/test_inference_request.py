@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 
-import inference_endpoint
 import pytest
 from botocore.exceptions import (
     ClientError,
@@ -14,7 +13,8 @@ from botocore.exceptions import (
     IncompleteReadError,
     ReadTimeoutError,
 )
-from inference_request import (
+from imgclf_lambda import endpoint
+from imgclf_lambda.request import (
     MAX_JSON_BODY_BYTES,
     HttpError,
     is_page_request,
@@ -267,7 +267,7 @@ def _client_error(code: str, message: str = "", status: int = 400, **fields) -> 
     ],
 )
 def test_endpoint_errors_map_to_actionable_statuses(error, status):
-    mapped = inference_endpoint.endpoint_error(error)
+    mapped = endpoint.endpoint_error(error)
     assert mapped.status == status
     assert "account" not in mapped.message and "123456789012" not in mapped.message
     if status in (429, 503):
@@ -282,9 +282,9 @@ def test_endpoint_errors_map_to_actionable_statuses(error, status):
 def test_invoke_budget_ends_before_the_function_times_out(timeout, attempts):
     if timeout <= 10 and attempts == 3:  # two retries' backoff ceilings (2 s + 4 s) eat the timeout
         with pytest.raises(ValueError):
-            inference_endpoint.invoke_budget(timeout, attempts)
+            endpoint.invoke_budget(timeout, attempts)
         return
-    budget = inference_endpoint.invoke_budget(timeout, attempts)
+    budget = endpoint.invoke_budget(timeout, attempts)
     assert budget.max_attempts == attempts
     assert budget.read_timeout >= 0.1 and budget.connect_timeout > 0
     assert budget.worst_case_seconds() < timeout
@@ -292,11 +292,11 @@ def test_invoke_budget_ends_before_the_function_times_out(timeout, attempts):
 
 def test_invoke_budget_refuses_a_timeout_too_short():
     with pytest.raises(ValueError, match="no time"):
-        inference_endpoint.invoke_budget(2, 2)
+        endpoint.invoke_budget(2, 2)
 
 
 def test_settings_from_environ():
-    settings = inference_endpoint.Settings.from_environ(
+    settings = endpoint.Settings.from_environ(
         {
             "ENDPOINT_NAME": "ep",
             "FUNCTION_TIMEOUT_SECONDS": "30",
@@ -308,10 +308,10 @@ def test_settings_from_environ():
         "http://localhost:8080",
         "us-east-1",
     )
-    assert settings.budget == inference_endpoint.invoke_budget(30, 2)
-    assert inference_endpoint.client_config(settings).signature_version is inference_endpoint.UNSIGNED
-    remote = inference_endpoint.Settings.from_environ({"ENDPOINT_NAME": "ep", "AWS_REGION": "eu-west-1"})
+    assert settings.budget == endpoint.invoke_budget(30, 2)
+    assert endpoint.client_config(settings).signature_version is endpoint.UNSIGNED
+    remote = endpoint.Settings.from_environ({"ENDPOINT_NAME": "ep", "AWS_REGION": "eu-west-1"})
     assert (remote.endpoint_url, remote.region) == (None, "eu-west-1")
-    assert inference_endpoint.client_config(remote).signature_version is None
+    assert endpoint.client_config(remote).signature_version is None
     with pytest.raises(ValueError, match="ENDPOINT_NAME"):
-        inference_endpoint.Settings.from_environ({})
+        endpoint.Settings.from_environ({})

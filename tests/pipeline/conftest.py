@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-
-# --import-mode=importlib keeps test folders off sys.path; the helpers module lives beside this file.
-sys.path.insert(0, str(Path(__file__).parent))
 import stack
 
 if TYPE_CHECKING:

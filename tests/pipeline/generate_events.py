@@ -12,13 +12,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 
+import pipeline_world as pw  # beside this script, whose folder Python puts first on sys.path
 import pytest
 from moto import mock_aws
-
-sys.path.insert(0, str(Path(__file__).parent))
-import pipeline_world as pw
 
 EVENTS = pw.REPO / "events"
 

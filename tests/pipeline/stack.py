@@ -5,7 +5,7 @@ so the unit tier's pipeline tests import it; pipeline_world re-exports it for th
 from __future__ import annotations
 
 import copy
-import importlib.util
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -17,8 +17,6 @@ from samtranslator.yaml_helper import yaml_parse
 
 REPO = Path(__file__).resolve().parents[2]
 LAYER = REPO / "functions" / "pipeline_layer"
-if str(LAYER) not in sys.path:  # what the Lambda layer's python/ puts on sys.path at run time
-    sys.path.insert(0, str(LAYER))
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 BUCKET = "imgclf-data-example"
@@ -54,27 +52,19 @@ FUNCTIONS: dict[str, str] = {
 
 
 def load_handler(folder: str) -> ModuleType:
-    """functions/<folder>/app.py as a module (every function's file is app.py, so load each by path)."""
-    name = f"pipeline_fn_{folder}"
+    """The handler module `functions.<folder>.app`, imported as the packaging maps it."""
+    name = f"functions.{folder}.app"
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "functions" / folder / "app.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
     # A handler reads its environment once, at import (mlpipeline.function_env), as at a Lambda cold start:
     # this world's, which template.yaml gives the functions, whichever test imports it first.
     saved = dict(os.environ)
     os.environ.update(lambda_environment(topic_arn=TOPIC_ARN))
     try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
+        return importlib.import_module(name)
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    return module
 
 
 def lambda_environment(topic_arn: str = "") -> dict[str, str]:

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
+import asl_to_mermaid
 import stack
-
-_spec = importlib.util.spec_from_file_location("asl_to_mermaid", stack.REPO / "statemachine" / "asl_to_mermaid.py")
-asl_to_mermaid = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(asl_to_mermaid)
 
 
 def _asl() -> dict:

@@ -514,7 +514,7 @@ def test_the_inference_function_may_invoke_the_endpoint() -> None:
     call = iam_model.Call(
         "InferenceFunction",
         "sagemaker",
-        "InvokeEndpoint",  # inference_endpoint.invoke
+        "InvokeEndpoint",  # imgclf_lambda.endpoint.invoke
         {"EndpointName": endpoint, "ContentType": "image/jpeg", "Accept": "application/json"},
     )
     [verdict] = _verdicts(template, [call])

@@ -218,13 +218,11 @@ def test_lambda_code_imports_neither_torch_nor_numpy() -> None:
     import subprocess
     import sys
 
-    # each handler registered in sys.modules before it runs, as an import does (its dataclasses need it)
     handlers = "; ".join(
-        f"spec = importlib.util.spec_from_file_location('h_{f}', r'{stack.REPO / 'functions' / f / 'app.py'}'); "
-        f"module = sys.modules['h_{f}'] = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)"
+        f"import functions.{f}.app"
         # ReportFunction packages matplotlib (and numpy) on its own (functions/report/requirements.txt)
         for f in stack.FUNCTIONS.values() if f != "report")
-    code = ("import importlib.util, sys; " + handlers +
+    code = ("import sys; " + handlers +
             "; import mlpipeline.training_requests, mlpipeline.deployment_requests, mlpipeline.runs; "
             "import imgclf.manifest, imgclf.gate; "
             "heavy = sorted(m for m in ('torch', 'numpy', 'PIL') if m in sys.modules); "

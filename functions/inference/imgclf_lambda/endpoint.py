@@ -23,7 +23,7 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
-from inference_request import HttpError, ImageRequest, read_endpoint_answer
+from imgclf_lambda.request import HttpError, ImageRequest, read_endpoint_answer
 
 from imgclf import contract
 

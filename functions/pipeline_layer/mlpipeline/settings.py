@@ -2,6 +2,11 @@
 ApplyDefaults state as strings) overridden by the manifest's `overrides`, coerced and validated.
 
 Every problem is reported at once, with the setting's name, so a bad manifest fails fast and clearly.
+
+`Settings` is the one list of settings: each comes from the template parameter `template_parameter`
+names, and statemachine/write_settings.py (`make settings`) writes the ApplyDefaults state's defaults
+and the template's DefinitionSubstitutions from it. A new setting is a field here plus its parameter
+in template.yaml; tests/pipeline/test_settings_wiring.py fails until the rest is written.
 """
 
 from __future__ import annotations
@@ -68,6 +73,23 @@ class Settings:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# The template parameter of each setting whose name is not the field's name in CamelCase.
+PARAMETER_NAMES = {
+    "py_version": "PythonVersion",
+    "max_jobs": "MaxTuningJobs",
+    "max_parallel_jobs": "MaxParallelTuningJobs",
+    "lr_min": "LearningRateMin",
+    "lr_max": "LearningRateMax",
+    "enable_sagemaker_debugger": "EnableSageMakerDebugger",
+    "serverless_memory_mb": "ServerlessMemorySizeInMB",
+}
+
+
+def template_parameter(name: str) -> str:
+    """The template parameter (and DefinitionSubstitution) that setting `name` comes from."""
+    return PARAMETER_NAMES.get(name) or "".join(part.capitalize() for part in name.split("_"))
 
 
 class SettingsError(ValueError):

@@ -71,9 +71,9 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         if aws.sagemaker_action(sagemaker, action, name):
             continue
         if action == "register_autoscaling":
-            settings = run.settings.as_dict()
-            autoscaling.register_scalable_target(**deployment_requests.register_scalable_target_request(name, settings))
-            autoscaling.put_scaling_policy(**deployment_requests.scaling_policy_request(name, settings))
+            autoscaling.register_scalable_target(
+                **deployment_requests.register_scalable_target_request(name, run.settings))
+            autoscaling.put_scaling_policy(**deployment_requests.scaling_policy_request(name, run.settings))
     abandoned = approval.abandoned(state)
     if abandoned is not None:
         boto3.client("sagemaker").update_model_package(**approval.expiry_request(abandoned))

@@ -16,6 +16,7 @@ from aws_lambda_powertools import Logger
 from mlpipeline import deployment_requests, drift_alarm, function_env, serverless
 from mlpipeline.errors import translate_aws_errors
 from mlpipeline.run_state import RunState
+from mlpipeline.settings import Settings
 
 from imgclf import monitoring
 
@@ -26,7 +27,7 @@ logger = Logger(service="configure-autoscaling")
 ENVIRONMENT = function_env.read("endpoint_name", "notification_topic_arn")
 
 
-def configure(autoscaling: Any, endpoint_name: str, settings: dict[str, Any]) -> dict[str, Any]:
+def configure(autoscaling: Any, endpoint_name: str, settings: Settings) -> dict[str, Any]:
     target = deployment_requests.register_scalable_target_request(endpoint_name, settings)
     autoscaling.register_scalable_target(**target)
     policy = autoscaling.put_scaling_policy(**deployment_requests.scaling_policy_request(endpoint_name, settings))
@@ -55,12 +56,11 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     endpoint_name = event["deployment"]["endpoint_name"]
     run = RunState.from_event(event["run"])
     logger.append_keys(run_id=run.run_id)
-    settings = run.settings.as_dict()
-    if serverless.is_serverless(settings):
+    if serverless.is_serverless(run.settings):
         # Serverless Inference scales its own concurrency: no scalable target, no scaling policy.
         answer: dict[str, Any] = {"resource_id": None, "skipped": "EndpointMode=serverless scales itself"}
     else:
-        answer = configure(boto3.client("application-autoscaling"), endpoint_name, settings)
+        answer = configure(boto3.client("application-autoscaling"), endpoint_name, run.settings)
     answer["drift_alarm"] = set_drift_threshold(
         boto3.client("cloudwatch"), endpoint_name, (event.get("gate") or {}).get("prediction_baseline"),
         ENVIRONMENT.notification_topic_arn)

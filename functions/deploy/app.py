@@ -64,7 +64,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     if endpoint is not None and endpoint["EndpointStatus"] == "InService":
         live_config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
         live_type = live_config["ProductionVariants"][0].get("InstanceType")  # none when serverless
-        mode_problem = serverless.mode_change_problem(serverless.mode_of(live_config), run.settings.as_dict())
+        mode_problem = serverless.mode_change_problem(serverless.mode_of(live_config), run.settings)
         if mode_problem:
             raise EndpointDeploymentFailed(f"endpoint {endpoint_name}: {mode_problem}")
     registered = aws.scalable_target_registered(autoscaling, endpoint_name)
@@ -74,7 +74,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         run.settings.endpoint_instance_type,
         registered,
         run.endpoint_config_name,
-        run.settings.as_dict(),
+        run.settings,
     )
 
     model = deployment_requests.model_request(run, ENVIRONMENT.sagemaker_role_arn, event["gate"]["model_data_url"])

@@ -20,6 +20,7 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError, ConnectionError, ReadTimeoutError
 from mlpipeline import job_progress, polling
 from mlpipeline.errors import THROTTLING_CODES, TRANSIENT_CODES, error_code, translate_aws_errors
+from mlpipeline.run_state import settings_from_dict
 
 logger = Logger(service="describe-job")
 
@@ -54,7 +55,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     except (ConnectionError, ReadTimeoutError) as error:
         progress = job_progress.unknown_progress(type(error).__name__)
     poll = polling.next_poll(
-        kind, name, progress, event["poll"], event["settings"], int(event["poll_seconds"])
+        kind, name, progress, event["poll"], settings_from_dict(event["settings"]), int(event["poll_seconds"])
     )
     logger.info("status", extra={"done": progress["done"], "status": progress["status"]})
     return {**progress, "poll": poll}

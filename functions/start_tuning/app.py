@@ -39,7 +39,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     run = RunState.from_event(event["run"])
     logger.append_keys(run_id=run.run_id)
     execution_arn = event["execution_arn"]
-    polling.check_run_fits_one_execution(run.settings.as_dict(), int(event["poll_seconds"]))
+    polling.check_run_fits_one_execution(run.settings, int(event["poll_seconds"]))
     features = event.get("features") or {}
     cached = feature_sets.cached_features_tuning(run, features["feature_set"]) if features.get("ready") else None
     request = training_requests.tuning_job_request(run, ENVIRONMENT.sagemaker_role_arn, execution_arn, cached)

@@ -11,6 +11,7 @@ import pipeline_world as pw
 import pytest
 from botocore.exceptions import ClientError
 from mlpipeline import errors, images, polling
+from mlpipeline.run_state import settings_from_dict
 from moto import mock_aws
 
 from imgclf import gate
@@ -189,7 +190,7 @@ def test_describe_job_backs_off_and_gives_up_after_the_last_poll(aws: dict[str, 
     waits = [handler("describe_job")({**event, "poll": {"attempt": n, "wait_seconds": 0}})["poll"]["wait_seconds"]
              for n in range(6)]
     assert waits[:4] == [60, 120, 240, 480] and waits[4] > waits[3] and waits[5] == waits[4]
-    last = polling.poll_plan("tuning", run["settings"], 60).max_polls
+    last = polling.poll_plan("tuning", settings_from_dict(run["settings"]), 60).max_polls
     assert handler("describe_job")({**event, "poll": {"attempt": last - 2, "wait_seconds": 0}})["done"] is False
     with pytest.raises(errors.PollLimitExceeded, match=f"still InProgress after {last} status checks"):
         handler("describe_job")({**event, "poll": {"attempt": last - 1, "wait_seconds": 0}})

@@ -23,6 +23,7 @@ real executions.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from functools import cache
@@ -33,6 +34,8 @@ import pipeline_world as pw
 import pytest
 from mlpipeline import polling
 from mlpipeline.errors import InvalidDataset
+from mlpipeline.settings import Settings, build_settings
+from test_requests import asl_defaults
 
 LAMBDA_ATTEMPT_EVENTS = ("LambdaFunctionScheduled", "LambdaFunctionStarted", "LambdaFunctionSucceeded")
 SERVICE_TASK_ATTEMPT_EVENTS = ("TaskScheduled", "TaskStarted", "TaskSubmitted", "TaskSucceeded")
@@ -167,6 +170,11 @@ def _parameter_range(name: str) -> list[Any]:
     return [int(spec["MinValue"]), int(spec["MaxValue"])]
 
 
+def settings_with(**values: Any) -> Settings:
+    """The stack's default settings with `values` (what sizes the polling) in their place."""
+    return dataclasses.replace(build_settings(asl_defaults()), **values)
+
+
 def default_rollout() -> dict[str, Any]:
     """The settings that size the endpoint phase (mlpipeline.rollout), at the stack's defaults."""
     d = pw.parameter_defaults()
@@ -184,7 +192,7 @@ LONGEST_ROLLOUT = {"rollout_strategy": "LINEAR", "rollout_step_type": "INSTANCE_
                    "autoscaling_max_capacity": 10}
 
 
-def template_corners() -> list[tuple[dict[str, Any], int]]:
+def template_corners() -> list[tuple[Settings, int]]:
     """Every corner of the parameters that size the polling: (settings, PollSeconds)."""
     corners = []
     for jobs, parallel, runtime, spot, poll, rollout in itertools.product(
@@ -195,8 +203,8 @@ def template_corners() -> list[tuple[dict[str, Any], int]]:
         _parameter_range("PollSeconds"),
         (default_rollout(), LONGEST_ROLLOUT),
     ):
-        settings = {"max_jobs": jobs, "max_parallel_jobs": min(parallel, jobs), "max_runtime_seconds": runtime,
-                    "use_spot_instances": spot == "true", **rollout}
+        settings = settings_with(max_jobs=jobs, max_parallel_jobs=min(parallel, jobs), max_runtime_seconds=runtime,
+                                 use_spot_instances=spot == "true", **rollout)
         corners.append((settings, poll))
     return corners
 
@@ -219,8 +227,8 @@ def test_worst_case_history_stays_under_the_limit_for_every_allowed_budget() -> 
             assert plan.covered_seconds() >= plan.budget_seconds, plan
     assert watched > 0
     # the largest budgets themselves: the most trials, one at a time, 28 days each, on spot
-    biggest = {"max_jobs": 100, "max_parallel_jobs": 1, "max_runtime_seconds": 2419200, "use_spot_instances": True,
-               **LONGEST_ROLLOUT}
+    biggest = settings_with(max_jobs=100, max_parallel_jobs=1, max_runtime_seconds=2419200, use_spot_instances=True,
+                            **LONGEST_ROLLOUT)
     with pytest.raises(InvalidDataset, match="lower max_runtime_seconds or max_jobs"):
         polling.check_run_fits_one_execution(biggest, 60)
 
@@ -236,9 +244,10 @@ def test_without_poll_caps_the_worst_case_is_unbounded() -> None:
 
 def test_default_settings_poll_at_the_stack_interval_and_back_off() -> None:
     defaults = pw.parameter_defaults()
-    settings = {"max_jobs": int(defaults["MaxTuningJobs"]), "max_parallel_jobs": int(defaults["MaxParallelTuningJobs"]),
-                "max_runtime_seconds": int(defaults["MaxRuntimeSeconds"]), "use_spot_instances": False,
-                **default_rollout()}
+    settings = settings_with(max_jobs=int(defaults["MaxTuningJobs"]),
+                             max_parallel_jobs=int(defaults["MaxParallelTuningJobs"]),
+                             max_runtime_seconds=int(defaults["MaxRuntimeSeconds"]), use_spot_instances=False,
+                             **default_rollout())
     base = int(defaults["PollSeconds"])
     for kind in polling.MAX_POLLS:
         plan = polling.poll_plan(kind, settings, base)

@@ -95,7 +95,7 @@ def _deployment_calls(update: bool) -> list[iam_model.Call]:
 
 
 def _autoscaling_calls(function: str) -> list[iam_model.Call]:
-    settings = RUN.settings.as_dict()
+    settings = RUN.settings
     return (
         [
             iam_model.Call(

@@ -139,6 +139,9 @@ def test_settings_report_all_problems() -> None:
     # A backbone train.py cannot build is refused before any job bills (contract.BACKBONE_NAMES).
     with pytest.raises(settings.SettingsError, match=r"backbone must be one of \['resnet18'"):
         settings.build_settings(_defaults(), {"backbone": "resnet19"})
+    # a JSON null is named, not a KeyError later
+    with pytest.raises(settings.SettingsError, match="override epochs is null"):
+        settings.build_settings(_defaults(), {"epochs": None})
 
 
 # --- training source tarball ----------------------------------------------------------------------------

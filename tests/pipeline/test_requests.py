@@ -279,7 +279,7 @@ def test_model_endpoint_and_registry_requests() -> None:
 
 
 def test_autoscaling_requests() -> None:
-    settings = make_run().settings.as_dict()
+    settings = make_run().settings
     register = deployment_requests.register_scalable_target_request(stack.ENDPOINT, settings)
     assert_valid("application-autoscaling", "RegisterScalableTarget", register)
     assert register["ResourceId"] == f"endpoint/{stack.ENDPOINT}/variant/AllTraffic"

@@ -126,7 +126,7 @@ def test_deploy_checks_the_live_fleet_it_would_update() -> None:
         endpoint_instance_count=4,
         autoscaling_min_capacity=2,
         autoscaling_max_capacity=10,
-    ).settings.as_dict()
+    ).settings
     live = {
         "EndpointName": "e",
         "EndpointStatus": "InService",
@@ -149,11 +149,11 @@ def test_the_endpoint_poll_budget_covers_the_longest_rollout() -> None:
         endpoint_instance_count=10,
         autoscaling_min_capacity=10,
         autoscaling_max_capacity=10,
-    ).settings.as_dict()
+    ).settings
     # 10 steps of 1200 s baking + provisioning, then a rollback as long again, then termination wait
     termination_wait = deployment_requests.TERMINATION_WAIT_SECONDS
     assert polling.budget_seconds("endpoint", settings) == 2 * (1800 + 12000) + termination_wait
-    assert polling.budget_seconds("endpoint", make_run().settings.as_dict()) == 2 * 3600 + termination_wait
+    assert polling.budget_seconds("endpoint", make_run().settings) == 2 * 3600 + termination_wait
 
 
 # ---------------------------------------------------------------------------------------------------

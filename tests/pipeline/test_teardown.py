@@ -17,6 +17,7 @@ deletes with the scalable target, and the Lambda asynchronous self-invocation (q
 from __future__ import annotations
 
 import copy
+import dataclasses
 import http.server
 import io
 import json
@@ -34,6 +35,7 @@ from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 from mlpipeline import custom_resource, deployment_requests, teardown
 from mlpipeline.errors import error_code
+from mlpipeline.settings import build_settings
 from moto import mock_aws
 from moto.applicationautoscaling import models as aas_models
 from moto.awslambda.models import LambdaFunction
@@ -43,6 +45,7 @@ from moto.s3.models import s3_backends
 from moto.sagemaker import models as sm_models
 from moto.sagemaker.exceptions import ConflictException, ResourceNotFound, SagemakerClientError, ValidationError
 from moto.sagemaker.responses import SageMakerResponse
+from test_requests import asl_defaults
 
 app = pw.load_handler("teardown")
 autoscaling_app = pw.load_handler("configure_autoscaling")
@@ -479,13 +482,14 @@ def _stack_resources(world: World, prefix: str, endpoint: str, bucket: str, stat
             ],
         )
     sm.create_endpoint(EndpointName=endpoint, EndpointConfigName=f"{prefix}-dogimages-9876543210")
-    settings = {
-        "autoscaling_min_capacity": 1,
-        "autoscaling_max_capacity": 4,
-        "autoscaling_target_invocations": 100,
-        "scale_in_cooldown_seconds": 300,
-        "scale_out_cooldown_seconds": 60,
-    }
+    settings = dataclasses.replace(
+        build_settings(asl_defaults()),
+        autoscaling_min_capacity=1,
+        autoscaling_max_capacity=4,
+        autoscaling_target_invocations=100,
+        scale_in_cooldown_seconds=300,
+        scale_out_cooldown_seconds=60,
+    )
     autoscaling_app.configure(world.autoscaling, endpoint, settings)  # the pipeline's own requests
     group = f"{prefix}-models"
     if prefix != pw.PREFIX:

@@ -29,7 +29,10 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # settings imports this module: only its type here
+    from mlpipeline.settings import Settings
 
 AUTO = "auto"
 MANUAL = "manual"
@@ -60,11 +63,11 @@ def registered_status(passed: bool, mode: str) -> str:
     return PENDING if mode == MANUAL else APPROVED
 
 
-def settings_problems(settings: Mapping[str, Any]) -> list[str]:
+def settings_problems(settings: Settings) -> list[str]:
     problems = []
-    if settings["approval_mode"] not in MODES:
-        problems.append(f"approval_mode must be one of {list(MODES)}, got {settings['approval_mode']!r}")
-    hours = settings["approval_timeout_hours"]
+    if settings.approval_mode not in MODES:
+        problems.append(f"approval_mode must be one of {list(MODES)}, got {settings.approval_mode!r}")
+    hours = settings.approval_timeout_hours
     if not 0 < hours <= MAX_TIMEOUT_HOURS:
         problems.append(
             f"approval_timeout_hours must be > 0 and <= {MAX_TIMEOUT_HOURS} (a Standard workflow's one-year "

@@ -10,6 +10,7 @@ from mlpipeline import rollout, serverless
 from mlpipeline.errors import EndpointDeploymentFailed
 from mlpipeline.job_progress import ENDPOINT_TERMINAL_STATUSES, configs_in_use, terminal_reason
 from mlpipeline.run_state import RunState
+from mlpipeline.settings import Settings
 
 
 def plan_deployment(
@@ -18,7 +19,7 @@ def plan_deployment(
     new_instance_type: str,
     autoscaling_registered: bool,
     new_config: str | None = None,
-    settings: Mapping[str, Any] | None = None,
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
     """create, recreate, update, or resume (a retried Deploy whose first attempt got as far as creating or
     updating the endpoint with `new_config`: nothing to call again); whether autoscaling must be
@@ -54,12 +55,12 @@ def plan_deployment(
     fleet = None
     if settings is not None:
         live_count = (endpoint.get("ProductionVariants") or [{}])[0].get("DesiredInstanceCount")
-        fleet = settings["endpoint_instance_count"] if changes_type or not live_count else int(live_count)
+        fleet = settings.endpoint_instance_count if changes_type or not live_count else int(live_count)
         found = rollout.problems(
-            settings["rollout_strategy"],
-            settings["rollout_step_type"],
-            settings["rollout_step_size"],
-            settings["rollout_wait_seconds"],
+            settings.rollout_strategy,
+            settings.rollout_step_type,
+            settings.rollout_step_size,
+            settings.rollout_wait_seconds,
             fleet,
         )
         if found:
@@ -124,7 +125,7 @@ def plan_cleanup(
         and endpoint is not None
         and endpoint["EndpointStatus"] == "InService"
         and not autoscaling_registered
-        and not serverless.is_serverless(run.settings.as_dict())  # a serverless endpoint has no scalable target
+        and not serverless.is_serverless(run.settings)  # a serverless endpoint has no scalable target
     ):
         actions.append({"action": "register_autoscaling", "name": endpoint["EndpointName"]})
     return actions

@@ -16,6 +16,7 @@ from imgclf import contract, gate
 from mlpipeline import approval, rollout, serverless
 from mlpipeline.resource_tags import run_tags, tag_value
 from mlpipeline.run_state import RunState
+from mlpipeline.settings import Settings
 
 VARIANT_NAME = "AllTraffic"
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
@@ -125,8 +126,8 @@ def endpoint_config_request(run: RunState, test_accuracy: float) -> dict[str, An
         "InstanceType": s.endpoint_instance_type,
         "InitialVariantWeight": 1.0,
     }
-    if serverless.is_serverless(s.as_dict()):  # EndpointMode=serverless: ServerlessConfig, no instances
-        variant = serverless.production_variant(VARIANT_NAME, run.model_name, s.as_dict())
+    if serverless.is_serverless(s):  # EndpointMode=serverless: ServerlessConfig, no instances
+        variant = serverless.production_variant(VARIANT_NAME, run.model_name, s)
     return {
         **({"DataCaptureConfig": capture} if capture else {}),
         "EndpointConfigName": run.endpoint_config_name,
@@ -166,7 +167,7 @@ def update_endpoint_request(
     """
     s = run.settings
     fleet = s.endpoint_instance_count if fleet is None else fleet
-    routing = rollout.traffic_routing(s.as_dict(), fleet)
+    routing = rollout.traffic_routing(s, fleet)
     request: dict[str, Any] = {
         "EndpointName": endpoint_name,
         "EndpointConfigName": run.endpoint_config_name,
@@ -202,26 +203,26 @@ def scalable_target_id(endpoint_name: str) -> dict[str, str]:
     }
 
 
-def register_scalable_target_request(endpoint_name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+def register_scalable_target_request(endpoint_name: str, settings: Settings) -> dict[str, Any]:
     return {
         **scalable_target_id(endpoint_name),
-        "MinCapacity": settings["autoscaling_min_capacity"],
-        "MaxCapacity": settings["autoscaling_max_capacity"],
+        "MinCapacity": settings.autoscaling_min_capacity,
+        "MaxCapacity": settings.autoscaling_max_capacity,
     }
 
 
-def scaling_policy_request(endpoint_name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+def scaling_policy_request(endpoint_name: str, settings: Settings) -> dict[str, Any]:
     """Target tracking on SageMakerVariantInvocationsPerInstance (invocations per instance per minute)."""
     return {
         "PolicyName": f"{endpoint_name}-invocations-per-instance",
         **scalable_target_id(endpoint_name),
         "PolicyType": "TargetTrackingScaling",
         "TargetTrackingScalingPolicyConfiguration": {
-            "TargetValue": float(settings["autoscaling_target_invocations"]),
+            "TargetValue": float(settings.autoscaling_target_invocations),
             "PredefinedMetricSpecification": {
                 "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
             },
-            "ScaleInCooldown": settings["scale_in_cooldown_seconds"],
-            "ScaleOutCooldown": settings["scale_out_cooldown_seconds"],
+            "ScaleInCooldown": settings.scale_in_cooldown_seconds,
+            "ScaleOutCooldown": settings.scale_out_cooldown_seconds,
         },
     }

@@ -22,6 +22,7 @@ from typing import Any
 
 from mlpipeline import deployment_requests, rollout, training_requests
 from mlpipeline.errors import InvalidDataset, PollLimitExceeded
+from mlpipeline.settings import Settings
 
 HISTORY_EVENT_LIMIT = 25_000
 MAX_EXECUTION_SECONDS = 365 * 24 * 3600
@@ -36,13 +37,13 @@ JOB_OVERHEAD_SECONDS = 3600
 NON_POLLING_SECONDS = 24 * 3600
 
 
-def job_time_limit_seconds(settings: Mapping[str, Any]) -> int:
+def job_time_limit_seconds(settings: Settings) -> int:
     """How long SageMaker lets one training job (or tuning trial) run: MaxWaitTimeInSeconds with spot."""
-    factor = training_requests.SPOT_WAIT_FACTOR if settings["use_spot_instances"] else 1
-    return factor * int(settings["max_runtime_seconds"])
+    factor = training_requests.SPOT_WAIT_FACTOR if settings.use_spot_instances else 1
+    return factor * int(settings.max_runtime_seconds)
 
 
-def budget_seconds(kind: str, settings: Mapping[str, Any]) -> int:
+def budget_seconds(kind: str, settings: Settings) -> int:
     """How long a phase may legitimately take.
 
     Tuning: the tuner keeps up to MaxParallelTrainingJobs trials in flight, so its trials run in
@@ -50,7 +51,7 @@ def budget_seconds(kind: str, settings: Mapping[str, Any]) -> int:
     """
     job = job_time_limit_seconds(settings) + JOB_OVERHEAD_SECONDS
     if kind == "tuning":
-        return math.ceil(settings["max_jobs"] / settings["max_parallel_jobs"]) * job + JOB_OVERHEAD_SECONDS
+        return math.ceil(settings.max_jobs / settings.max_parallel_jobs) * job + JOB_OVERHEAD_SECONDS
     if kind in ("training", "extraction"):  # the feature extraction is one training job
         return job
     if kind == "endpoint":
@@ -95,7 +96,7 @@ def _covered(polls: int, base: int, cap: int) -> int:
     return sum(_wait(poll, base, cap) for poll in range(1, polls + 1))
 
 
-def poll_plan(kind: str, settings: Mapping[str, Any], base_seconds: int) -> PollPlan:
+def poll_plan(kind: str, settings: Settings, base_seconds: int) -> PollPlan:
     """The smallest interval cap (>= the base) whose MAX_POLLS polls cover the phase's budget, and the
     fewest polls that do. With a base of 0 s (the offline test world) every wait is 0 and the cap is
     MAX_POLLS."""
@@ -119,7 +120,7 @@ def poll_plan(kind: str, settings: Mapping[str, Any], base_seconds: int) -> Poll
     return PollPlan(kind, base_seconds, low, polls, budget)
 
 
-def check_run_fits_one_execution(settings: Mapping[str, Any], base_seconds: int) -> None:
+def check_run_fits_one_execution(settings: Settings, base_seconds: int) -> None:
     """Raise InvalidDataset (before anything is started) when the phases' budgets cannot all be watched
     within one execution's year: the execution would time out, uncatchably, with jobs still running."""
     if base_seconds == 0:
@@ -140,7 +141,7 @@ def next_poll(
     name: str,
     progress: Mapping[str, Any],
     poll: Mapping[str, Any],
-    settings: Mapping[str, Any],
+    settings: Settings,
     base_seconds: int,
 ) -> dict[str, int]:
     """The poll state after one more status check: {"attempt": polls so far, "wait_seconds": the wait

@@ -24,8 +24,10 @@ or nothing.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # settings imports this module: only its type here
+    from mlpipeline.settings import Settings
 
 STRATEGIES = ("ALL_AT_ONCE", "CANARY", "LINEAR")
 STEP_TYPES = ("INSTANCE_COUNT", "CAPACITY_PERCENT")
@@ -104,21 +106,21 @@ def execution_timeout_seconds(strategy: str, step_type: str, step_size: int, wai
     return max(DEFAULT_EXECUTION_TIMEOUT_SECONDS, MIN_EXECUTION_TIMEOUT_SECONDS, PROVISIONING_SECONDS + baking)
 
 
-def fleet_sizes(settings: Mapping[str, Any]) -> list[int]:
+def fleet_sizes(settings: Settings) -> list[int]:
     """The fleet sizes an update may meet: the configured count, and the smallest and largest autoscaling
     may scale the live variant to (RetainAllVariantProperties keeps the live count). A step's share of the
     fleet only falls as the fleet grows, and its whole instances only fall as it shrinks, so these bound
     every count in between."""
     return sorted(
         {
-            settings["endpoint_instance_count"],
-            settings["autoscaling_min_capacity"],
-            settings["autoscaling_max_capacity"],
+            settings.endpoint_instance_count,
+            settings.autoscaling_min_capacity,
+            settings.autoscaling_max_capacity,
         }
     )
 
 
-def settings_problems(settings: Mapping[str, Any]) -> list[str]:
+def settings_problems(settings: Settings) -> list[str]:
     """problems() for every fleet size the settings allow, reported once each."""
     found: list[str] = []
     for fleet in fleet_sizes(settings):
@@ -128,16 +130,16 @@ def settings_problems(settings: Mapping[str, Any]) -> list[str]:
     return found
 
 
-def _args(settings: Mapping[str, Any]) -> tuple[str, str, int, int]:
+def _args(settings: Settings) -> tuple[str, str, int, int]:
     return (
-        settings["rollout_strategy"],
-        settings["rollout_step_type"],
-        settings["rollout_step_size"],
-        settings["rollout_wait_seconds"],
+        settings.rollout_strategy,
+        settings.rollout_step_type,
+        settings.rollout_step_size,
+        settings.rollout_wait_seconds,
     )
 
 
-def max_execution_timeout_seconds(settings: Mapping[str, Any]) -> int:
+def max_execution_timeout_seconds(settings: Settings) -> int:
     """The longest MaximumExecutionTimeoutInSeconds the settings' fleets can need (for the poll budget):
     a linear rollout has most steps on the largest fleet autoscaling allows."""
     return min(
@@ -146,7 +148,7 @@ def max_execution_timeout_seconds(settings: Mapping[str, Any]) -> int:
     )
 
 
-def traffic_routing(settings: Mapping[str, Any], fleet: int) -> dict[str, Any]:
+def traffic_routing(settings: Settings, fleet: int) -> dict[str, Any]:
     """TrafficRoutingConfiguration for an update of `fleet` instances (checked: raises ValueError)."""
     strategy, step_type, step_size, wait_seconds = _args(settings)
     found = problems(strategy, step_type, step_size, wait_seconds, fleet)

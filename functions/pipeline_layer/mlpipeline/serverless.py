@@ -31,7 +31,10 @@ AWS's rules:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # settings imports this module: only its type here
+    from mlpipeline.settings import Settings
 
 MODES = ("realtime", "serverless")
 SERVERLESS = "serverless"
@@ -39,45 +42,45 @@ MEMORY_SIZES_MB = (1024, 2048, 3072, 4096, 5120, 6144)
 MAX_CONCURRENCY_RANGE = (1, 200)
 
 
-def is_serverless(settings: Mapping[str, Any]) -> bool:
-    return settings.get("endpoint_mode") == SERVERLESS
+def is_serverless(settings: Settings) -> bool:
+    return settings.endpoint_mode == SERVERLESS
 
 
-def problems(settings: Mapping[str, Any], processor: str) -> list[str]:
+def problems(settings: Settings, processor: str) -> list[str]:
     """What AWS refuses about the endpoint mode settings; `processor` is the inference image's (cpu/gpu)."""
-    mode = settings["endpoint_mode"]
+    mode = settings.endpoint_mode
     if mode not in MODES:
         return [f"endpoint_mode must be one of {list(MODES)}, got {mode!r}"]
     if mode != SERVERLESS:
         return []
     found = []
-    if settings["serverless_memory_mb"] not in MEMORY_SIZES_MB:
+    if settings.serverless_memory_mb not in MEMORY_SIZES_MB:
         found.append(f"serverless_memory_mb (MemorySizeInMB) must be one of {list(MEMORY_SIZES_MB)}, "
-                     f"got {settings['serverless_memory_mb']}")
+                     f"got {settings.serverless_memory_mb}")
     low, high = MAX_CONCURRENCY_RANGE
-    if not low <= settings["serverless_max_concurrency"] <= high:
+    if not low <= settings.serverless_max_concurrency <= high:
         found.append(f"serverless_max_concurrency (MaxConcurrency) must be in {low}..{high}, "
-                     f"got {settings['serverless_max_concurrency']}")
-    if settings["rollout_strategy"] != "ALL_AT_ONCE":
-        found.append(f"rollout_strategy {settings['rollout_strategy']} sizes its steps by instance count, which a "
+                     f"got {settings.serverless_max_concurrency}")
+    if settings.rollout_strategy != "ALL_AT_ONCE":
+        found.append(f"rollout_strategy {settings.rollout_strategy} sizes its steps by instance count, which a "
                      "serverless endpoint does not have: use ALL_AT_ONCE with endpoint_mode=serverless")
-    if settings.get("data_capture_percentage", 0):
+    if settings.data_capture_percentage:
         found.append(f"serverless endpoints do not support data capture: data_capture_percentage must be 0 with "
-                     f"endpoint_mode=serverless, got {settings['data_capture_percentage']}")
+                     f"endpoint_mode=serverless, got {settings.data_capture_percentage}")
     if processor != "cpu":
-        found.append(f"serverless endpoints have no GPUs: endpoint_instance_type {settings['endpoint_instance_type']} "
+        found.append(f"serverless endpoints have no GPUs: endpoint_instance_type {settings.endpoint_instance_type} "
                      "picks a GPU inference image; use a CPU type (e.g. ml.m5.large) with endpoint_mode=serverless")
     return found
 
 
-def production_variant(variant_name: str, model_name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+def production_variant(variant_name: str, model_name: str, settings: Settings) -> dict[str, Any]:
     """A serverless ProductionVariant: ServerlessConfig instead of an instance type and count."""
     return {
         "VariantName": variant_name,
         "ModelName": model_name,
         "ServerlessConfig": {
-            "MemorySizeInMB": settings["serverless_memory_mb"],
-            "MaxConcurrency": settings["serverless_max_concurrency"],
+            "MemorySizeInMB": settings.serverless_memory_mb,
+            "MaxConcurrency": settings.serverless_max_concurrency,
         },
     }
 
@@ -88,9 +91,9 @@ def mode_of(endpoint_config: Mapping[str, Any]) -> str:
     return SERVERLESS if variants[0].get("ServerlessConfig") else "realtime"
 
 
-def mode_change_problem(live_mode: str | None, settings: Mapping[str, Any]) -> str | None:
+def mode_change_problem(live_mode: str | None, settings: Settings) -> str | None:
     """Why the live endpoint cannot be updated to this run's mode, or None."""
-    wanted = settings.get("endpoint_mode", "realtime")
+    wanted = settings.endpoint_mode
     if live_mode is None or live_mode == wanted:
         return None
     return (f"the live endpoint is {live_mode} and this run deploys {wanted}: UpdateEndpoint cannot switch "

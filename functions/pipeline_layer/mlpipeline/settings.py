@@ -141,7 +141,7 @@ _COERCE: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _bound_problems(settings: dict[str, Any]) -> list[str]:
+def _bound_problems(settings: Settings) -> list[str]:
     """Counts that must be positive, durations that must not be negative."""
     problems = []
     for name in (
@@ -153,41 +153,41 @@ def _bound_problems(settings: dict[str, Any]) -> list[str]:
         "autoscaling_min_capacity",
         "max_runtime_seconds",
     ):
-        if settings[name] < 1:
-            problems.append(f"{name} must be >= 1, got {settings[name]}")
+        if getattr(settings, name) < 1:
+            problems.append(f"{name} must be >= 1, got {getattr(settings, name)}")
     for name in ("patience", "scale_in_cooldown_seconds", "scale_out_cooldown_seconds"):
-        if settings[name] < 0:
-            problems.append(f"{name} must be >= 0, got {settings[name]}")
+        if getattr(settings, name) < 0:
+            problems.append(f"{name} must be >= 0, got {getattr(settings, name)}")
     return problems
 
 
-def _check(settings: dict[str, Any]) -> list[str]:
+def _check(settings: Settings) -> list[str]:
     problems = _bound_problems(settings)
-    if settings["max_parallel_jobs"] > settings["max_jobs"]:
+    if settings.max_parallel_jobs > settings.max_jobs:
         problems.append("max_parallel_jobs must not exceed max_jobs")
-    if not 0 < settings["lr_min"] < settings["lr_max"]:
-        problems.append(f"need 0 < lr_min < lr_max, got {settings['lr_min']} and {settings['lr_max']}")
-    if settings["backbone"] not in contract.BACKBONE_NAMES:
+    if not 0 < settings.lr_min < settings.lr_max:
+        problems.append(f"need 0 < lr_min < lr_max, got {settings.lr_min} and {settings.lr_max}")
+    if settings.backbone not in contract.BACKBONE_NAMES:
         # train.py would refuse it only once the job runs (and bills).
-        problems.append(f"backbone must be one of {list(contract.BACKBONE_NAMES)}, got {settings['backbone']!r}")
-    if not 0.0 <= settings["quality_threshold"] <= 1.0:
-        problems.append(f"quality_threshold is a fraction in [0, 1], got {settings['quality_threshold']}")
-    if settings["autoscaling_max_capacity"] < settings["autoscaling_min_capacity"]:
+        problems.append(f"backbone must be one of {list(contract.BACKBONE_NAMES)}, got {settings.backbone!r}")
+    if not 0.0 <= settings.quality_threshold <= 1.0:
+        problems.append(f"quality_threshold is a fraction in [0, 1], got {settings.quality_threshold}")
+    if settings.autoscaling_max_capacity < settings.autoscaling_min_capacity:
         problems.append("autoscaling_max_capacity must be >= autoscaling_min_capacity")
-    if settings["autoscaling_target_invocations"] <= 0:
+    if settings.autoscaling_target_invocations <= 0:
         problems.append("autoscaling_target_invocations must be > 0")
     # DataCaptureConfig.InitialSamplingPercentage: "Valid Range: Minimum value of 0. Maximum value of 100."
     # (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_DataCaptureConfig.html)
-    if not 0 <= settings["data_capture_percentage"] <= 100:
-        problems.append(f"data_capture_percentage must be in 0..100, got {settings['data_capture_percentage']}")
+    if not 0 <= settings.data_capture_percentage <= 100:
+        problems.append(f"data_capture_percentage must be in 0..100, got {settings.data_capture_percentage}")
     for name in ("tuning_instance_type", "training_instance_type", "endpoint_instance_type",
                  "cached_features_tuning_instance_type"):
-        if not settings[name].startswith("ml."):
+        if not getattr(settings, name).startswith("ml."):
             problems.append(
-                f"{name} must be a SageMaker instance type like ml.m5.large, got {settings[name]!r}"
+                f"{name} must be a SageMaker instance type like ml.m5.large, got {getattr(settings, name)!r}"
             )
     if not problems:
-        mode_problems = serverless.problems(settings, images.processor_for(settings["endpoint_instance_type"]))
+        mode_problems = serverless.problems(settings, images.processor_for(settings.endpoint_instance_type))
         problems.extend(mode_problems)
         if not mode_problems:
             problems.extend(rollout.settings_problems(settings))
@@ -212,13 +212,17 @@ def build_settings(defaults: Mapping[str, Any], overrides: Mapping[str, Any] | N
             else ("default", defaults.get(name))
         )
         if raw is None:
+            if name not in missing:
+                problems.append(f"{origin} {name} is null: give it a value or leave it out")
             continue
         try:
             values[name] = coerce(raw)
         except (TypeError, ValueError) as error:
             problems.append(f"{origin} {name}={raw!r}: {error}")
-    if not problems:
-        problems.extend(_check(values))
     if problems:
         raise SettingsError("; ".join(problems))
-    return Settings(**values)
+    settings = Settings(**values)
+    problems = _check(settings)
+    if problems:
+        raise SettingsError("; ".join(problems))
+    return settings

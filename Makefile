@@ -3,6 +3,7 @@
 #   make test    - ruff + the whole test suite (what CI runs)
 #   make test-unit - the fast unit tier only (pure modules, no moto, no torch; pyproject unit_tier)
 #   make test-integration - everything but the unit tier (moto worlds, training, serving, browsers)
+#   make settings - after a change to mlpipeline.settings.Settings: rewrite the ASL defaults and template substitutions
 SHELL := /bin/bash
 # The CPU torch wheel on this platform is built for CPython 3.11.
 PYTHON ?= python3.11

@@ -170,9 +170,14 @@ def _parameter_range(name: str) -> list[Any]:
     return [int(spec["MinValue"]), int(spec["MaxValue"])]
 
 
+@cache
+def stack_settings() -> Settings:
+    return build_settings(asl_defaults())
+
+
 def settings_with(**values: Any) -> Settings:
     """The stack's default settings with `values` (what sizes the polling) in their place."""
-    return dataclasses.replace(build_settings(asl_defaults()), **values)
+    return dataclasses.replace(stack_settings(), **values)
 
 
 def default_rollout() -> dict[str, Any]:

@@ -486,7 +486,7 @@ def _stack_resources(world: World, prefix: str, endpoint: str, bucket: str, stat
         build_settings(asl_defaults()),
         autoscaling_min_capacity=1,
         autoscaling_max_capacity=4,
-        autoscaling_target_invocations=100,
+        autoscaling_target_invocations=100.0,
         scale_in_cooldown_seconds=300,
         scale_out_cooldown_seconds=60,
     )

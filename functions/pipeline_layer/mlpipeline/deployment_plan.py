@@ -56,13 +56,7 @@ def plan_deployment(
     if settings is not None:
         live_count = (endpoint.get("ProductionVariants") or [{}])[0].get("DesiredInstanceCount")
         fleet = settings.endpoint_instance_count if changes_type or not live_count else int(live_count)
-        found = rollout.problems(
-            settings.rollout_strategy,
-            settings.rollout_step_type,
-            settings.rollout_step_size,
-            settings.rollout_wait_seconds,
-            fleet,
-        )
+        found = rollout.fleet_problems(settings, fleet)
         if found:
             raise EndpointDeploymentFailed(
                 f"endpoint {endpoint['EndpointName']} would update {fleet} instance(s): " + "; ".join(found)

@@ -218,7 +218,7 @@ def scaling_policy_request(endpoint_name: str, settings: Settings) -> dict[str, 
         **scalable_target_id(endpoint_name),
         "PolicyType": "TargetTrackingScaling",
         "TargetTrackingScalingPolicyConfiguration": {
-            "TargetValue": float(settings.autoscaling_target_invocations),
+            "TargetValue": settings.autoscaling_target_invocations,
             "PredefinedMetricSpecification": {
                 "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
             },

@@ -40,7 +40,7 @@ NON_POLLING_SECONDS = 24 * 3600
 def job_time_limit_seconds(settings: Settings) -> int:
     """How long SageMaker lets one training job (or tuning trial) run: MaxWaitTimeInSeconds with spot."""
     factor = training_requests.SPOT_WAIT_FACTOR if settings.use_spot_instances else 1
-    return factor * int(settings.max_runtime_seconds)
+    return factor * settings.max_runtime_seconds
 
 
 def budget_seconds(kind: str, settings: Settings) -> int:

@@ -124,10 +124,15 @@ def settings_problems(settings: Settings) -> list[str]:
     """problems() for every fleet size the settings allow, reported once each."""
     found: list[str] = []
     for fleet in fleet_sizes(settings):
-        for problem in problems(*_args(settings), fleet):
+        for problem in fleet_problems(settings, fleet):
             if problem not in found:
                 found.append(problem)
     return found
+
+
+def fleet_problems(settings: Settings, fleet: int) -> list[str]:
+    """problems() of the settings' rollout on a fleet of `fleet` instances."""
+    return problems(*_args(settings), fleet)
 
 
 def _args(settings: Settings) -> tuple[str, str, int, int]:
@@ -151,7 +156,7 @@ def max_execution_timeout_seconds(settings: Settings) -> int:
 def traffic_routing(settings: Settings, fleet: int) -> dict[str, Any]:
     """TrafficRoutingConfiguration for an update of `fleet` instances (checked: raises ValueError)."""
     strategy, step_type, step_size, wait_seconds = _args(settings)
-    found = problems(strategy, step_type, step_size, wait_seconds, fleet)
+    found = fleet_problems(settings, fleet)
     if found:
         raise ValueError("; ".join(found))
     routing: dict[str, Any] = {"Type": strategy, "WaitIntervalInSeconds": wait_seconds}

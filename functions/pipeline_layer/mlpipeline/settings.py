@@ -153,11 +153,11 @@ def _bound_problems(settings: Settings) -> list[str]:
         "autoscaling_min_capacity",
         "max_runtime_seconds",
     ):
-        if getattr(settings, name) < 1:
-            problems.append(f"{name} must be >= 1, got {getattr(settings, name)}")
+        if (value := getattr(settings, name)) < 1:
+            problems.append(f"{name} must be >= 1, got {value}")
     for name in ("patience", "scale_in_cooldown_seconds", "scale_out_cooldown_seconds"):
-        if getattr(settings, name) < 0:
-            problems.append(f"{name} must be >= 0, got {getattr(settings, name)}")
+        if (value := getattr(settings, name)) < 0:
+            problems.append(f"{name} must be >= 0, got {value}")
     return problems
 
 
@@ -182,10 +182,8 @@ def _check(settings: Settings) -> list[str]:
         problems.append(f"data_capture_percentage must be in 0..100, got {settings.data_capture_percentage}")
     for name in ("tuning_instance_type", "training_instance_type", "endpoint_instance_type",
                  "cached_features_tuning_instance_type"):
-        if not getattr(settings, name).startswith("ml."):
-            problems.append(
-                f"{name} must be a SageMaker instance type like ml.m5.large, got {getattr(settings, name)!r}"
-            )
+        if not (instance_type := getattr(settings, name)).startswith("ml."):
+            problems.append(f"{name} must be a SageMaker instance type like ml.m5.large, got {instance_type!r}")
     if not problems:
         mode_problems = serverless.problems(settings, images.processor_for(settings.endpoint_instance_type))
         problems.extend(mode_problems)
